@@ -1,0 +1,262 @@
+"""Checkpoints: safetensors weights plus a JSON sidecar; loading never unpickles.
+
+``model.safetensors`` holds the tensors; ``model.json`` beside it records what they are:
+architecture, classes, input size and normalisation, scenario, split seed, role, the sha256 of
+the weights file and of the forget list, the training recipe and dlfd's version. The sidecar is
+written after the weights, both atomically; on load the weights' hash is checked against the
+sidecar, so a torn or tampered pair is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from dlfd import __version__
+from dlfd.data.transforms import InputSpec
+from dlfd.errors import CheckpointError, ConfigError
+from dlfd.io import atomic_write_bytes, atomic_write_json, sha256_bytes
+
+SIDECAR_FORMAT = "dlfd-checkpoint/1"
+WEIGHTS_SUFFIX = ".safetensors"
+_MAX_SIDECAR_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint is: enough to rebuild the model and to audit where it came from."""
+
+    arch: str
+    num_classes: int
+    task: str
+    input_spec: InputSpec
+    role: str = "model"
+    scenario: str | None = None
+    split_seed: int | None = None
+    train_seed: int | None = None
+    forget_sha256: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    config_sha256: str | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str = ""
+    dlfd_version: str = __version__
+    created: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form of the sidecar."""
+        return {
+            "format": SIDECAR_FORMAT,
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "task": self.task,
+            "input": self.input_spec.to_dict(),
+            "role": self.role,
+            "scenario": self.scenario,
+            "split_seed": self.split_seed,
+            "train_seed": self.train_seed,
+            "forget_sha256": self.forget_sha256,
+            "model_kwargs": self.model_kwargs,
+            "config_sha256": self.config_sha256,
+            "recipe": self.recipe,
+            "extra": self.extra,
+            "weights_sha256": self.weights_sha256,
+            "dlfd_version": self.dlfd_version,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "sidecar") -> CheckpointMeta:
+        """Validate and parse a sidecar dict; any problem raises :class:`CheckpointError`."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{source}: expected a JSON object")
+        if data.get("format") != SIDECAR_FORMAT:
+            raise CheckpointError(
+                f"{source}: not a dlfd checkpoint sidecar "
+                f"(format {data.get('format')!r}, expected {SIDECAR_FORMAT!r})"
+            )
+
+        def need(key: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
+            value = data.get(key)
+            if value is None and optional:
+                return None
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+                raise CheckpointError(f"{source}: field {key!r} missing or of the wrong type")
+            return value
+
+        num_classes = need("num_classes", int)
+        if num_classes < 1:
+            raise CheckpointError(f"{source}: num_classes must be >= 1, got {num_classes}")
+        task = need("task", str)
+        if task not in ("multiclass", "multilabel"):
+            raise CheckpointError(f"{source}: unknown task {task!r}")
+        weights_sha = need("weights_sha256", str)
+        if len(weights_sha) != 64:
+            raise CheckpointError(f"{source}: weights_sha256 is not a sha256 hex digest")
+        try:
+            spec = InputSpec.from_dict(need("input", dict))
+        except ConfigError as exc:
+            raise CheckpointError(f"{source}: {exc}") from None
+        return cls(
+            arch=need("arch", str),
+            num_classes=num_classes,
+            task=task,
+            input_spec=spec,
+            role=need("role", str),
+            scenario=need("scenario", str, optional=True),
+            split_seed=need("split_seed", int, optional=True),
+            train_seed=need("train_seed", int, optional=True),
+            forget_sha256=need("forget_sha256", str, optional=True),
+            model_kwargs=need("model_kwargs", dict, optional=True) or {},
+            config_sha256=need("config_sha256", str, optional=True),
+            recipe=need("recipe", dict, optional=True) or {},
+            extra=need("extra", dict, optional=True) or {},
+            weights_sha256=weights_sha,
+            dlfd_version=need("dlfd_version", str, optional=True) or "unknown",
+            created=need("created", str, optional=True) or "",
+        )
+
+
+def sidecar_path(weights_path: str | Path) -> Path:
+    """``model.safetensors`` -> ``model.json``."""
+    return Path(weights_path).with_suffix(".json")
+
+
+def check_weights_path(path: str | Path) -> Path:
+    """Refuse output names that would not be recognised as checkpoints."""
+    path = Path(path)
+    if path.suffix != WEIGHTS_SUFFIX:
+        raise ConfigError(f"checkpoint path {str(path)!r} must end with {WEIGHTS_SUFFIX}")
+    return path
+
+
+def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict safe for safetensors: detached, contiguous, on CPU, no shared storage."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, meta: CheckpointMeta) -> CheckpointMeta:
+    """Write weights then sidecar atomically; returns the meta with hash and time filled in."""
+    path = check_weights_path(path)
+    tensors = _state_tensors(model)
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"refusing to save non-finite weights ({', '.join(bad[:3])})")
+    data = save_safetensors(tensors, metadata={"format": SIDECAR_FORMAT, "arch": meta.arch})
+    final = CheckpointMeta(
+        **{
+            **meta.__dict__,
+            "weights_sha256": sha256_bytes(data),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
+    atomic_write_bytes(path, data)
+    atomic_write_json(sidecar_path(path), final.to_dict())
+    return final
+
+
+def read_meta(path: str | Path) -> CheckpointMeta:
+    """Read and validate the sidecar of checkpoint ``path``."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise CheckpointError(
+            f"checkpoint sidecar not found: {side} (a dlfd checkpoint is "
+            f"NAME.safetensors plus NAME.json)"
+        )
+    if side.stat().st_size > _MAX_SIDECAR_BYTES:
+        raise CheckpointError(f"checkpoint sidecar {side} is implausibly large")
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint sidecar {side} is not valid JSON: {exc}") from None
+    return CheckpointMeta.from_dict(data, source=str(side))
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def read_weights(path: str | Path, meta: CheckpointMeta) -> dict[str, torch.Tensor]:
+    """Read the safetensors file, verifying its sha256 against the sidecar first."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    data = path.read_bytes()
+    if sha256_bytes(data) != meta.weights_sha256:
+        raise CheckpointError(
+            f"checkpoint {path} does not match its sidecar (sha256 differs): "
+            f"the file was modified or partially written"
+        )
+    try:
+        return load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is not a valid safetensors file: {exc}") from None
+
+
+def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` strictly; a mismatch names the differing keys or shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    shapes = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
+    if shapes:
+        k = shapes[0]
+        raise CheckpointError(
+            f"{source} does not fit this model: {k} has shape "
+            f"{tuple(state[k].shape)}, model expects {tuple(own[k].shape)}"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    expect_num_classes: int | None = None,
+    expect_arch: str | None = None,
+) -> tuple[nn.Module, CheckpointMeta]:
+    """Rebuild a registered model from its checkpoint (in eval mode, on ``device``)."""
+    from dlfd.models import create_model
+
+    meta = read_meta(path)
+    if expect_arch is not None and meta.arch != expect_arch:
+        raise CheckpointError(f"checkpoint {path} is a {meta.arch!r}, expected {expect_arch!r}")
+    if expect_num_classes is not None and meta.num_classes != expect_num_classes:
+        raise CheckpointError(
+            f"checkpoint {path} has {meta.num_classes} classes, the dataset "
+            f"has {expect_num_classes}"
+        )
+    try:
+        model = create_model(
+            meta.arch, meta.num_classes, in_channels=meta.input_spec.channels, **meta.model_kwargs
+        )
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path}: {exc}") from None
+    load_state_into(model, read_weights(path, meta), str(path))
+    return model.to(device).eval(), meta
+
+
+def load_weights(model: nn.Module, path: str | Path) -> CheckpointMeta:
+    """Load a checkpoint's weights into a user-built ``model`` (any architecture)."""
+    meta = read_meta(path)
+    load_state_into(model, read_weights(path, meta), str(path))
+    return meta
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: store non-finite floats as null."""
+    return value if math.isfinite(value) else None

@@ -1,0 +1,44 @@
+"""Command-line interface. ``main`` turns every expected error into one line and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+from dlfd.cli import evaluate, listing, train  # noqa: F401  (commands register on import)
+from dlfd.cli.app import app, err
+from dlfd.errors import DlfdError
+
+EXIT_USER_ERROR = 2
+
+
+@app.callback()
+def _root(
+    debug: bool = False,  # handled in main(); declared so --help documents it
+) -> None:
+    """Machine unlearning for image classifiers: train, unlearn, evaluate, audit.
+
+    Use --debug before the command to see full tracebacks of errors.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``dlfd`` console script.
+
+    Typer handles usage errors and ``--help`` itself (exit code 2 / 0); dlfd's own errors and
+    OS errors (unwritable output, missing file) become one red line and exit code 2.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="dlfd")
+    except DlfdError as exc:
+        if debug:
+            raise
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as exc:
+        if debug:
+            raise
+        where = f" {exc.filename}:" if exc.filename else ""
+        err.print(f"[red]error:[/]{where} {exc.strerror or exc}", highlight=False)
+        sys.exit(EXIT_USER_ERROR)

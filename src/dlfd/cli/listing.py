@@ -1,0 +1,84 @@
+"""``dlfd datasets``, ``dlfd models`` and ``dlfd data info``: what is available, and split sizes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dlfd.cli.app import app, out
+from dlfd.cli.common import DataRootOpt, DatasetOpt, ForgetOpt, ImageSizeOpt, load_scenario
+from dlfd.models import list_models
+from dlfd.scenarios import list_scenarios
+
+MAX_CLASS_COLUMNS = 8
+MAX_NAMED_PEOPLE = 12
+data_app = typer.Typer(help="Inspect datasets and their unlearning splits.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _listing(title: str, items: dict[str, str]) -> Table:
+    table = Table(title=title)
+    table.add_column("name")
+    table.add_column("description")
+    for name, description in items.items():
+        table.add_row(name, description)
+    return table
+
+
+@app.command()
+def datasets() -> None:
+    """List the scenarios (datasets with their unlearning splits)."""
+    out.print(_listing("datasets", list_scenarios()))
+
+
+@app.command()
+def models() -> None:
+    """List the registered model architectures."""
+    out.print(_listing("models", list_models()))
+
+
+@data_app.command("info")
+def data_info(
+    dataset: DatasetOpt = "orl-glasses",
+    split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the split.")] = 0,
+    data_root: DataRootOpt = None,
+    image_size: ImageSizeOpt = None,
+    forget: ForgetOpt = None,
+) -> None:
+    """Split sizes, identity counts and class balance of a scenario."""
+    scenario = load_scenario(
+        dataset, split_seed=split_seed, data_root=data_root, image_size=image_size, forget=forget
+    )
+    records = scenario.problem.records
+    table = Table(
+        title=f"{scenario.name}: {scenario.description} "
+        f"({scenario.problem.level}-level, split seed {split_seed})"
+    )
+    table.add_column("split")
+    table.add_column("images", justify="right")
+    table.add_column("identities", justify="right")
+    per_class = records.num_classes <= MAX_CLASS_COLUMNS
+    for name in records.class_names if per_class else ["images per class (min-max)"]:
+        table.add_column(name, justify="right")
+    for split, info in scenario.problem.summary().items():
+        classes = info["classes"]
+        assert isinstance(classes, dict)
+        counts = [classes[name] for name in records.class_names]
+        cells = (
+            [f"{c:.0f}" for c in counts] if per_class else [f"{min(counts):.0f}-{max(counts):.0f}"]
+        )
+        table.add_row(split, str(info["samples"]), str(info["identities"]), *cells)
+    out.print(table)
+    spec = scenario.input_spec
+    out.print(
+        f"task: {records.task}, {records.num_classes} classes; input {spec.size[0]}x"
+        f"{spec.size[1]}x{spec.channels}; images under {records.root}"
+    )
+    people = scenario.problem.forget_identities()
+    shown = ", ".join(people) if len(people) <= MAX_NAMED_PEOPLE else f"{len(people)} people"
+    out.print(
+        f"forget identities: {shown or '-'}; forget list sha256 "
+        f"{scenario.problem.forget_sha256[:16]}..."
+    )

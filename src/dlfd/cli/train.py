@@ -1,0 +1,99 @@
+"""``dlfd train``: the original model (all of train) or the retrained reference (retain only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dlfd.checkpoint import check_weights_path
+from dlfd.cli.app import app, err
+from dlfd.cli.common import (
+    DataRootOpt,
+    DatasetOpt,
+    DeviceOpt,
+    ForgetOpt,
+    ImageSizeOpt,
+    QuietOpt,
+    SplitSeedOpt,
+    load_scenario,
+)
+from dlfd.cli.progress import RichTrainProgress
+from dlfd.config import apply_overrides, parse_overrides
+from dlfd.runtime import resolve_device
+from dlfd.training import train_checkpoint
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (.safetensors).")],
+    dataset: DatasetOpt = "orl-glasses",
+    role: Annotated[
+        str, typer.Option("--role", help="original (all of train) or retrained (retain only).")
+    ] = "original",
+    seed: Annotated[int, typer.Option("--seed", help="Training seed.")] = 0,
+    split_seed: SplitSeedOpt = None,
+    data_root: DataRootOpt = None,
+    image_size: ImageSizeOpt = None,
+    forget: ForgetOpt = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Architecture (see `dlfd models`).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Override epochs.")] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Recipe override KEY=VALUE (e.g. lr=0.05, augment.hflip=0)."),
+    ] = None,
+    device: DeviceOpt = "auto",
+    resume: Annotated[
+        bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run.")
+    ] = True,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a scenario's original model or its retrained reference, resumably."""
+    check_weights_path(out)
+    scenario = load_scenario(
+        dataset,
+        split_seed=seed if split_seed is None else split_seed,
+        data_root=data_root,
+        image_size=image_size,
+        forget=forget,
+    )
+    overrides = parse_overrides(settings or [])
+    if model is not None:
+        overrides["model"] = model
+    if epochs is not None:
+        overrides["epochs"] = str(epochs)
+    recipe = apply_overrides(scenario.recipe, overrides)
+    torch_device = resolve_device(device)
+    sizes = scenario.problem.sizes()
+    split = "retain" if role == "retrained" else "train"
+    n_train = sizes["retain"] + (sizes["forget"] if split == "train" else 0)
+    err.print(
+        f"[bold]{scenario.name}[/] {role}: {recipe.model}, {recipe.epochs} epochs on "
+        f"{n_train} {split} images, {torch_device}, seed {seed}"
+    )
+    progress = None if quiet else RichTrainProgress(err, role)
+    result = train_checkpoint(
+        scenario,
+        role=role,
+        out=out,
+        seed=seed,  # type: ignore[arg-type]
+        device=torch_device,
+        recipe=recipe,
+        resume=resume,
+        force=force,
+        progress=progress,
+    )
+    if result.reused:
+        err.print(f"{out} is up to date (same configuration); nothing to do")
+        return
+    if result.resumed_from_epoch:
+        err.print(f"resumed after epoch {result.resumed_from_epoch}")
+    last = result.history[-1] if result.history else {}
+    err.print(
+        f"wrote {out} in {result.seconds:.1f}s (final train loss "
+        f"{last.get('loss', float('nan')):.3f}, acc {last.get('acc', float('nan')):.3f})"
+    )

@@ -1,0 +1,116 @@
+"""Torch datasets and loaders over the splits of an :class:`UnlearningProblem`.
+
+Images are decoded once into a shared uint8 cache; a loader's collate step applies the same
+:class:`BatchTransform` (normalisation, plus seeded augmentation for training) everywhere.
+Batches are ``(inputs, labels)``: float inputs, long labels (multiclass) or float 0/1 labels
+(multilabel), so any training code written for standard loaders works unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dlfd.data.images import load_image
+from dlfd.data.problem import UnlearningProblem
+from dlfd.data.records import ImageRecords
+from dlfd.data.transforms import AugmentConfig, BatchTransform, InputSpec
+from dlfd.runtime import torch_generator
+
+
+class ImageCache:
+    """Decoded images of ``records`` at ``spec``'s size, loaded on first use and kept."""
+
+    def __init__(self, records: ImageRecords, spec: InputSpec) -> None:
+        self.records = records
+        self.spec = spec
+        self._images: dict[int, torch.Tensor] = {}
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self._images.get(index)
+        if image is None:
+            image = load_image(self.records.abspath(index), self.spec)
+            self._images[index] = image
+        return image
+
+    def preload(self, indices: np.ndarray) -> None:
+        """Decode ``indices`` now (surfaces unreadable files before any training starts)."""
+        for i in indices:
+            _ = self[int(i)]
+
+
+class SplitDataset(Dataset):
+    """(uint8 image, label) pairs of the samples ``indices`` of a records table."""
+
+    def __init__(self, cache: ImageCache, indices: np.ndarray) -> None:
+        self.cache = cache
+        self.indices = np.asarray(indices, np.int64)
+        labels = cache.records.labels[self.indices]
+        dtype = torch.long if cache.records.task == "multiclass" else torch.float32
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cache[int(self.indices[k])], self.labels[k]
+
+
+class CollateTransform:
+    """Stack a list of (uint8 image, label) and turn the images into model inputs."""
+
+    def __init__(self, transform: BatchTransform) -> None:
+        self.transform = transform
+
+    def __call__(self, batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+        images = torch.stack([image for image, _ in batch])
+        labels = torch.stack([label for _, label in batch])
+        return self.transform(images), labels
+
+
+class ProblemLoaders:
+    """Builds loaders for every split of ``problem`` sharing one decoded-image cache."""
+
+    def __init__(
+        self,
+        problem: UnlearningProblem,
+        spec: InputSpec,
+        augment: AugmentConfig | None = None,
+    ) -> None:
+        self.problem = problem
+        self.spec = spec
+        self.augment = augment
+        self.cache = ImageCache(problem.records, spec)
+
+    def dataset(self, split: str) -> SplitDataset:
+        """Dataset of one split (see :data:`dlfd.data.problem.SPLITS`), or ``train``."""
+        return SplitDataset(self.cache, self.problem.split(split))
+
+    def loader(
+        self,
+        split: str,
+        *,
+        batch_size: int,
+        train: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> DataLoader:
+        """A loader over ``split``; ``train=True`` shuffles and augments, seeded by ``seed``."""
+        dataset = self.dataset(split)
+        if train:
+            transform = BatchTransform(self.spec, self.augment, torch_generator(seed + 1))
+            return DataLoader(
+                dataset,
+                batch_size=batch_size,
+                shuffle=True,
+                drop_last=drop_last,
+                generator=torch_generator(seed),
+                collate_fn=CollateTransform(transform),
+            )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            collate_fn=CollateTransform(BatchTransform(self.spec)),
+        )

@@ -1,0 +1,159 @@
+"""Bring-your-own data: a CSV manifest or an ImageFolder tree.
+
+Manifest columns: ``path`` (relative to the manifest's folder), then either ``label`` (one class
+name per row: multiclass) or one ``label_<name>`` column per label with 0/1 values
+(multilabel); optional ``identity``; optional ``split`` (retain, forget, val, test, unseen).
+Every path is checked to stay inside the manifest's folder and to exist.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dlfd.data.problem import SPLITS
+from dlfd.data.records import ImageRecords, safe_relative_path
+from dlfd.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
+_MAX_ROWS = 10_000_000
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Records read from a manifest plus the split named on each row (``None`` if no column)."""
+
+    records: ImageRecords
+    splits: tuple[str, ...] | None
+
+
+def _class_order(values: list[str]) -> list[str]:
+    """Sorted class names; numerically when every name is an integer ("2" before "10")."""
+    unique = set(values)
+    try:
+        # The name breaks ties ("1" and "01"), so the order never depends on set iteration.
+        return sorted(unique, key=lambda v: (int(v), v))
+    except ValueError:
+        return sorted(unique)
+
+
+def _check_files_exist(root: Path, keys: list[str]) -> None:
+    escaping = [key for key in keys if not (root / key).resolve().is_relative_to(root)]
+    if escaping:
+        raise DataError(f"manifest paths lead outside {root} through links: {escaping[:3]}")
+    missing = [key for key in keys if not (root / key).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise DataError(
+            f"{len(missing)} image files listed but not found under {root}: "
+            f"{', '.join(missing[:3])}{more}"
+        )
+
+
+def read_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
+    """Parse a manifest CSV into :class:`ImageRecords` (and its ``split`` column, if any)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            f"manifest not found: {path} (expected a CSV with columns "
+            f"path,label[,identity][,split])"
+        )
+    root = path.resolve().parent
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            rows = []
+            for line_no, row in enumerate(reader, start=2):
+                if line_no > _MAX_ROWS:
+                    raise DataError(f"manifest {path} has more than {_MAX_ROWS} rows")
+                if None in row or any(v is None for v in row.values()):
+                    raise DataError(f"{path}:{line_no}: wrong number of fields")
+                rows.append((line_no, {k.strip(): v.strip() for k, v in row.items()}))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"manifest {path} is not UTF-8 text: {exc.reason}") from None
+    except csv.Error as exc:
+        raise DataError(f"manifest {path} is not valid CSV: {exc}") from None
+    if "path" not in columns:
+        raise DataError(
+            f"manifest {path} has no 'path' column (found: {', '.join(columns) or 'none'})"
+        )
+    label_columns = [c for c in columns if c.startswith("label_")]
+    multilabel = "label" not in columns
+    if multilabel and not label_columns:
+        raise DataError(
+            f"manifest {path} has no 'label' column nor 'label_<name>' columns "
+            f"(found: {', '.join(columns)})"
+        )
+    if not rows:
+        raise DataError(f"manifest {path} has a header but no rows")
+    keys = [safe_relative_path(row["path"], root, what=f"{path}:{n} path") for n, row in rows]
+    identities = tuple(row.get("identity", "") for _, row in rows)
+    if multilabel:
+        try:
+            labels = np.asarray([[float(row[c]) for c in label_columns] for _, row in rows])
+        except ValueError as exc:
+            raise DataError(f"manifest {path}: multilabel values must be 0 or 1 ({exc})") from None
+        class_names = tuple(c[len("label_") :] for c in label_columns)
+        task = "multilabel"
+    else:
+        values = [row["label"] for _, row in rows]
+        empty = [n for (n, _), v in zip(rows, values, strict=True) if not v]
+        if empty:
+            raise DataError(f"manifest {path}: empty label on line(s) {empty[:5]}")
+        class_names = tuple(_class_order(values))
+        lookup = {name: i for i, name in enumerate(class_names)}
+        labels = np.asarray([lookup[v] for v in values], np.int64)
+        task = "multiclass"
+    splits = None
+    if "split" in columns:
+        splits = tuple(row["split"] for _, row in rows)
+        bad = sorted({s for s in splits if s not in SPLITS})
+        if bad:
+            raise DataError(f"manifest {path}: unknown split values {bad}; expected {SPLITS}")
+    if check_files:
+        _check_files_exist(root, keys)
+    records = ImageRecords(
+        root=root,
+        paths=tuple(keys),
+        labels=labels,
+        identities=identities,
+        class_names=class_names,
+        task=task,
+        name=path.stem,
+    )
+    return Manifest(records=records, splits=splits)
+
+
+def imagefolder_records(root: str | Path) -> ImageRecords:
+    """An ImageFolder tree ``root/<class>/**/<image>``: class = top folder, no identities."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root} (expected {root}/<class>/<image files>)")
+    classes = _class_order(
+        [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    )
+    if not classes:
+        raise DataError(f"no class folders in {root} (expected {root}/<class>/<image files>)")
+    base = root.resolve()
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).rglob("*")):
+            if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
+                if not file.resolve().is_relative_to(base):
+                    raise DataError(f"{file} links outside the image folder {root}")
+                paths.append(file.relative_to(root).as_posix())
+                labels.append(label)
+    if not paths:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    return ImageRecords(
+        root=base,
+        paths=tuple(paths),
+        labels=np.asarray(labels, np.int64),
+        identities=("",) * len(paths),
+        class_names=tuple(classes),
+        name=root.name,
+    )

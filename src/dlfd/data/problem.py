@@ -1,0 +1,177 @@
+"""The five index sets of an unlearning problem over one :class:`ImageRecords` table.
+
+``train = retain ∪ forget`` is what the original model saw; the retrained reference saw only
+``retain``. ``val`` is for monitoring and model selection only; ``test`` reports task accuracy;
+``unseen`` holds the non-members of the membership-inference attack. Construction validates the
+splits and refuses leaks, naming the offending items.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from dlfd.data.records import ImageRecords
+from dlfd.errors import SplitError
+from dlfd.io import sha256_bytes
+
+SPLITS: tuple[str, ...] = ("retain", "forget", "val", "test", "unseen")
+Level = Literal["identity", "instance"]
+_MAX_NAMED = 5
+
+
+def _name_items(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_NAMED])
+    more = len(items) - _MAX_NAMED
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+@dataclass(frozen=True, eq=False)
+class UnlearningProblem:
+    """Retain/forget/val/test/unseen index arrays over ``records``, validated on construction.
+
+    ``level`` is ``"identity"`` when whole people are assigned to splits (then an identity in two
+    splits is a leak) or ``"instance"`` when images are (identities may repeat across splits).
+    ``check_content`` hashes every file to refuse identical images in two splits.
+    """
+
+    records: ImageRecords
+    retain: np.ndarray
+    forget: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    unseen: np.ndarray
+    level: Level = "identity"
+    split_seed: int = 0
+    name: str = ""
+    check_content: bool = True
+
+    def __post_init__(self) -> None:
+        if self.level not in ("identity", "instance"):
+            raise SplitError(f"level must be 'identity' or 'instance', got {self.level!r}")
+        for split in SPLITS:
+            raw = np.asarray(getattr(self, split))
+            if raw.size and not np.issubdtype(raw.dtype, np.integer):
+                raise SplitError(f"{split} indices must be integers, got dtype {raw.dtype}")
+            arr = np.sort(raw.astype(np.int64).ravel())
+            arr.setflags(write=False)
+            object.__setattr__(self, split, arr)
+        self._validate()
+
+    # ----------------------------------------------------------------- views
+    def split(self, name: str) -> np.ndarray:
+        """Index array of split ``name`` (one of :data:`SPLITS`, or ``"train"``)."""
+        if name == "train":
+            return self.train
+        if name not in SPLITS:
+            raise SplitError(f"unknown split {name!r}; expected one of {(*SPLITS, 'train')}")
+        return getattr(self, name)
+
+    @property
+    def train(self) -> np.ndarray:
+        """retain ∪ forget, sorted: the original model's training set."""
+        return np.sort(np.concatenate([self.retain, self.forget]))
+
+    @property
+    def forget_keys(self) -> list[str]:
+        """Sorted relative paths of the forget set (what the forget-list hash covers)."""
+        return sorted(self.records.paths[i] for i in self.forget)
+
+    @property
+    def forget_sha256(self) -> str:
+        """sha256 of the newline-joined sorted forget keys: identifies the forget request."""
+        return sha256_bytes("\n".join(self.forget_keys).encode("utf-8"))
+
+    def forget_identities(self) -> list[str]:
+        """Sorted identities of the forget set (empty when identities are unknown)."""
+        return sorted({self.records.identities[i] for i in self.forget} - {""})
+
+    def sizes(self) -> dict[str, int]:
+        """Number of samples per split."""
+        return {split: len(self.split(split)) for split in SPLITS}
+
+    def summary(self) -> dict[str, dict[str, object]]:
+        """Per split: sample count, identity count and class counts."""
+        out: dict[str, dict[str, object]] = {}
+        for split in SPLITS:
+            idx = self.split(split)
+            who = {self.records.identities[i] for i in idx} - {""}
+            out[split] = {
+                "samples": len(idx),
+                "identities": len(who),
+                "classes": self.records.class_counts(idx),
+            }
+        return out
+
+    def with_forget(self, indices: np.ndarray) -> UnlearningProblem:
+        """A new problem whose forget set is ``indices`` (taken from train; the rest is retain)."""
+        indices = np.unique(np.asarray(indices, np.int64))
+        train = self.train
+        outside = np.setdiff1d(indices, train)
+        if outside.size:
+            n = len(self.records)
+            names = [self.records.paths[i] if 0 <= i < n else f"sample {i}" for i in outside]
+            raise SplitError(f"forget items not in the training set: {_name_items(names)}")
+        return UnlearningProblem(
+            records=self.records,
+            retain=np.setdiff1d(train, indices),
+            forget=indices,
+            val=self.val,
+            test=self.test,
+            unseen=self.unseen,
+            level=self.level,
+            split_seed=self.split_seed,
+            name=self.name,
+            check_content=self.check_content,
+        )
+
+    # ------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        n = len(self.records)
+        for split in ("forget", "retain"):
+            if len(self.split(split)) == 0:
+                raise SplitError(f"the {split} set of {self.name or self.records.name!r} is empty")
+        owner: dict[int, str] = {}
+        for split in SPLITS:
+            idx = self.split(split)
+            if idx.size and (idx[0] < 0 or idx[-1] >= n):
+                bad = int(idx[0] if idx[0] < 0 else idx[-1])
+                raise SplitError(f"{split} refers to sample {bad}, not in the {n}-sample dataset")
+            dup = idx[1:][idx[1:] == idx[:-1]]
+            if dup.size:
+                names = [self.records.paths[i] for i in np.unique(dup)]
+                raise SplitError(f"{split} lists the same sample twice: {_name_items(names)}")
+            clashes = [f"{self.records.paths[i]} ({owner[i]}, {split})" for i in idx if i in owner]
+            if clashes:
+                raise SplitError(f"samples in two splits: {_name_items(clashes)}")
+            owner.update((int(i), split) for i in idx)
+        if self.level == "identity":
+            self._refuse_shared("identity", self.records.identities, skip_empty=True)
+        if self.check_content:
+            self._refuse_shared("identical image content", self.records.content_hashes)
+
+    def _refuse_shared(self, what: str, keys: tuple[str, ...], skip_empty: bool = False) -> None:
+        """Refuse any key (identity, content hash) that occurs in two different splits."""
+        where: dict[str, dict[str, int]] = defaultdict(dict)
+        for split in SPLITS:
+            for i in self.split(split):
+                key = keys[i]
+                if skip_empty and not key:
+                    continue
+                where[key].setdefault(split, int(i))
+        problems = []
+        for key, splits in where.items():
+            if len(splits) < 2:
+                continue
+            for (s1, i1), (s2, i2) in itertools.combinations(splits.items(), 2):
+                label = key if what == "identity" else key[:12]
+                problems.append(
+                    f"{label!r} in {s1} ({self.records.paths[i1]}) and {s2} "
+                    f"({self.records.paths[i2]})"
+                )
+        if problems:
+            raise SplitError(f"{what} shared across splits: {_name_items(problems)}")

@@ -1,0 +1,169 @@
+"""The table of samples an unlearning problem is built on: (image file, task label, identity).
+
+:class:`ImageRecords` is immutable and knows nothing about splits; :mod:`dlfd.data.problem`
+puts the five index sets on top of it. Paths are stored relative to ``root`` (the sample key
+used in forget lists and hashes) and are checked never to escape it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+import numpy as np
+
+from dlfd.errors import DataError
+from dlfd.io import sha256_file
+
+Task = Literal["multiclass", "multilabel"]
+TASKS: tuple[str, ...] = ("multiclass", "multilabel")
+
+
+def safe_relative_path(path: str, root: Path, *, what: str = "path") -> str:
+    """Normalise ``path`` (relative to ``root``) to a POSIX key; refuse paths that escape root."""
+    text = path.strip().replace("\\", "/")
+    if not text:
+        raise DataError(f"empty {what} under {root}")
+    if "\x00" in text:
+        raise DataError(f"{what} {path!r} contains a NUL byte")
+    pure = PurePosixPath(text)
+    if pure.is_absolute() or (len(text) > 1 and text[1] == ":"):
+        raise DataError(f"{what} {path!r} is absolute; paths must be relative to {root}")
+    parts = [part for part in pure.parts if part not in ("", ".")]
+    if any(part == ".." for part in parts) or not parts:
+        raise DataError(f"{what} {path!r} escapes its folder {root}")
+    return "/".join(parts)
+
+
+@dataclass(frozen=True, eq=False)
+class ImageRecords:
+    """Samples of one dataset: relative image paths, task labels and identities.
+
+    ``labels`` is ``(N,)`` int64 class indices for ``multiclass`` or ``(N, L)`` float32 0/1 for
+    ``multilabel``; ``identities`` holds one string per sample, ``""`` where unknown.
+    ``class_names`` are the class names (multiclass) or the label names (multilabel).
+    """
+
+    root: Path
+    paths: tuple[str, ...]
+    labels: np.ndarray
+    identities: tuple[str, ...]
+    class_names: tuple[str, ...]
+    task: Task = "multiclass"
+    name: str = "dataset"
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.paths)
+        if n == 0:
+            raise DataError(f"dataset {self.name!r} has no samples")
+        if self.task not in TASKS:
+            raise DataError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        if len(self.identities) != n:
+            raise DataError(f"{len(self.identities)} identities for {n} samples in {self.name!r}")
+        labels = np.asarray(self.labels)
+        if self.task == "multiclass":
+            if labels.shape != (n,):
+                raise DataError(f"multiclass labels must have shape ({n},), got {labels.shape}")
+            if labels.dtype.kind not in "iu":
+                try:
+                    as_float = labels.astype(np.float64)
+                except (TypeError, ValueError):
+                    raise DataError(
+                        f"multiclass labels of {self.name!r} must be class indices, "
+                        f"got dtype {labels.dtype}"
+                    ) from None
+                fractional = np.flatnonzero(
+                    ~np.isfinite(as_float) | (as_float != np.floor(as_float))
+                )
+                if fractional.size:
+                    i = int(fractional[0])
+                    raise DataError(
+                        f"label {labels[i]} of {self.paths[i]!r} is not a class index "
+                        f"in {self.name!r}"
+                    )
+            labels = labels.astype(np.int64)
+            bad = np.flatnonzero((labels < 0) | (labels >= len(self.class_names)))
+            if bad.size:
+                i = int(bad[0])
+                raise DataError(
+                    f"label {labels[i]} of {self.paths[i]!r} is outside the "
+                    f"{len(self.class_names)} classes of {self.name!r}"
+                )
+        else:
+            if labels.ndim != 2 or labels.shape != (n, len(self.class_names)):
+                raise DataError(
+                    f"multilabel labels must have shape ({n}, {len(self.class_names)}), "
+                    f"got {labels.shape}"
+                )
+            labels = labels.astype(np.float32)
+            bad = np.flatnonzero(~np.isin(labels, (0.0, 1.0)).all(axis=1))
+            if bad.size:
+                i = int(bad[0])
+                raise DataError(
+                    f"multilabel labels of {self.name!r} must be 0 or 1, got "
+                    f"{labels[i].tolist()} for {self.paths[i]!r}"
+                )
+        labels.setflags(write=False)
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "root", Path(self.root))
+        index: dict[str, int] = {}
+        for i, key in enumerate(self.paths):
+            if key in index:
+                raise DataError(f"file {key!r} is listed twice in {self.name!r}")
+            index[key] = i
+        object.__setattr__(self, "_index", index)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (multiclass) or labels (multilabel): the model's output width."""
+        return len(self.class_names)
+
+    @property
+    def has_identities(self) -> bool:
+        """True when every sample carries an identity."""
+        return all(self.identities)
+
+    def abspath(self, i: int) -> Path:
+        """Absolute path of sample ``i``."""
+        return self.root / self.paths[i]
+
+    def index_of(self, key: str) -> int | None:
+        """Index of the sample whose relative path is ``key`` (``None`` if absent)."""
+        return self._index.get(key)
+
+    def indices_of_identities(self, identities: Sequence[str]) -> np.ndarray:
+        """Indices of every sample that belongs to one of ``identities``."""
+        wanted = set(identities)
+        return np.asarray([i for i, who in enumerate(self.identities) if who in wanted], np.int64)
+
+    def unique_identities(self) -> list[str]:
+        """Sorted distinct identities (empty identities excluded)."""
+        return sorted({who for who in self.identities if who})
+
+    @functools.cached_property
+    def content_hashes(self) -> tuple[str, ...]:
+        """sha256 of every file's bytes (read once, cached): catches the same image saved twice."""
+        hashes = []
+        for i in range(len(self)):
+            path = self.abspath(i)
+            try:
+                hashes.append(sha256_file(path))
+            except OSError as exc:
+                raise DataError(f"cannot read image file {path}: {exc.strerror or exc}") from None
+        return tuple(hashes)
+
+    def class_counts(self, indices: np.ndarray | None = None) -> dict[str, float]:
+        """Per-class sample counts (multilabel: number of positives per label)."""
+        labels = self.labels if indices is None else self.labels[np.asarray(indices, np.int64)]
+        if self.task == "multiclass":
+            counts = np.bincount(labels, minlength=self.num_classes)
+        else:
+            counts = labels.sum(axis=0) if len(labels) else np.zeros(self.num_classes)
+        return {name: float(c) for name, c in zip(self.class_names, counts, strict=True)}

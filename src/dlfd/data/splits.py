@@ -1,0 +1,287 @@
+"""Seeded, deterministic split builders and forget-request resolution.
+
+``identity_split`` assigns whole people to splits (the paper's task-agnostic identity setting);
+``instance_split`` assigns images (optionally within each person or class). The same records,
+sizes and seed always give the same problem; identities are sorted before shuffling so the
+result does not depend on file-system order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict, deque
+from collections.abc import Hashable, Mapping, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from dlfd.data.problem import SPLITS, UnlearningProblem
+from dlfd.data.records import ImageRecords
+from dlfd.errors import DataError, SplitError
+
+SplitSizes = Mapping[str, int | float]
+
+
+def allocate(total: int, sizes: SplitSizes) -> dict[str, int]:
+    """Turn split sizes into counts out of ``total`` items.
+
+    Integers are exact counts (their sum may not exceed ``total``; leftovers stay unused);
+    floats are fractions that must sum to 1 and are rounded by largest remainder.
+    """
+    unknown = set(sizes) - set(SPLITS)
+    if unknown:
+        raise SplitError(f"unknown split names {sorted(unknown)}; expected {SPLITS}")
+    values = list(sizes.values())
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        counts = {k: int(v) for k, v in sizes.items()}
+        if any(v < 0 for v in counts.values()):
+            raise SplitError(f"split sizes must be non-negative, got {dict(sizes)}")
+        if sum(counts.values()) > total:
+            raise SplitError(
+                f"split sizes {counts} need {sum(counts.values())} items, have {total}"
+            )
+        return counts
+    fractions = {k: float(v) for k, v in sizes.items()}
+    total_fraction = sum(fractions.values())
+    if (
+        not all(math.isfinite(v) and v >= 0 for v in fractions.values())
+        or abs(total_fraction - 1.0) > 1e-6
+    ):
+        raise SplitError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
+    # Rescale so the shares sum to exactly ``total``: within the tolerance above, a sum slightly
+    # over 1 would otherwise hand out more items than there are.
+    raw = {k: v / total_fraction * total for k, v in fractions.items()}
+    counts = {k: int(np.floor(v)) for k, v in raw.items()}
+    order = sorted(raw, key=lambda k: (-(raw[k] - counts[k]), SPLITS.index(k)))
+    for k in order[: max(0, total - sum(counts.values()))]:
+        counts[k] += 1
+    return counts
+
+
+def _stratum_quotas(
+    counts: Mapping[str, int], group_sizes: Mapping[Hashable, int]
+) -> dict[tuple[str, Hashable], int]:
+    """How many items of each group (stratum) each split takes.
+
+    The proportional share of group ``g`` in split ``s`` is ``counts[s] * n_g / n``. The quotas
+    are a controlled rounding of these shares: each is the floor or the ceiling of its share,
+    every split gets exactly ``counts[s]`` items and no group is over-drawn (the items left over
+    when ``counts`` sum to less than ``n`` form one more row, spread in proportion too).
+    Remainders go largest first; when that greedy pass gets stuck, an augmenting path moves
+    earlier choices (a bipartite b-matching, always solvable because the fractional shares are
+    themselves a solution).
+    """
+    n = sum(group_sizes.values())
+    rows = {s: int(c) for s, c in counts.items() if c}
+    if n > sum(rows.values()):
+        rows[""] = n - sum(rows.values())  # unused items
+    groups = list(group_sizes)
+    share = {(s, g): Fraction(rows[s] * group_sizes[g], n) for s in rows for g in groups}
+    floor = {cell: math.floor(v) for cell, v in share.items()}
+    quota = dict(floor)
+    row_need = {s: rows[s] - sum(floor[s, g] for g in groups) for s in rows}
+    col_need = {g: group_sizes[g] - sum(floor[s, g] for s in rows) for g in groups}
+    row_order = list(rows)
+    cells = sorted(
+        (cell for cell in share if share[cell] != floor[cell]),
+        key=lambda cell: (floor[cell] - share[cell], row_order.index(cell[0]), str(cell[1])),
+    )
+    for s, g in cells:
+        if row_need[s] and col_need[g]:
+            quota[s, g] += 1
+            row_need[s] -= 1
+            col_need[g] -= 1
+    for start in row_order:
+        while row_need[start]:
+            # Breadth-first search for row -> (free cell) -> group -> (raised cell) -> row ...
+            # ending at a group that still has items to give.
+            came_from: dict[tuple[str, object], tuple[str, object] | None] = {("row", start): None}
+            queue = deque([("row", start)])
+            end = None
+            while queue and end is None:
+                kind, key = queue.popleft()
+                if kind == "row":
+                    nexts = [("group", g) for g in groups if share[key, g] > quota[key, g]]
+                else:
+                    nexts = [("row", s) for s in row_order if quota[s, key] > floor[s, key]]
+                for node in nexts:
+                    if node not in came_from:
+                        came_from[node] = (kind, key)
+                        queue.append(node)
+                        if node[0] == "group" and col_need[node[1]]:
+                            end = node
+                            break
+            if end is None:  # unreachable: the fractional shares are a feasible solution
+                raise SplitError(
+                    f"cannot stratify split sizes {dict(counts)} over {dict(group_sizes)}"
+                )
+            col_need[end[1]] -= 1
+            row_need[start] -= 1
+            node = end
+            while (prev := came_from[node]) is not None:
+                if node[0] == "group":
+                    quota[prev[1], node[1]] += 1
+                else:
+                    quota[node[1], prev[1]] -= 1
+                node = prev
+    return {cell: q for cell, q in quota.items() if cell[0] and q}
+
+
+def _stratified_assign(
+    items: Sequence[str],
+    sizes: SplitSizes,
+    rng: np.random.Generator,
+    strata: Mapping[str, Hashable] | None,
+) -> dict[str, list[str]]:
+    """Assign ``items`` to splits; with ``strata``, each split gets a proportional share of each."""
+    counts = allocate(len(items), sizes)
+    groups: dict[Hashable, list[str]] = defaultdict(list)
+    for item in items:
+        groups[strata[item] if strata is not None else 0].append(item)
+    pools = {
+        g: list(rng.permutation(np.asarray(members, dtype=object)))
+        for g, members in sorted(groups.items(), key=lambda kv: str(kv[0]))
+    }
+    quota = _stratum_quotas(counts, {g: len(pool) for g, pool in pools.items()})
+    assigned: dict[str, list[str]] = {}
+    for split in SPLITS:
+        chosen: list[str] = []
+        for g, pool in pools.items():
+            take = quota.get((split, g), 0)
+            chosen.extend(pool[:take])
+            pools[g] = pool[take:]
+        assigned[split] = chosen
+    return assigned
+
+
+def identity_split(
+    records: ImageRecords,
+    sizes: SplitSizes,
+    *,
+    seed: int,
+    stratify: Mapping[str, Hashable] | None = None,
+    name: str = "",
+    check_content: bool = True,
+) -> UnlearningProblem:
+    """Assign whole identities to splits; ``sizes`` count (or fraction) identities per split.
+
+    ``stratify`` maps each identity to a stratum (e.g. "wears glasses in some photo") so that
+    every split receives a proportional share of each stratum.
+    """
+    if not records.has_identities:
+        missing = [records.paths[i] for i, who in enumerate(records.identities) if not who]
+        raise SplitError(
+            f"identity split needs an identity for every sample; missing for {missing[:5]}"
+        )
+    people = records.unique_identities()
+    if stratify is not None:
+        lacking = [p for p in people if p not in stratify]
+        if lacking:
+            raise SplitError(f"no stratum given for identities {lacking[:5]}")
+    assigned = _stratified_assign(people, sizes, np.random.default_rng(seed), stratify)
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, who in enumerate(records.identities):
+        members[who].append(i)
+    arrays = {
+        split: np.asarray(sorted(i for p in assigned[split] for i in members[p]), np.int64)
+        for split in SPLITS
+    }
+    return UnlearningProblem(
+        records=records,
+        level="identity",
+        split_seed=seed,
+        name=name,
+        check_content=check_content,
+        **arrays,
+    )
+
+
+def instance_split(
+    records: ImageRecords,
+    sizes: SplitSizes,
+    *,
+    seed: int,
+    group_by: str | None = None,
+    name: str = "",
+    check_content: bool = True,
+) -> UnlearningProblem:
+    """Assign images to splits at random; with ``group_by`` ("identity" or "label") the sizes
+    apply within every group (e.g. 2 forget images of each person)."""
+    if group_by not in (None, "identity", "label"):
+        raise SplitError(f"group_by must be None, 'identity' or 'label', got {group_by!r}")
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for i in range(len(records)):
+        if group_by == "identity":
+            key = records.identities[i]
+            if not key:
+                raise SplitError(f"sample {records.paths[i]!r} has no identity to group by")
+        elif group_by == "label":
+            key = str(records.labels[i].tolist())
+        else:
+            key = ""
+        groups[key].append(str(i))
+    arrays: dict[str, list[int]] = {split: [] for split in SPLITS}
+    for key in sorted(groups):
+        try:
+            assigned = _stratified_assign(groups[key], sizes, rng, None)
+        except SplitError as exc:
+            if group_by is None:
+                raise
+            raise SplitError(f"{group_by} {key!r}: {exc}") from None
+        for split, items in assigned.items():
+            arrays[split].extend(int(i) for i in items)
+    return UnlearningProblem(
+        records=records,
+        level="instance",
+        split_seed=seed,
+        name=name,
+        check_content=check_content,
+        **{s: np.asarray(sorted(v), np.int64) for s, v in arrays.items()},
+    )
+
+
+def read_forget_list(path: str | Path) -> list[str]:
+    """Read a forget request: one identity or relative image path per line (``#`` comments)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"forget list not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read forget list {path}: {exc}") from None
+    entries = []
+    for line in text.splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            entries.append(entry)
+    if not entries:
+        raise DataError(f"forget list {path} names nobody and no image")
+    return entries
+
+
+def resolve_forget_request(records: ImageRecords, entries: Sequence[str]) -> np.ndarray:
+    """Indices named by a forget request; each entry is an identity or a relative image path.
+
+    Unknown entries raise :class:`SplitError` naming them.
+    """
+    people = set(records.unique_identities())
+    chosen: set[int] = set()
+    unknown = []
+    for entry in entries:
+        key = entry.strip().replace("\\", "/")
+        key = key[2:] if key.startswith("./") else key
+        if key in people:
+            chosen.update(int(i) for i in records.indices_of_identities([key]))
+            continue
+        index = records.index_of(key)
+        if index is None:
+            unknown.append(entry)
+        else:
+            chosen.add(index)
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:5])
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise SplitError(f"forget request names unknown people or images: {shown}{more}")
+    return np.asarray(sorted(chosen), np.int64)

@@ -1,0 +1,28 @@
+"""The project's own error types.
+
+Every mistake a user can make (bad path, malformed manifest, mismatched checkpoint, invalid
+hyperparameter) ends in a subclass of :class:`DlfdError` whose message is one readable line.
+The CLI prints that line and exits non-zero; tracebacks are reserved for real bugs (``--debug``).
+"""
+
+from __future__ import annotations
+
+
+class DlfdError(Exception):
+    """Base class of every expected, user-facing error in dlfd."""
+
+
+class DataError(DlfdError):
+    """Missing, unreadable or malformed data (images, manifests, forget lists)."""
+
+
+class SplitError(DataError):
+    """An unlearning problem whose splits are inconsistent (leaks, empty sets, unknown items)."""
+
+
+class CheckpointError(DlfdError):
+    """A checkpoint that is missing, corrupt, untrusted or does not match what is asked of it."""
+
+
+class ConfigError(DlfdError):
+    """An invalid option or hyperparameter value."""

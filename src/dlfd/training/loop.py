@@ -1,0 +1,107 @@
+"""The supervised training loop shared by training and fine-tuning-style methods.
+
+One epoch = one shuffled pass over a loader, SGD steps on the task loss. Everything random in
+epoch ``e`` (shuffling, augmentation, dropout) is derived from ``(seed, e)``, so resuming after
+epoch ``e`` reproduces an uninterrupted run bit for bit on CPU. The learning rate is a pure
+function of the epoch (no scheduler state to save).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dlfd.errors import DlfdError
+from dlfd.losses import correct_predictions, task_loss
+from dlfd.runtime import derive_seed, seed_everything
+from dlfd.training.recipe import TrainRecipe
+
+BatchCallback = Callable[[int, int], None]
+
+
+class NonFiniteLossError(DlfdError):
+    """Training produced a NaN/inf loss: the run stops instead of saving a garbage model."""
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """Summary of one finished epoch."""
+
+    epoch: int
+    loss: float
+    accuracy: float
+    lr: float
+    seconds: float
+
+
+def learning_rate(recipe: TrainRecipe, epoch: int) -> float:
+    """Learning rate of ``epoch`` (0-based): cosine from ``lr`` towards 0, or constant."""
+    if recipe.schedule == "constant":
+        return recipe.lr
+    return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / recipe.epochs))
+
+
+def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    """SGD with the recipe's momentum and weight decay."""
+    return torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
+
+
+def train_epochs(
+    model: nn.Module,
+    loader_for_epoch: Callable[[int], DataLoader],
+    optimizer: torch.optim.Optimizer,
+    recipe: TrainRecipe,
+    *,
+    task: str,
+    seed: int,
+    device: torch.device,
+    start_epoch: int = 0,
+    on_batch: BatchCallback | None = None,
+) -> Iterator[EpochStats]:
+    """Train from ``start_epoch`` to ``recipe.epochs``, yielding after each epoch.
+
+    The caller decides what to do between epochs (save a resume state, report progress).
+    """
+    for epoch in range(start_epoch, recipe.epochs):
+        seed_everything(derive_seed(seed, "dropout", epoch))
+        lr = learning_rate(recipe, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        started = time.perf_counter()
+        loss_sum = correct_sum = 0.0
+        seen = 0
+        loader = loader_for_epoch(epoch)
+        for step, (inputs, labels) in enumerate(loader):
+            inputs, labels = inputs.to(device), labels.to(device)
+            logits = model(inputs)
+            loss = task_loss(logits, labels, task)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"training loss became {loss.item()} at epoch {epoch + 1}, "
+                    f"batch {step + 1} (lr={lr:g}); lower the learning rate"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            n = labels.shape[0]
+            seen += n
+            loss_sum += loss.item() * n
+            correct_sum += correct_predictions(logits.detach(), labels, task).sum().item()
+            if on_batch is not None:
+                on_batch(step + 1, len(loader))
+        yield EpochStats(
+            epoch=epoch + 1,
+            loss=loss_sum / max(seen, 1),
+            accuracy=correct_sum / max(seen, 1),
+            lr=lr,
+            seconds=time.perf_counter() - started,
+        )

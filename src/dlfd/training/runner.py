@@ -1,0 +1,212 @@
+"""Train a scenario's original model (all of train) or retrained reference (retain only).
+
+:func:`train_checkpoint` is what ``dlfd train`` runs: it builds the model from the recipe,
+trains with progress reporting, saves a resume state after every epoch, and writes the final
+checkpoint atomically. A finished checkpoint with the same configuration hash is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from dlfd import __version__
+from dlfd.checkpoint import CheckpointMeta, check_weights_path, read_meta, save_checkpoint
+from dlfd.config import to_dict
+from dlfd.data.loaders import ProblemLoaders
+from dlfd.errors import ConfigError
+from dlfd.io import sha256_bytes
+from dlfd.models import create_model
+from dlfd.runtime import derive_seed, seed_everything
+from dlfd.training.loop import EpochStats, make_optimizer, train_epochs
+from dlfd.training.recipe import TrainRecipe
+from dlfd.training.resume import ResumePaths, load_resume_state, save_resume_state
+
+if TYPE_CHECKING:
+    from dlfd.scenarios.registry import Scenario
+
+Role = Literal["original", "retrained"]
+ROLES: dict[str, str] = {"original": "train", "retrained": "retain"}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train_checkpoint` did."""
+
+    path: Path
+    meta: CheckpointMeta
+    history: list[dict]
+    reused: bool
+    resumed_from_epoch: int
+    seconds: float
+
+
+class TrainProgress:
+    """Hooks for progress display; the default does nothing (the CLI passes a rich one)."""
+
+    def start(self, total_epochs: int, first_epoch: int, batches_per_epoch: int) -> None: ...
+    def batch(self, done: int, total: int) -> None: ...
+    def epoch(self, stats: EpochStats) -> None: ...
+    def stop(self) -> None: ...
+
+
+def training_config(scenario: Scenario, role: str, seed: int, recipe: TrainRecipe) -> dict:
+    """Everything that determines a trained model; its hash keys caching and resuming."""
+    return {
+        "scenario": scenario.name,
+        "role": role,
+        "split_seed": scenario.problem.split_seed,
+        "train_seed": seed,
+        "train_split": ROLES[role],
+        "forget_sha256": scenario.problem.forget_sha256,
+        "input": scenario.input_spec.to_dict(),
+        "recipe": to_dict(recipe),
+        "dlfd_version": __version__,
+    }
+
+
+def config_hash(config: dict) -> str:
+    return sha256_bytes(json.dumps(config, sort_keys=True).encode("utf-8"))
+
+
+def train_checkpoint(
+    scenario: Scenario,
+    *,
+    role: Role,
+    out: str | Path,
+    seed: int,
+    device: torch.device,
+    recipe: TrainRecipe | None = None,
+    resume: bool = True,
+    force: bool = False,
+    progress: TrainProgress | None = None,
+    resume_every_s: float = 30.0,
+    on_epoch_end: Callable[[EpochStats], None] | None = None,
+) -> TrainResult:
+    """Train and save the ``role`` model of ``scenario`` to ``out`` (``*.safetensors``).
+
+    A resume state is written after an epoch when ``resume_every_s`` seconds have passed since
+    the last one (0: after every epoch), so short epochs are not slowed down by disk writes.
+    """
+    if role not in ROLES:
+        raise ConfigError(f"role must be one of {sorted(ROLES)}, got {role!r}")
+    out = check_weights_path(out)
+    recipe = recipe or scenario.recipe
+    config = training_config(scenario, role, seed, recipe)
+    digest = config_hash(config)
+    progress = progress or TrainProgress()
+    started = time.perf_counter()
+
+    if out.exists() and not force:
+        existing = read_meta(out)
+        if existing.config_sha256 == digest:
+            return TrainResult(
+                out,
+                existing,
+                list(existing.extra.get("history", [])),
+                reused=True,
+                resumed_from_epoch=existing.recipe.get("epochs", 0),
+                seconds=0.0,
+            )
+        raise ConfigError(
+            f"{out} exists and was trained with a different configuration; "
+            f"use --force to overwrite it or choose another --out"
+        )
+
+    split = ROLES[role]
+    seed_everything(derive_seed(seed, "init"))
+    model = create_model(
+        recipe.model, scenario.num_classes, in_channels=scenario.input_spec.channels
+    ).to(device)
+    optimizer = make_optimizer(model, recipe)
+    loaders = ProblemLoaders(scenario.problem, scenario.input_spec, recipe.augment)
+    loaders.cache.preload(scenario.problem.split(split))
+
+    resume_paths = ResumePaths.for_checkpoint(out)
+    first_epoch, history = 0, []
+    if resume:
+        restored = load_resume_state(resume_paths, model, optimizer, config_sha256=digest)
+        if restored is not None:
+            first_epoch, history = restored
+    else:
+        resume_paths.remove()
+
+    def loader_for_epoch(epoch: int) -> torch.utils.data.DataLoader:
+        return loaders.loader(
+            split, batch_size=recipe.batch_size, train=True, seed=derive_seed(seed, "data", epoch)
+        )
+
+    batches = len(loader_for_epoch(first_epoch)) if first_epoch < recipe.epochs else 0
+    progress.start(recipe.epochs, first_epoch, batches)
+    last_saved = time.perf_counter()
+    try:
+        for stats in train_epochs(
+            model,
+            loader_for_epoch,
+            optimizer,
+            recipe,
+            task=scenario.task,
+            seed=seed,
+            device=device,
+            start_epoch=first_epoch,
+            on_batch=progress.batch,
+        ):
+            history.append(
+                {
+                    "epoch": stats.epoch,
+                    "loss": stats.loss,
+                    "acc": stats.accuracy,
+                    "lr": stats.lr,
+                    "seconds": round(stats.seconds, 3),
+                }
+            )
+            if stats.epoch < recipe.epochs and time.perf_counter() - last_saved >= resume_every_s:
+                last_saved = time.perf_counter()
+                save_resume_state(
+                    resume_paths,
+                    model,
+                    optimizer,
+                    epoch=stats.epoch,
+                    config_sha256=digest,
+                    history=history,
+                )
+            progress.epoch(stats)
+            if on_epoch_end is not None:
+                on_epoch_end(stats)
+    finally:
+        progress.stop()
+
+    meta = CheckpointMeta(
+        arch=recipe.model,
+        num_classes=scenario.num_classes,
+        task=scenario.task,
+        input_spec=scenario.input_spec,
+        role=role,
+        scenario=scenario.name,
+        split_seed=scenario.problem.split_seed,
+        train_seed=seed,
+        forget_sha256=scenario.problem.forget_sha256,
+        config_sha256=digest,
+        recipe=config["recipe"],
+        extra={
+            "train_split": split,
+            "n_train": len(scenario.problem.split(split)),
+            "history": history,
+        },
+    )
+    saved = save_checkpoint(model.eval(), out, meta)
+    resume_paths.remove()
+    return TrainResult(
+        out,
+        saved,
+        history,
+        reused=False,
+        resumed_from_epoch=first_epoch,
+        seconds=time.perf_counter() - started,
+    )
