@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from dlfd.data.records import ImageRecords, safe_relative_path
 from dlfd.errors import DataError
@@ -121,20 +122,38 @@ def test_class_counts_multiclass():
 
 
 # ------------------------------------------------------------------------------ hashes
-def test_content_hashes_are_sha256_of_the_file_bytes(tmp_path, write_image):
+def test_content_hashes_compare_pixels_not_files(tmp_path, write_image):
     write_image(tmp_path / "x" / "a.png")
     write_image(tmp_path / "b.png")
     (tmp_path / "c.png").write_bytes((tmp_path / "b.png").read_bytes())
-    records = _records([0, 1, 1], root=tmp_path, paths=("x/a.png", "b.png", "c.png"))
-    expected = tuple(hashlib.sha256((tmp_path / p).read_bytes()).hexdigest() for p in records.paths)
-    assert records.content_hashes == expected
-    assert expected[1] == expected[2] != expected[0]
+    with Image.open(tmp_path / "b.png") as img:
+        img.save(tmp_path / "d.pgm")  # same pixels, another file format
+    records = _records([0, 1, 1, 0], root=tmp_path, paths=("x/a.png", "b.png", "c.png", "d.pgm"))
+    assert (tmp_path / "b.png").read_bytes() != (tmp_path / "d.pgm").read_bytes()
+    hashes = records.content_hashes
+    assert hashes[1] == hashes[2] == hashes[3] != hashes[0]
+    with Image.open(tmp_path / "x" / "a.png") as img:
+        by_hand = hashlib.sha256(
+            f"{img.mode}|{img.size[0]}x{img.size[1]}|".encode() + img.tobytes()
+        ).hexdigest()
+    assert hashes[0] == by_hand
+
+
+def test_fingerprint_changes_with_labels_and_content(tmp_path, write_image):
+    write_image(tmp_path / "a.png")
+    write_image(tmp_path / "b.png")
+    base = _records([0, 1], root=tmp_path, paths=("a.png", "b.png"))
+    relabelled = _records([1, 1], root=tmp_path, paths=("a.png", "b.png"))
+    assert base.fingerprint == _records([0, 1], root=tmp_path, paths=("a.png", "b.png")).fingerprint
+    assert base.fingerprint != relabelled.fingerprint
+    write_image(tmp_path / "a.png")  # new pixels under the same name
+    assert base.fingerprint != _records([0, 1], root=tmp_path, paths=("a.png", "b.png")).fingerprint
 
 
 def test_content_hashes_name_a_missing_file(tmp_path, write_image):
     write_image(tmp_path / "a.png")
     records = _records([0, 1], root=tmp_path, paths=("a.png", "gone.png"))
-    with pytest.raises(DataError, match=r"cannot read image file .*gone\.png"):
+    with pytest.raises(DataError, match=r"image file not found: .*gone\.png"):
         _ = records.content_hashes
 
 

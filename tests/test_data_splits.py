@@ -13,6 +13,7 @@ from dlfd.data.problem import SPLITS, UnlearningProblem
 from dlfd.data.records import ImageRecords
 from dlfd.data.splits import (
     allocate,
+    apply_forget_request,
     identity_split,
     instance_split,
     read_forget_list,
@@ -407,3 +408,54 @@ def test_forget_request_end_to_end(tmp_path, records):
     assert moved.forget_identities() == ["p0"]
     assert moved.forget.tolist() == [0, 1, 2, 3]
     assert 0 not in moved.retain
+
+
+# ------------------------------------------------------------------- apply_forget_request
+def _people_problem(make_records, level: str) -> UnlearningProblem:
+    """identity: p0 forget, p1-p3 retain, p4 val, p5 test, p6 unseen (4 photos each);
+    instance: photo 0 of everyone forget, 1 retain, 2 val, 3 test (of 5 photos), 4 unseen."""
+    if level == "identity":
+        records = make_records(people=7, per_person=4)
+        person = {f"p{k}": records.indices_of_identities([f"p{k}"]) for k in range(7)}
+        arrays = {
+            "forget": person["p0"],
+            "retain": np.concatenate([person["p1"], person["p2"], person["p3"]]),
+            "val": person["p4"],
+            "test": person["p5"],
+            "unseen": person["p6"],
+        }
+    else:
+        records = make_records(people=3, per_person=5)
+        photo = np.asarray([int(p.split("/")[1][0]) for p in records.paths])
+        arrays = {split: np.flatnonzero(photo == k) for k, split in enumerate(SPLITS)}
+    return UnlearningProblem(records=records, level=level, **arrays)  # type: ignore[arg-type]
+
+
+def test_forget_request_takes_only_training_images_of_a_person(make_records) -> None:
+    problem = _people_problem(make_records, "instance")
+    updated = apply_forget_request(problem, ["p1"])
+    # p1's forget and retain photos are in train; its other photos stay where they are
+    assert sorted(problem.records.paths[i] for i in updated.forget) == ["p1/0.png", "p1/1.png"]
+    assert np.array_equal(updated.val, problem.val) and np.array_equal(updated.test, problem.test)
+    assert len(updated.retain) == len(problem.train) - 2
+
+
+def test_forget_request_refuses_held_out_people_and_images(make_records) -> None:
+    problem = _people_problem(make_records, "identity")
+    with pytest.raises(SplitError, match=r"person 'p4' has no training images \(in val\)"):
+        apply_forget_request(problem, ["p4"])
+    with pytest.raises(SplitError, match=r"image 'p6/0.png' is in unseen, not in train"):
+        apply_forget_request(problem, ["p6/0.png"])
+    with pytest.raises(SplitError, match="unknown people or images: 'p9'"):
+        apply_forget_request(problem, ["p1", "p9"])
+
+
+def test_identity_level_forgets_whole_people_only(make_records) -> None:
+    problem = _people_problem(make_records, "identity")
+    with pytest.raises(SplitError, match=r"forgets whole people.*'p2' has 3 more training"):
+        apply_forget_request(problem, ["p2/0.png"])
+    whole = apply_forget_request(problem, ["p2"])
+    assert whole.forget_identities() == ["p2"]
+    assert "p0" not in whole.forget_identities() and len(whole.retain) == 12
+    by_paths = apply_forget_request(problem, [f"p2/{j}.png" for j in range(4)])
+    assert np.array_equal(by_paths.forget, whole.forget)

@@ -302,3 +302,17 @@ def test_sixteen_bit_grayscale_is_rescaled_not_clipped(tmp_path):
     Image.fromarray(wide).save(path)
     image = load_image(path, InputSpec(size=(8, 8), channels=1, mean=(0.5,), std=(0.5,)))
     assert image[0, 0, :4].tolist() == [0, 200, 255, 100]
+
+
+def test_training_loader_drops_a_last_batch_of_one_sample(make_records) -> None:
+    records = make_records(people=5, per_person=5)  # 25 images
+    problem = identity_split(
+        records, {"forget": 1, "retain": 1, "val": 1, "test": 1, "unseen": 1}, seed=0
+    )
+    loaders = ProblemLoaders(problem, InputSpec(size=(8, 8)))
+    sizes = [len(y) for _, y in loaders.loader("train", batch_size=9, train=True)]
+    assert sizes == [9]  # 10 train images: 9 + a batch of 1 that BatchNorm cannot train on
+    assert [len(y) for _, y in loaders.loader("train", batch_size=4, train=True)] == [4, 4, 2]
+    assert [len(y) for _, y in loaders.loader("train", batch_size=9)] == [9, 1]  # eval keeps all
+    with pytest.raises(ConfigError, match="batch size"):
+        loaders.loader("train", batch_size=0)

@@ -170,24 +170,49 @@ def test_output_kl_stable_and_checked():
 # --- membership-inference attack ------------------------------------------------------------
 
 
+def benchmark_cal_mia(forget_losses: np.ndarray, unseen_losses: np.ndarray) -> float:
+    """The MUFAC benchmark notebook's ``cal_mia``, written out step by step."""
+    np.random.seed(42)
+    forget_losses = forget_losses.copy()
+    np.random.shuffle(forget_losses)
+    forget_losses = forget_losses[: len(unseen_losses)]
+    samples_mia = np.concatenate((unseen_losses, forget_losses)).reshape((-1, 1))
+    labels_mia = [0] * len(unseen_losses) + [1] * len(forget_losses)
+    cv = StratifiedShuffleSplit(n_splits=10, random_state=0)
+    scores = cross_val_score(
+        LogisticRegression(), samples_mia, labels_mia, cv=cv, scoring="accuracy"
+    )
+    return float(scores.mean())
+
+
+@pytest.mark.parametrize(("n_forget", "n_unseen"), [(90, 60), (60, 60), (150, 40)])
+def test_attack_reproduces_the_benchmark_recipe_exactly(n_forget: int, n_unseen: int) -> None:
+    rng = np.random.default_rng(n_forget)
+    forget, unseen = rng.gamma(1.0, 0.5, size=n_forget), rng.gamma(1.5, 0.7, size=n_unseen)
+    assert mia_accuracy(forget, unseen) == benchmark_cal_mia(forget, unseen)
+
+
 def test_balance_truncates_larger_side_and_is_seeded():
     members, nonmembers = np.arange(30.0), 100.0 + np.arange(12.0)
     m, n = balance_members(members, nonmembers, seed=3)
     assert m.size == n.size == 12
-    assert set(m) <= set(members) and sorted(n) == sorted(nonmembers)
+    assert set(m) <= set(members)
+    np.testing.assert_array_equal(n, nonmembers)  # the benchmark leaves unseen in order
     m2, n2 = balance_members(members, nonmembers, seed=3)
     np.testing.assert_array_equal(m, m2)
     np.testing.assert_array_equal(n, n2)
     m3, _ = balance_members(members, nonmembers, seed=4)
     assert not np.array_equal(m, m3)
-    # unseen larger: the non-member side is truncated
+    # unseen larger (the benchmark would stay unbalanced): the non-member side is truncated
     m4, n4 = balance_members(members[:5], nonmembers, seed=0)
     assert m4.size == n4.size == 5 and sorted(m4) == sorted(members[:5])
+    assert set(n4) <= set(nonmembers)
+    assert not np.array_equal(n4, nonmembers[:5])
 
 
 def test_attack_matches_direct_sklearn():
     rng = np.random.default_rng(7)
-    members, nonmembers = rng.gamma(1.0, 0.5, size=90), rng.gamma(1.5, 0.7, size=60)
+    members, nonmembers = rng.gamma(1.0, 0.5, size=40), rng.gamma(1.5, 0.7, size=60)
     folds = loss_attack_fold_accuracies(members, nonmembers, balance_seed=5)
     bm, bn = balance_members(members, nonmembers, seed=5)
     x = np.concatenate([bn, bm]).reshape(-1, 1)

@@ -25,7 +25,7 @@ from torch import nn
 from dlfd import __version__
 from dlfd.data.transforms import InputSpec
 from dlfd.errors import CheckpointError, ConfigError
-from dlfd.io import atomic_write_bytes, atomic_write_json, sha256_bytes
+from dlfd.io import atomic_write_bytes, atomic_write_text, sha256_bytes
 
 SIDECAR_FORMAT = "dlfd-checkpoint/1"
 WEIGHTS_SUFFIX = ".safetensors"
@@ -45,6 +45,10 @@ class CheckpointMeta:
     split_seed: int | None = None
     train_seed: int | None = None
     forget_sha256: str | None = None
+    forget_keys: tuple[str, ...] | None = None
+    data_sha256: str | None = None
+    data_root: str | None = None
+    scenario_options: dict[str, str] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     config_sha256: str | None = None
     recipe: dict[str, Any] = field(default_factory=dict)
@@ -66,6 +70,10 @@ class CheckpointMeta:
             "split_seed": self.split_seed,
             "train_seed": self.train_seed,
             "forget_sha256": self.forget_sha256,
+            "forget_keys": None if self.forget_keys is None else list(self.forget_keys),
+            "data_sha256": self.data_sha256,
+            "data_root": self.data_root,
+            "scenario_options": self.scenario_options,
             "model_kwargs": self.model_kwargs,
             "config_sha256": self.config_sha256,
             "recipe": self.recipe,
@@ -103,6 +111,12 @@ class CheckpointMeta:
         weights_sha = need("weights_sha256", str)
         if len(weights_sha) != 64:
             raise CheckpointError(f"{source}: weights_sha256 is not a sha256 hex digest")
+        forget_keys = need("forget_keys", list, optional=True)
+        if forget_keys is not None and not all(isinstance(k, str) for k in forget_keys):
+            raise CheckpointError(f"{source}: field 'forget_keys' must be a list of strings")
+        options = need("scenario_options", dict, optional=True) or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
+            raise CheckpointError(f"{source}: field 'scenario_options' must map strings to strings")
         try:
             spec = InputSpec.from_dict(need("input", dict))
         except ConfigError as exc:
@@ -117,6 +131,10 @@ class CheckpointMeta:
             split_seed=need("split_seed", int, optional=True),
             train_seed=need("train_seed", int, optional=True),
             forget_sha256=need("forget_sha256", str, optional=True),
+            forget_keys=None if forget_keys is None else tuple(forget_keys),
+            data_sha256=need("data_sha256", str, optional=True),
+            data_root=need("data_root", str, optional=True),
+            scenario_options=options,
             model_kwargs=need("model_kwargs", dict, optional=True) or {},
             config_sha256=need("config_sha256", str, optional=True),
             recipe=need("recipe", dict, optional=True) or {},
@@ -146,7 +164,11 @@ def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, meta: CheckpointMeta) -> CheckpointMeta:
-    """Write weights then sidecar atomically; returns the meta with hash and time filled in."""
+    """Write weights then sidecar atomically; returns the meta with hash and time filled in.
+
+    The sidecar text is built before anything is written, so a metadata problem never leaves
+    weights without their sidecar.
+    """
     path = check_weights_path(path)
     tensors = _state_tensors(model)
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -160,8 +182,12 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: CheckpointMeta) ->
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
+    try:
+        sidecar_text = json.dumps(final.to_dict(), indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint metadata is not valid JSON: {exc}") from None
     atomic_write_bytes(path, data)
-    atomic_write_json(sidecar_path(path), final.to_dict())
+    atomic_write_text(sidecar_path(path), sidecar_text)
     return final
 
 

@@ -9,6 +9,7 @@ field's declared type, descending into nested dataclasses with dotted keys
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -72,9 +73,12 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         try:
             if annotation is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError
-            return annotation(value)
+            converted = annotation(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} must be {annotation.__name__}, got {value!r}") from None
+        if annotation is float and not math.isfinite(converted):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        return converted
     return value
 
 

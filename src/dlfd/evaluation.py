@@ -15,6 +15,7 @@ from torch import nn
 from dlfd.data.loaders import ProblemLoaders
 from dlfd.data.problem import SPLITS
 from dlfd.metrics import SplitOutputs, protocol_metrics
+from dlfd.metrics.mia import BENCHMARK_SHUFFLE_SEED
 from dlfd.models.features import forward_with_features
 
 
@@ -79,7 +80,7 @@ def evaluate_model(
     reference: nn.Module | None = None,
     lam: float = 0.5,
     batch_size: int = 128,
-    mia_seed: int = 0,
+    mia_seed: int = BENCHMARK_SHUFFLE_SEED,
 ) -> dict[str, float]:
     """The protocol's metrics of ``model`` (and gaps to ``reference`` when given)."""
     started = time.perf_counter()

@@ -8,6 +8,7 @@ half-written file that a later command would read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -30,6 +31,8 @@ def _umask() -> int:
 def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     """Open a temporary binary file that replaces ``path`` only when the block exits cleanly."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

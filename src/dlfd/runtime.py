@@ -23,8 +23,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"unknown device {device!r}: {exc}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {device!r}; use cpu, cuda, cuda:N or auto")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available here")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) here")
     return resolved
 
 
@@ -48,6 +53,19 @@ def derive_seed(*parts: int | str) -> int:
 
     text = "/".join(str(part) for part in parts)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of dlfd and the libraries that determine its numbers."""
+    import importlib.metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("dlfd", "torch", "numpy", "scikit-learn", "safetensors", "pillow"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
 
 
 def hardware_info() -> dict[str, str | int]:

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from dlfd.data.splits import read_forget_list, resolve_forget_request
+from dlfd.config import parse_overrides
+from dlfd.data.splits import apply_forget_request, read_forget_list
 from dlfd.scenarios import Scenario, get_scenario
 
 DatasetOpt = Annotated[
@@ -19,10 +20,12 @@ DataRootOpt = Annotated[
     typer.Option("--data-root", help="Your copy of the dataset (folder, or CSV for 'csv')."),
 ]
 SplitSeedOpt = Annotated[
-    int | None, typer.Option("--split-seed", help="Seed of the split (default: --seed).")
+    int | None,
+    typer.Option("--split-seed", min=0, help="Seed of the split (default: --seed)."),
 ]
 ImageSizeOpt = Annotated[
-    int | None, typer.Option("--image-size", help="Square input size (default: scenario's).")
+    int | None,
+    typer.Option("--image-size", min=8, help="Square input size (default: scenario's)."),
 ]
 ForgetOpt = Annotated[
     Path | None,
@@ -31,6 +34,10 @@ ForgetOpt = Annotated[
         help="File naming people or images to forget, one per line; "
         "replaces the scenario's forget set (the rest of train becomes retain).",
     ),
+]
+OptionOpt = Annotated[
+    list[str] | None,
+    typer.Option("--option", "-O", help="Scenario option KEY=VALUE (see `dlfd datasets`)."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
@@ -43,13 +50,22 @@ def load_scenario(
     data_root: Path | None,
     image_size: int | None,
     forget: Path | None = None,
+    options: list[str] | None = None,
+    forget_entries: list[str] | None = None,
 ) -> Scenario:
-    """Build the scenario, replacing its forget set by the request in ``forget`` if given."""
+    """Build the scenario; a forget request (``forget`` file or ``forget_entries``) replaces
+    its forget set."""
     scenario = get_scenario(
-        dataset, split_seed=split_seed, data_root=data_root, image_size=image_size
+        dataset,
+        split_seed=split_seed,
+        data_root=data_root,
+        image_size=image_size,
+        options=parse_overrides(options or []),
     )
-    if forget is not None:
-        records = scenario.problem.records
-        indices = resolve_forget_request(records, read_forget_list(forget))
-        scenario = dataclasses.replace(scenario, problem=scenario.problem.with_forget(indices))
+    entries = read_forget_list(forget) if forget is not None else forget_entries
+    if entries == scenario.problem.forget_keys:
+        return scenario  # the recorded forget set is the scenario's own
+    if entries:
+        problem = apply_forget_request(scenario.problem, entries)
+        scenario = dataclasses.replace(scenario, problem=problem)
     return scenario

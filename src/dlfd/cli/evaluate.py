@@ -10,14 +10,21 @@ import typer
 from rich.table import Table
 
 from dlfd import __version__
-from dlfd.checkpoint import CheckpointMeta, load_checkpoint
+from dlfd.checkpoint import CheckpointMeta, load_checkpoint, read_meta, sidecar_path
 from dlfd.cli.app import app, err, out
-from dlfd.cli.common import DataRootOpt, DeviceOpt, ForgetOpt, SplitSeedOpt, load_scenario
+from dlfd.cli.common import (
+    DataRootOpt,
+    DeviceOpt,
+    ForgetOpt,
+    OptionOpt,
+    SplitSeedOpt,
+    load_scenario,
+)
 from dlfd.data.loaders import ProblemLoaders
 from dlfd.errors import CheckpointError, ConfigError
 from dlfd.evaluation import evaluate_model
 from dlfd.io import atomic_write_json
-from dlfd.runtime import hardware_info, resolve_device
+from dlfd.runtime import hardware_info, resolve_device, software_versions
 from dlfd.scenarios import Scenario
 
 TABLE_COLUMNS = (
@@ -32,7 +39,17 @@ TABLE_COLUMNS = (
 )
 
 
-def _check_matches(meta: CheckpointMeta, path: Path, scenario: Scenario) -> None:
+def _check_json_target(json_out: Path, inputs: list[Path]) -> None:
+    """Refuse, before any work, an output that is a folder or would overwrite an input."""
+    if json_out.is_dir():
+        raise ConfigError(f"--json {json_out} is a folder; give a file name")
+    protected = {p.resolve() for path in inputs for p in (path, sidecar_path(path))}
+    if json_out.resolve() in protected:
+        raise ConfigError(f"--json {json_out} would overwrite an input checkpoint or its sidecar")
+
+
+def _check_matches(meta: CheckpointMeta, path: Path, scenario: Scenario, strict: bool) -> None:
+    """Refuse a model that cannot be evaluated on ``scenario``; warn about provenance gaps."""
     if meta.num_classes != scenario.num_classes:
         raise CheckpointError(
             f"{path} predicts {meta.num_classes} classes but {scenario.name} "
@@ -47,11 +64,16 @@ def _check_matches(meta: CheckpointMeta, path: Path, scenario: Scenario) -> None
             f"[yellow]warning:[/] {path} was trained on {meta.scenario!r}, "
             f"evaluating on {scenario.name!r}"
         )
+    if meta.data_sha256 not in (None, scenario.problem.records.fingerprint):
+        err.print(f"[yellow]warning:[/] {path} was trained on different data (files or labels)")
     if meta.forget_sha256 not in (None, scenario.problem.forget_sha256):
-        err.print(
-            f"[yellow]warning:[/] {path} was made for a different forget set "
-            f"(split seed {meta.split_seed}); its forget/retain metrics refer to this split"
+        message = (
+            f"{path} was made for a different forget set than the one evaluated "
+            f"(split seed {meta.split_seed})"
         )
+        if strict:
+            raise CheckpointError(message + "; the gaps to it would be meaningless")
+        err.print(f"[yellow]warning:[/] {message}; forget/retain metrics refer to this split")
 
 
 def metrics_table(rows: list[dict[str, Any]], title: str) -> Table:
@@ -66,6 +88,22 @@ def metrics_table(rows: list[dict[str, Any]], title: str) -> Table:
         values = [f"{row['metrics'][c]:.4f}" if c in row["metrics"] else "-" for c in present]
         table.add_row(row["name"], row["role"], *values)
     return table
+
+
+def _provenance(path: Path, meta: CheckpointMeta) -> dict[str, Any]:
+    return {
+        "name": path.stem,
+        "path": str(path),
+        "role": meta.role,
+        "arch": meta.arch,
+        "scenario": meta.scenario,
+        "split_seed": meta.split_seed,
+        "train_seed": meta.train_seed,
+        "weights_sha256": meta.weights_sha256,
+        "forget_sha256": meta.forget_sha256,
+        "data_sha256": meta.data_sha256,
+        "config_sha256": meta.config_sha256,
+    }
 
 
 @app.command()
@@ -84,60 +122,73 @@ def evaluate(
     split_seed: SplitSeedOpt = None,
     data_root: DataRootOpt = None,
     forget: ForgetOpt = None,
-    lam: Annotated[float, typer.Option("--lambda", help="NoMUS weight of test accuracy.")] = 0.5,
+    option: OptionOpt = None,
+    lam: Annotated[
+        float,
+        typer.Option("--lambda", min=0.0, max=1.0, help="NoMUS weight of test accuracy."),
+    ] = 0.5,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Accuracies on every split, the loss-based attack, forgetting score, NoMUS, gaps."""
+    """Accuracies on every split, the loss-based attack, forgetting score, NoMUS, gaps.
+
+    The scenario, split seed, options and forget set default to those recorded in the first
+    model's sidecar, so a model trained with --forget is evaluated on its own forget set.
+    """
+    inputs = [*models, *([reference] if reference is not None else [])]
+    if json_out is not None:
+        _check_json_target(json_out, inputs)
     torch_device = resolve_device(device)
-    loaded = [(path, *load_checkpoint(path, device=torch_device)) for path in models]
-    first = loaded[0][2]
+    first = read_meta(models[0])
     name = dataset or first.scenario
     if name is None:
         raise ConfigError(f"{models[0]} does not record its scenario; pass --dataset")
-    seed = split_seed if split_seed is not None else (first.split_seed or 0)
+    same_scenario = name == first.scenario
+    use_recorded_forget = (
+        same_scenario and forget is None and split_seed in (None, first.split_seed)
+    )
     size = first.input_spec.size
+    recorded_root = Path(first.data_root) if same_scenario and first.data_root else None
     scenario = load_scenario(
         name,
-        split_seed=seed,
-        data_root=data_root,
+        split_seed=split_seed if split_seed is not None else (first.split_seed or 0),
+        data_root=data_root or recorded_root,
         image_size=size[0] if size[0] == size[1] else None,
         forget=forget,
+        options=option
+        if option is not None or not same_scenario
+        else [f"{k}={v}" for k, v in first.scenario_options.items()],
+        forget_entries=list(first.forget_keys or []) if use_recorded_forget else None,
     )
-    ref_model = None
-    ref_meta = None
+    ref_model = ref_meta = None
     if reference is not None:
         ref_model, ref_meta = load_checkpoint(reference, device=torch_device)
-        _check_matches(ref_meta, reference, scenario)
+        _check_matches(ref_meta, reference, scenario, strict=True)
         if ref_meta.role != "retrained":
             err.print(f"[yellow]warning:[/] reference {reference} has role {ref_meta.role!r}")
     rows = []
-    for path, model, meta in loaded:
-        _check_matches(meta, path, scenario)
+    for path in models:
+        model, meta = load_checkpoint(path, device=torch_device)
+        _check_matches(meta, path, scenario, strict=False)
         if ref_meta is not None and ref_meta.input_spec != meta.input_spec:
             raise CheckpointError(f"{path} and the reference {reference} expect different inputs")
         loaders = ProblemLoaders(scenario.problem, meta.input_spec)
         metrics = evaluate_model(model, loaders, device=torch_device, reference=ref_model, lam=lam)
-        rows.append(
-            {
-                "name": path.stem,
-                "path": str(path),
-                "role": meta.role,
-                "weights_sha256": meta.weights_sha256,
-                "metrics": metrics,
-            }
-        )
+        rows.append({**_provenance(path, meta), "metrics": metrics})
     record = {
         "dlfd_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dataset": scenario.name,
+        "scenario_options": dict(scenario.options),
         "split_seed": scenario.problem.split_seed,
         "forget_sha256": scenario.problem.forget_sha256,
+        "data_sha256": scenario.problem.records.fingerprint,
         "split_sizes": scenario.problem.sizes(),
         "lambda": lam,
         "reference": None
-        if ref_meta is None
-        else {"path": str(reference), "weights_sha256": ref_meta.weights_sha256},
+        if ref_meta is None or reference is None
+        else _provenance(reference, ref_meta),
         "hardware": hardware_info(),
+        "versions": software_versions(),
         "results": rows,
     }
     if json_out is not None:

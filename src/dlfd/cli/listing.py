@@ -8,7 +8,14 @@ import typer
 from rich.table import Table
 
 from dlfd.cli.app import app, out
-from dlfd.cli.common import DataRootOpt, DatasetOpt, ForgetOpt, ImageSizeOpt, load_scenario
+from dlfd.cli.common import (
+    DataRootOpt,
+    DatasetOpt,
+    ForgetOpt,
+    ImageSizeOpt,
+    OptionOpt,
+    load_scenario,
+)
 from dlfd.models import list_models
 from dlfd.scenarios import list_scenarios
 
@@ -42,14 +49,20 @@ def models() -> None:
 @data_app.command("info")
 def data_info(
     dataset: DatasetOpt = "orl-glasses",
-    split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the split.")] = 0,
+    split_seed: Annotated[int, typer.Option("--split-seed", min=0, help="Seed of the split.")] = 0,
     data_root: DataRootOpt = None,
     image_size: ImageSizeOpt = None,
     forget: ForgetOpt = None,
+    option: OptionOpt = None,
 ) -> None:
     """Split sizes, identity counts and class balance of a scenario."""
     scenario = load_scenario(
-        dataset, split_seed=split_seed, data_root=data_root, image_size=image_size, forget=forget
+        dataset,
+        split_seed=split_seed,
+        data_root=data_root,
+        image_size=image_size,
+        forget=forget,
+        options=option,
     )
     records = scenario.problem.records
     table = Table(

@@ -15,6 +15,7 @@ from dlfd.cli.common import (
     DeviceOpt,
     ForgetOpt,
     ImageSizeOpt,
+    OptionOpt,
     QuietOpt,
     SplitSeedOpt,
     load_scenario,
@@ -32,11 +33,12 @@ def train(
     role: Annotated[
         str, typer.Option("--role", help="original (all of train) or retrained (retain only).")
     ] = "original",
-    seed: Annotated[int, typer.Option("--seed", help="Training seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Training seed.")] = 0,
     split_seed: SplitSeedOpt = None,
     data_root: DataRootOpt = None,
     image_size: ImageSizeOpt = None,
     forget: ForgetOpt = None,
+    option: OptionOpt = None,
     model: Annotated[
         str | None, typer.Option("--model", help="Architecture (see `dlfd models`).")
     ] = None,
@@ -60,6 +62,7 @@ def train(
         data_root=data_root,
         image_size=image_size,
         forget=forget,
+        options=option,
     )
     overrides = parse_overrides(settings or [])
     if model is not None:

@@ -6,6 +6,7 @@ from dlfd.data.orl import orl_records
 from dlfd.data.problem import SPLITS, UnlearningProblem
 from dlfd.data.records import ImageRecords
 from dlfd.data.splits import (
+    apply_forget_request,
     identity_split,
     instance_split,
     read_forget_list,
@@ -21,6 +22,7 @@ __all__ = [
     "InputSpec",
     "ProblemLoaders",
     "UnlearningProblem",
+    "apply_forget_request",
     "identity_split",
     "imagefolder_records",
     "instance_split",

@@ -6,6 +6,7 @@ random (augmentation) happens later on batches, see :mod:`dlfd.data.transforms`.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,24 @@ from dlfd.errors import DataError
 
 # Refuse decompression bombs loudly instead of PIL's warning.
 Image.MAX_IMAGE_PIXELS = 64_000_000
+
+
+def pixel_hash(path: str | Path) -> str:
+    """sha256 of a file's decoded pixels (mode, size and values), whatever its file format.
+
+    The same picture saved as PNG and as PGM, or with different metadata, gets the same hash;
+    this is what "identical image content" means in the split checks.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            header = f"{img.mode}|{img.size[0]}x{img.size[1]}|".encode()
+            return hashlib.sha256(header + img.tobytes()).hexdigest()
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
 
 
 def load_image(path: str | Path, spec: InputSpec) -> torch.Tensor:

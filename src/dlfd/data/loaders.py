@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dlfd.data.images import load_image
 from dlfd.data.problem import UnlearningProblem
 from dlfd.data.records import ImageRecords
 from dlfd.data.transforms import AugmentConfig, BatchTransform, InputSpec
+from dlfd.errors import ConfigError
 from dlfd.runtime import torch_generator
 
 
@@ -94,23 +95,38 @@ class ProblemLoaders:
         batch_size: int,
         train: bool = False,
         seed: int = 0,
-        drop_last: bool = False,
+        drop_last: bool | None = None,
+        sampler: Sampler[int] | None = None,
+        num_workers: int = 0,
     ) -> DataLoader:
-        """A loader over ``split``; ``train=True`` shuffles and augments, seeded by ``seed``."""
+        """A loader over ``split``; ``train=True`` shuffles and augments, seeded by ``seed``.
+
+        ``drop_last=None`` drops a final training batch of one sample (BatchNorm cannot train
+        on it) and keeps everything else. ``sampler`` replaces the seeded shuffle (e.g. a
+        ``DistributedSampler``); ``num_workers`` decodes images in worker processes.
+        """
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
         dataset = self.dataset(split)
-        if train:
-            transform = BatchTransform(self.spec, self.augment, torch_generator(seed + 1))
+        if not train:
             return DataLoader(
                 dataset,
                 batch_size=batch_size,
-                shuffle=True,
-                drop_last=drop_last,
-                generator=torch_generator(seed),
-                collate_fn=CollateTransform(transform),
+                shuffle=False,
+                sampler=sampler,
+                num_workers=num_workers,
+                collate_fn=CollateTransform(BatchTransform(self.spec)),
             )
+        if drop_last is None:
+            drop_last = len(dataset) % batch_size == 1 and len(dataset) > 1
+        transform = BatchTransform(self.spec, self.augment, torch_generator(seed + 1))
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=False,
-            collate_fn=CollateTransform(BatchTransform(self.spec)),
+            shuffle=sampler is None,
+            sampler=sampler,
+            drop_last=drop_last,
+            generator=torch_generator(seed) if sampler is None else None,
+            num_workers=num_workers,
+            collate_fn=CollateTransform(transform),
         )

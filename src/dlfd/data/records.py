@@ -8,6 +8,7 @@ used in forget lists and hashes) and are checked never to escape it.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -15,8 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from dlfd.data.images import pixel_hash
 from dlfd.errors import DataError
-from dlfd.io import sha256_file
 
 Task = Literal["multiclass", "multilabel"]
 TASKS: tuple[str, ...] = ("multiclass", "multilabel")
@@ -149,15 +150,21 @@ class ImageRecords:
 
     @functools.cached_property
     def content_hashes(self) -> tuple[str, ...]:
-        """sha256 of every file's bytes (read once, cached): catches the same image saved twice."""
-        hashes = []
-        for i in range(len(self)):
-            path = self.abspath(i)
-            try:
-                hashes.append(sha256_file(path))
-            except OSError as exc:
-                raise DataError(f"cannot read image file {path}: {exc.strerror or exc}") from None
-        return tuple(hashes)
+        """sha256 of every image's decoded pixels (read once, cached).
+
+        Catches the same picture stored twice, even under another name or file format.
+        """
+        return tuple(pixel_hash(self.abspath(i)) for i in range(len(self)))
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 over every sample's path, label, identity and content: changes with the data."""
+        digest = hashlib.sha256(f"{self.task}|{'|'.join(self.class_names)}".encode())
+        for key, who, content, label in zip(
+            self.paths, self.identities, self.content_hashes, self.labels.tolist(), strict=True
+        ):
+            digest.update(f"\n{key}|{who}|{content}|{label}".encode())
+        return digest.hexdigest()
 
     def class_counts(self, indices: np.ndarray | None = None) -> dict[str, float]:
         """Per-class sample counts (multilabel: number of positives per label)."""

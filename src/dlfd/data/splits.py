@@ -285,3 +285,55 @@ def resolve_forget_request(records: ImageRecords, entries: Sequence[str]) -> np.
         more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
         raise SplitError(f"forget request names unknown people or images: {shown}{more}")
     return np.asarray(sorted(chosen), np.int64)
+
+
+def apply_forget_request(problem: UnlearningProblem, entries: Sequence[str]) -> UnlearningProblem:
+    """``problem`` with its forget set replaced by the training images a request names.
+
+    A named person contributes their training images; a named image must be a training image.
+    In an identity-level problem a person is forgotten whole or not at all, so naming only
+    some of a person's training images is refused with a hint to name the person.
+    """
+    records = problem.records
+    train = set(problem.train.tolist())
+    where = {int(i): split for split in SPLITS for i in problem.split(split)}
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, who in enumerate(records.identities):
+        if who:
+            members[who].append(i)
+    chosen: set[int] = set()
+    problems: list[str] = []
+    unknown: list[str] = []
+    for entry in entries:
+        key = entry.strip().replace("\\", "/")
+        key = key[2:] if key.startswith("./") else key
+        if key in members:
+            inside = [i for i in members[key] if i in train]
+            if not inside:
+                held = sorted({where.get(i, "no split") for i in members[key]})
+                problems.append(f"person {key!r} has no training images (in {', '.join(held)})")
+            chosen.update(inside)
+            continue
+        index = records.index_of(key)
+        if index is None:
+            unknown.append(entry)
+        elif index not in train:
+            problems.append(f"image {key!r} is in {where.get(index, 'no split')}, not in train")
+        else:
+            chosen.add(index)
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:5])
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise SplitError(f"forget request names unknown people or images: {shown}{more}")
+    if problems:
+        raise SplitError(f"forget request: {'; '.join(problems[:5])}")
+    if problem.level == "identity":
+        for person in sorted({records.identities[i] for i in chosen} - {""}):
+            rest = [i for i in members[person] if i in train and i not in chosen]
+            if rest:
+                raise SplitError(
+                    f"{problem.name or 'this scenario'} forgets whole people (identity-level): "
+                    f"{person!r} has {len(rest)} more training images that would stay in "
+                    f"retain; name the person {person!r} instead of single images"
+                )
+    return problem.with_forget(np.asarray(sorted(chosen), np.int64))

@@ -101,6 +101,9 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.hflip <= 1.0:
             raise ConfigError(f"hflip probability must be in [0, 1], got {self.hflip}")
+        numbers = (self.hflip, self.degrees, self.translate, *self.scale)
+        if not all(math.isfinite(float(v)) for v in numbers):
+            raise ConfigError(f"augmentation values must be finite numbers, got {self}")
         if self.crop_padding < 0 or self.degrees < 0 or not 0 <= self.translate < 0.5:
             raise ConfigError(f"invalid augmentation {self}")
         lo, hi = self.scale
@@ -168,6 +171,11 @@ class BatchTransform:
     ) -> None:
         if augment is not None and generator is None:
             raise ConfigError("augmentation needs an explicit torch.Generator for reproducibility")
+        if augment is not None and augment.crop_padding >= min(spec.size):
+            raise ConfigError(
+                f"augment.crop_padding={augment.crop_padding} must be smaller than "
+                f"the image size {spec.size[0]}x{spec.size[1]}"
+            )
         self.spec = spec
         self.augment = augment
         self.generator = generator

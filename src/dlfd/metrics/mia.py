@@ -16,7 +16,12 @@ from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
 
 from dlfd.errors import ConfigError
 
-__all__ = ["balance_members", "loss_attack_fold_accuracies", "mia_accuracy"]
+__all__ = [
+    "BENCHMARK_SHUFFLE_SEED",
+    "balance_members",
+    "loss_attack_fold_accuracies",
+    "mia_accuracy",
+]
 
 
 def _losses(x: object, name: str) -> np.ndarray:
@@ -35,23 +40,29 @@ def _losses(x: object, name: str) -> np.ndarray:
     return arr
 
 
-def balance_members(
-    member_losses: object, nonmember_losses: object, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffle both loss arrays and truncate the larger one to the size of the smaller.
+#: The benchmark notebooks call ``set_seed(42)`` right before shuffling the forget losses.
+BENCHMARK_SHUFFLE_SEED = 42
 
-    Uses one ``np.random.default_rng(seed)``: members are permuted first, then non-members. The
-    benchmark shuffles the forget losses and truncates them to ``len(unseen)``, which only
-    balances when forget is the larger side; truncating whichever side is larger keeps the
-    attack balanced (chance level 0.5) when unseen is larger too.
+
+def balance_members(
+    member_losses: object, nonmember_losses: object, seed: int = BENCHMARK_SHUFFLE_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Balance the attack's two sides exactly as the benchmark does, and also when it does not.
+
+    The benchmark shuffles the forget (member) losses with ``np.random.seed(42)`` and truncates
+    them to ``len(unseen)``, leaving the unseen losses in their order. That is reproduced bit for
+    bit (``np.random.RandomState(seed).shuffle``). When unseen is the larger side the benchmark
+    stays unbalanced; here the non-member losses are then shuffled by the same generator and
+    truncated instead, so chance level stays 0.5.
     """
-    members = _losses(member_losses, "member_losses")
-    nonmembers = _losses(nonmember_losses, "nonmember_losses")
-    rng = np.random.default_rng(seed)
-    members = rng.permutation(members)
-    nonmembers = rng.permutation(nonmembers)
-    n = min(members.size, nonmembers.size)
-    return members[:n], nonmembers[:n]
+    members = _losses(member_losses, "member_losses").copy()
+    nonmembers = _losses(nonmember_losses, "nonmember_losses").copy()
+    generator = np.random.RandomState(seed)
+    generator.shuffle(members)
+    if nonmembers.size > members.size:
+        generator.shuffle(nonmembers)
+        nonmembers = nonmembers[: members.size]
+    return members[: nonmembers.size], nonmembers
 
 
 def _check_split(n_members: int, n_nonmembers: int, n_splits: int, test_size: float | int) -> None:
@@ -85,7 +96,7 @@ def loss_attack_fold_accuracies(
     n_splits: int = 10,
     test_size: float = 0.1,
     random_state: int = 0,
-    balance_seed: int = 0,
+    balance_seed: int = BENCHMARK_SHUFFLE_SEED,
     balance: bool = True,
 ) -> np.ndarray:
     """Per-fold accuracies (float64, length ``n_splits``) of the loss-based attack.
@@ -113,7 +124,7 @@ def mia_accuracy(
     n_splits: int = 10,
     test_size: float = 0.1,
     random_state: int = 0,
-    balance_seed: int = 0,
+    balance_seed: int = BENCHMARK_SHUFFLE_SEED,
     balance: bool = True,
 ) -> float:
     """Mean fold accuracy of :func:`loss_attack_fold_accuracies` (the benchmark's ``mia_acc``)."""

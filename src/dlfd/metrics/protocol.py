@@ -22,7 +22,7 @@ from dlfd.metrics.classification import (
     per_sample_loss,
     top_k_accuracy,
 )
-from dlfd.metrics.mia import mia_accuracy
+from dlfd.metrics.mia import BENCHMARK_SHUFFLE_SEED, mia_accuracy
 from dlfd.metrics.scores import forgetting_score, nomus, reference_gaps
 
 __all__ = ["METRIC_DESCRIPTIONS", "SPLITS", "SplitOutputs", "protocol_metrics"]
@@ -137,7 +137,7 @@ def protocol_metrics(
     task: str,
     reference: Mapping[str, SplitOutputs] | None = None,
     lam: float = 0.5,
-    mia_seed: int = 0,
+    mia_seed: int = BENCHMARK_SHUFFLE_SEED,
 ) -> dict[str, float]:
     """All protocol metrics of one model, as plain floats (keys in :data:`METRIC_DESCRIPTIONS`).
 

@@ -1,12 +1,15 @@
 """Scenarios over the user's own data: a CSV manifest (``csv``) or an ImageFolder (``imagefolder``).
 
 Splits come from the manifest's ``split`` column when present; otherwise whole identities are
-split (when every row has one) or images are split at random, with seed ``split_seed``:
-forget 10%, retain 50%, val 10%, test 15%, unseen 15%.
+split (when every row has one and there are at least 10 people) or images are split at random,
+with seed ``split_seed``: forget 10%, retain 50%, val 10%, test 15%, unseen 15%.
+Option ``level=identity|instance`` (``-O level=instance``) overrides that choice; with a split
+column, ``instance`` allows a person's images in several splits (e.g. MUFAC's published split).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ from dlfd.data.records import ImageRecords
 from dlfd.data.splits import identity_split, instance_split
 from dlfd.data.transforms import AugmentConfig, InputSpec
 from dlfd.errors import ConfigError
-from dlfd.scenarios.registry import Scenario, register_scenario
+from dlfd.scenarios.registry import Scenario, register_scenario, take_options
 from dlfd.training.recipe import TrainRecipe
 
 DEFAULT_FRACTIONS = {"forget": 0.1, "retain": 0.5, "val": 0.1, "test": 0.15, "unseen": 0.15}
@@ -25,11 +28,17 @@ DEFAULT_SIZE = 64
 _RECIPE = TrainRecipe(augment=AugmentConfig(hflip=0.5, crop_padding=4))
 
 
-def _default_split(records: ImageRecords, seed: int, name: str) -> UnlearningProblem:
-    """Identity-level when every split gets at least one whole person, else instance-level."""
+LEVELS = ("auto", "identity", "instance")
+
+
+def _default_split(
+    records: ImageRecords, seed: int, name: str, level: str = "auto"
+) -> UnlearningProblem:
+    """Whole people when every split gets at least one (or ``level=identity``), else images."""
     smallest = min(DEFAULT_FRACTIONS.values())
     people = len(records.unique_identities())
-    if records.has_identities and people * smallest >= 1:
+    enough = records.has_identities and people * smallest >= 1
+    if level == "identity" or (level == "auto" and enough):
         return identity_split(records, DEFAULT_FRACTIONS, seed=seed, name=name)
     return instance_split(records, DEFAULT_FRACTIONS, seed=seed, name=name)
 
@@ -48,17 +57,21 @@ def _scenario(name: str, problem: UnlearningProblem, image_size: int | None) -> 
 @register_scenario(
     "csv", "your images listed in a CSV manifest (--data-root manifest.csv)", needs_data_root=True
 )
-def csv_scenario(*, split_seed: int, data_root: Path | None, image_size: int | None) -> Scenario:
+def csv_scenario(
+    *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
+) -> Scenario:
+    level = take_options("csv", options, {"level": LEVELS})["level"]
     if data_root is None or data_root.is_dir():
         raise ConfigError("dataset 'csv' needs --data-root pointing to the manifest CSV file")
     manifest = read_manifest(data_root)
     records = manifest.records
     if manifest.splits is None:
-        problem = _default_split(records, split_seed, "csv")
+        problem = _default_split(records, split_seed, "csv", level)
     else:
         column = np.asarray(manifest.splits)
         arrays = {split: np.flatnonzero(column == split) for split in SPLITS}
-        level = "identity" if records.has_identities else "instance"
+        if level == "auto":
+            level = "identity" if records.has_identities else "instance"
         problem = UnlearningProblem(
             records=records, level=level, split_seed=split_seed, name="csv", **arrays
         )
@@ -69,8 +82,9 @@ def csv_scenario(*, split_seed: int, data_root: Path | None, image_size: int | N
     "imagefolder", "your images in class folders (--data-root DIR)", needs_data_root=True
 )
 def imagefolder_scenario(
-    *, split_seed: int, data_root: Path | None, image_size: int | None
+    *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
+    take_options("imagefolder", options, {})
     if data_root is None:
         raise ConfigError("dataset 'imagefolder' needs --data-root pointing to the class folders")
     records = imagefolder_records(data_root)

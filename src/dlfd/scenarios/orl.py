@@ -10,12 +10,13 @@ Both are small: attack accuracies on 40-60 samples per side are noisy; report se
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from dlfd.data.orl import orl_records
 from dlfd.data.splits import identity_split, instance_split
 from dlfd.data.transforms import AugmentConfig, InputSpec
-from dlfd.scenarios.registry import Scenario, register_scenario
+from dlfd.scenarios.registry import Scenario, register_scenario, take_options
 from dlfd.training.recipe import TrainRecipe
 
 ORL_SIZE = 64
@@ -30,7 +31,10 @@ def _spec(image_size: int | None) -> InputSpec:
 
 
 @register_scenario("orl-glasses", "ORL faces, glasses yes/no, forget 6 whole people (default)")
-def orl_glasses(*, split_seed: int, data_root: Path | None, image_size: int | None) -> Scenario:
+def orl_glasses(
+    *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
+) -> Scenario:
+    take_options("orl-glasses", options, {})
     records = orl_records("glasses", root=data_root)
     wears = {person: 0 for person in records.unique_identities()}
     for who, label in zip(records.identities, records.labels, strict=True):
@@ -50,7 +54,10 @@ def orl_glasses(*, split_seed: int, data_root: Path | None, image_size: int | No
 
 
 @register_scenario("orl-identity", "ORL faces, who is it (40 classes), forget 2 photos/person")
-def orl_identity(*, split_seed: int, data_root: Path | None, image_size: int | None) -> Scenario:
+def orl_identity(
+    *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
+) -> Scenario:
+    take_options("orl-identity", options, {})
     records = orl_records("identity", root=data_root)
     problem = instance_split(
         records, IDENTITY_SPLIT, seed=split_seed, group_by="identity", name="orl-identity"

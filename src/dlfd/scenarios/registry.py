@@ -6,8 +6,8 @@ split seed and optional data folder. Adding a dataset = one new module that regi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +26,8 @@ class Scenario:
     problem: UnlearningProblem
     input_spec: InputSpec
     recipe: TrainRecipe
+    options: Mapping[str, str] = field(default_factory=dict)
+    data_root: Path | None = None
 
     @property
     def task(self) -> str:
@@ -38,8 +40,34 @@ class Scenario:
 
 class ScenarioBuilder(Protocol):
     def __call__(
-        self, *, split_seed: int, data_root: Path | None, image_size: int | None
+        self,
+        *,
+        split_seed: int,
+        data_root: Path | None,
+        image_size: int | None,
+        options: Mapping[str, str],
     ) -> Scenario: ...
+
+
+def take_options(
+    scenario: str, options: Mapping[str, str], choices: Mapping[str, tuple[str, ...]]
+) -> dict[str, str]:
+    """Validate a builder's options: each key in ``choices``, each value one of its choices.
+
+    The first choice of each key is its default. Returns the complete resolved options.
+    """
+    unknown = sorted(set(options) - set(choices))
+    if unknown:
+        valid = ", ".join(f"{k}={'|'.join(v)}" for k, v in choices.items()) or "none"
+        raise ConfigError(f"dataset {scenario!r} has no option {unknown[0]!r}; options: {valid}")
+    resolved = {key: values[0] for key, values in choices.items()}
+    for key, value in options.items():
+        if value not in choices[key]:
+            raise ConfigError(
+                f"option {key}={value!r} of {scenario!r} must be one of {list(choices[key])}"
+            )
+        resolved[key] = value
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -77,14 +105,24 @@ def get_scenario(
     split_seed: int = 0,
     data_root: str | Path | None = None,
     image_size: int | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> Scenario:
-    """Build scenario ``name`` with ``split_seed``; ``data_root`` for datasets the user holds."""
+    """Build scenario ``name`` with ``split_seed``; ``data_root`` for datasets the user holds.
+
+    ``options`` are scenario-specific choices (e.g. ``level=instance`` for ``csv``); every
+    builder refuses options it does not know.
+    """
     entry = _REGISTRY.get(name)
     if entry is None:
         raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     if entry.needs_data_root and data_root is None:
         raise ConfigError(f"dataset {name!r} needs --data-root pointing to your copy of it")
+    if split_seed < 0:
+        raise ConfigError(f"split seed must be a non-negative integer, got {split_seed}")
     if image_size is not None and image_size < 8:
         raise ConfigError(f"image size must be at least 8 pixels, got {image_size}")
     root = Path(data_root) if data_root is not None else None
-    return entry.builder(split_seed=split_seed, data_root=root, image_size=image_size)
+    scenario = entry.builder(
+        split_seed=split_seed, data_root=root, image_size=image_size, options=dict(options or {})
+    )
+    return replace(scenario, data_root=root)

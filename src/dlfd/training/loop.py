@@ -23,6 +23,20 @@ from dlfd.runtime import derive_seed, seed_everything
 from dlfd.training.recipe import TrainRecipe
 
 BatchCallback = Callable[[int, int], None]
+#: ``loss_fn(model, inputs, labels) -> (loss, logits)``: what one training step minimises.
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def task_loss_fn(task: str) -> LossFn:
+    """The plain supervised step: the task loss of the model's logits."""
+
+    def loss_fn(
+        model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(inputs)
+        return task_loss(logits, labels, task), logits
+
+    return loss_fn
 
 
 class NonFiniteLossError(DlfdError):
@@ -65,11 +79,14 @@ def train_epochs(
     device: torch.device,
     start_epoch: int = 0,
     on_batch: BatchCallback | None = None,
+    loss_fn: LossFn | None = None,
 ) -> Iterator[EpochStats]:
     """Train from ``start_epoch`` to ``recipe.epochs``, yielding after each epoch.
 
     The caller decides what to do between epochs (save a resume state, report progress).
+    ``loss_fn`` replaces the plain task loss (methods that fine-tune with another objective).
     """
+    loss_fn = loss_fn or task_loss_fn(task)
     for epoch in range(start_epoch, recipe.epochs):
         seed_everything(derive_seed(seed, "dropout", epoch))
         lr = learning_rate(recipe, epoch)
@@ -82,8 +99,7 @@ def train_epochs(
         loader = loader_for_epoch(epoch)
         for step, (inputs, labels) in enumerate(loader):
             inputs, labels = inputs.to(device), labels.to(device)
-            logits = model(inputs)
-            loss = task_loss(logits, labels, task)
+            loss, logits = loss_fn(model, inputs, labels)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"training loss became {loss.item()} at epoch {epoch + 1}, "

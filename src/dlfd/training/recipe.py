@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,17 +25,15 @@ class TrainRecipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: Literal["cosine", "constant"] = "cosine"
-    eval_batch_size: int = 128
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         checks = {
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
-            "eval_batch_size": self.eval_batch_size >= 1,
-            "lr": self.lr > 0,
+            "lr": math.isfinite(self.lr) and self.lr > 0,
             "momentum": 0 <= self.momentum < 1,
-            "weight_decay": self.weight_decay >= 0,
+            "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
             "schedule": self.schedule in ("cosine", "constant"),
         }
         for name, ok in checks.items():
