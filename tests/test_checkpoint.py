@@ -76,6 +76,7 @@ def test_round_trip_restores_weights_and_metadata(saved: tuple[Path, torch.nn.Mo
         "channels": 3,
         "mean": [0.5] * 3,
         "std": [0.5] * 3,
+        "grayscale": False,
     }
     assert (sidecar["scenario"], sidecar["split_seed"]) == ("orl-glasses", 4)
 

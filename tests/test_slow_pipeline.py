@@ -28,11 +28,19 @@ def _run(*args: str) -> None:
 def test_default_recipe_original_remembers_and_retrained_does_not(tmp_path: Path) -> None:
     original, retrained = tmp_path / "o.safetensors", tmp_path / "r.safetensors"
     _run("train", "--dataset", "orl-glasses", "--role", "original", "--out", str(original), "-q")
-    _run("train", "--dataset", "orl-glasses", "--role", "retrained", "--out", str(retrained),
-         "-q")
+    _run("train", "--dataset", "orl-glasses", "--role", "retrained", "--out", str(retrained), "-q")
     report = tmp_path / "eval.json"
-    _run("evaluate", "--model", str(original), "--model", str(retrained), "--reference",
-         str(retrained), "--json", str(report))
+    _run(
+        "evaluate",
+        "--model",
+        str(original),
+        "--model",
+        str(retrained),
+        "--reference",
+        str(retrained),
+        "--json",
+        str(report),
+    )
     rows = {row["role"]: row["metrics"] for row in json.loads(report.read_text())["results"]}
     assert rows["original"]["forget_acc"] >= 0.95
     assert rows["original"]["retain_acc"] >= 0.95

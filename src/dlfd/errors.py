@@ -20,6 +20,21 @@ class SplitError(DataError):
     """An unlearning problem whose splits are inconsistent (leaks, empty sets, unknown items)."""
 
 
+class LeakError(SplitError):
+    """Splits that share people or pictures; carries the leak report and the assignment.
+
+    Attributes: ``report`` (:class:`dlfd.data.leakage.LeakReport`), ``assignment`` (split name ->
+    sample indices) and ``records`` (the :class:`dlfd.data.records.ImageRecords`), so that a
+    caller can report every leak or drop them (scenario option ``leaks=drop``).
+    """
+
+    def __init__(self, message: str, *, report: object, assignment: object, records: object):
+        super().__init__(message)
+        self.report = report
+        self.assignment = assignment
+        self.records = records
+
+
 class CheckpointError(DlfdError):
     """A checkpoint that is missing, corrupt, untrusted or does not match what is asked of it."""
 

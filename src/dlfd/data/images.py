@@ -20,18 +20,26 @@ from dlfd.errors import DataError
 Image.MAX_IMAGE_PIXELS = 64_000_000
 
 
-def pixel_hash(path: str | Path) -> str:
-    """sha256 of a file's decoded pixels (mode, size and values), whatever its file format.
+def difference_hash(img: Image.Image) -> int:
+    """64-bit perceptual difference hash (dHash): grayscale 9x8, one bit per horizontal
+    brightness step. Resizing or re-encoding a photo changes few bits; another photo ~half."""
+    small = np.asarray(img.convert("L").resize((9, 8), Image.Resampling.BILINEAR), np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).ravel()
+    return int(np.packbits(bits).view(">u8")[0])
 
-    The same picture saved as PNG and as PGM, or with different metadata, gets the same hash;
-    this is what "identical image content" means in the split checks.
+
+def image_hashes(path: str | Path) -> tuple[str, int]:
+    """(sha256 of the decoded pixels, perceptual dHash) of one image, decoded once.
+
+    The pixel hash covers mode, size and values, whatever the file format: the same picture
+    saved as PNG and as PGM gets the same hash ("identical image content" in the split checks).
     """
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()
             header = f"{img.mode}|{img.size[0]}x{img.size[1]}|".encode()
-            return hashlib.sha256(header + img.tobytes()).hexdigest()
+            return hashlib.sha256(header + img.tobytes()).hexdigest(), difference_hash(img)
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -48,15 +56,18 @@ def load_image(path: str | Path, spec: InputSpec) -> torch.Tensor:
     path = Path(path)
     try:
         with Image.open(path) as img:
+            height, width = spec.size
+            if img.format == "JPEG":
+                # decode large JPEGs at a reduced scale (never below the target size): much faster
+                img.draft(img.mode, (width, height))
             img.load()
             if img.mode.startswith("I;16"):
                 # 16-bit grayscale: rescale to 8 bits instead of letting convert() clip at 255.
                 wide = np.asarray(img, dtype=np.float32) / 257.0
                 img = Image.fromarray(np.clip(wide.round(), 0, 255).astype(np.uint8), mode="L")
-            gray = img.mode in ("1", "L", "LA", "I", "F")
+            gray = img.mode in ("1", "L", "LA", "I", "F") or spec.grayscale
             mode = "L" if (gray or spec.channels == 1) else "RGB"
             img = img.convert(mode)
-            height, width = spec.size
             if img.size != (width, height):
                 img = img.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)

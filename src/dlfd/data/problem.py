@@ -8,19 +8,18 @@ splits and refuses leaks, naming the offending items.
 
 from __future__ import annotations
 
-import itertools
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from dlfd.data.leakage import LEVELS, Leak, LeakReport, identity_pairs, shared_keys
 from dlfd.data.records import ImageRecords
-from dlfd.errors import SplitError
+from dlfd.errors import LeakError, SplitError
 from dlfd.io import sha256_bytes
 
 SPLITS: tuple[str, ...] = ("retain", "forget", "val", "test", "unseen")
-Level = Literal["identity", "instance"]
+Level = Literal["identity", "mixed", "instance"]
 _MAX_NAMED = 5
 
 
@@ -35,8 +34,11 @@ class UnlearningProblem:
     """Retain/forget/val/test/unseen index arrays over ``records``, validated on construction.
 
     ``level`` is ``"identity"`` when whole people are assigned to splits (then an identity in two
-    splits is a leak) or ``"instance"`` when images are (identities may repeat across splits).
-    ``check_content`` hashes every file to refuse identical images in two splits.
+    splits is a leak), ``"instance"`` when images are (identities may repeat across splits), or
+    ``"mixed"`` when forget and retain are images of the same people while val/test/unseen hold
+    people never trained on (MUFAC's published split). ``check_content`` hashes every image's
+    pixels to refuse identical pictures in two splits. ``dropped`` lists the samples a builder
+    removed as leaks (kept for the record; they are in no split).
     """
 
     records: ImageRecords
@@ -49,10 +51,11 @@ class UnlearningProblem:
     split_seed: int = 0
     name: str = ""
     check_content: bool = True
+    dropped: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.level not in ("identity", "instance"):
-            raise SplitError(f"level must be 'identity' or 'instance', got {self.level!r}")
+        if self.level not in LEVELS:
+            raise SplitError(f"level must be one of {LEVELS}, got {self.level!r}")
         for split in SPLITS:
             raw = np.asarray(getattr(self, split))
             if raw.size and not np.issubdtype(raw.dtype, np.integer):
@@ -127,6 +130,7 @@ class UnlearningProblem:
             split_seed=self.split_seed,
             name=self.name,
             check_content=self.check_content,
+            dropped=self.dropped,
         )
 
     # ------------------------------------------------------------ validation
@@ -149,29 +153,40 @@ class UnlearningProblem:
             if clashes:
                 raise SplitError(f"samples in two splits: {_name_items(clashes)}")
             owner.update((int(i), split) for i in idx)
-        if self.level == "identity":
-            self._refuse_shared("identity", self.records.identities, skip_empty=True)
+        assignment = {split: self.split(split) for split in SPLITS}
+        leaks = shared_keys(
+            "identity", self.records.identities, assignment, identity_pairs(self.level)
+        )
         if self.check_content:
-            self._refuse_shared("identical image content", self.records.content_hashes)
+            leaks += shared_keys("duplicate", self.records.content_hashes, assignment)
+        if leaks:
+            raise LeakError(
+                self._describe(leaks),
+                report=LeakReport(tuple(leaks)),
+                assignment=assignment,
+                records=self.records,
+            )
 
-    def _refuse_shared(self, what: str, keys: tuple[str, ...], skip_empty: bool = False) -> None:
-        """Refuse any key (identity, content hash) that occurs in two different splits."""
-        where: dict[str, dict[str, int]] = defaultdict(dict)
-        for split in SPLITS:
-            for i in self.split(split):
-                key = keys[i]
-                if skip_empty and not key:
-                    continue
-                where[key].setdefault(split, int(i))
-        problems = []
-        for key, splits in where.items():
-            if len(splits) < 2:
-                continue
-            for (s1, i1), (s2, i2) in itertools.combinations(splits.items(), 2):
-                label = key if what == "identity" else key[:12]
-                problems.append(
-                    f"{label!r} in {s1} ({self.records.paths[i1]}) and {s2} "
-                    f"({self.records.paths[i2]})"
-                )
-        if problems:
-            raise SplitError(f"{what} shared across splits: {_name_items(problems)}")
+    def _describe(self, leaks: list[Leak]) -> str:
+        """One line naming the leaks, with the way out."""
+        paths = self.records.paths
+        shown = []
+        for leak in leaks:
+            where = " and ".join(
+                f"{split} ({paths[i]})" for split, i in _first_per_split(leak.items)
+            )
+            label = leak.key if leak.kind == "identity" else leak.key[:12]
+            shown.append(f"{label!r} in {where}")
+        what = {"identity": "identity", "duplicate": "identical image content"}
+        kinds = sorted({what[leak.kind] for leak in leaks})
+        return (
+            f"{' and '.join(kinds)} shared across splits: {_name_items(shown)}; "
+            f"`dlfd data check` reports all leaks, scenario option leaks=drop removes them"
+        )
+
+
+def _first_per_split(items: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
+    seen: dict[str, int] = {}
+    for split, i in items:
+        seen.setdefault(split, i)
+    return list(seen.items())

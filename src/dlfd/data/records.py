@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from dlfd.data.images import pixel_hash
+from dlfd.data.images import image_hashes
 from dlfd.errors import DataError
 
 Task = Literal["multiclass", "multilabel"]
@@ -149,12 +149,22 @@ class ImageRecords:
         return sorted({who for who in self.identities if who})
 
     @functools.cached_property
+    def _image_hashes(self) -> tuple[tuple[str, ...], np.ndarray]:
+        pairs = [image_hashes(self.abspath(i)) for i in range(len(self))]
+        return tuple(p for p, _ in pairs), np.asarray([d for _, d in pairs], dtype=np.uint64)
+
+    @property
     def content_hashes(self) -> tuple[str, ...]:
-        """sha256 of every image's decoded pixels (read once, cached).
+        """sha256 of every image's decoded pixels (each file is read once, then cached).
 
         Catches the same picture stored twice, even under another name or file format.
         """
-        return tuple(pixel_hash(self.abspath(i)) for i in range(len(self)))
+        return self._image_hashes[0]
+
+    @property
+    def perceptual_hashes(self) -> np.ndarray:
+        """64-bit dHash of every image (uint64): near-duplicates differ in a few bits."""
+        return self._image_hashes[1]
 
     @functools.cached_property
     def fingerprint(self) -> str:

@@ -22,12 +22,17 @@ from dlfd.errors import ConfigError
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model expects: ``size`` = (height, width), channels and normalisation."""
+    """What a model expects: ``size`` = (height, width), channels and normalisation.
+
+    ``grayscale=True`` turns colour photos into luminance first (then replicated to the
+    channels), as DLFD does for RAF-DB.
+    """
 
     size: tuple[int, int]
     channels: int = 3
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    grayscale: bool = False
 
     def __post_init__(self) -> None:
         size = tuple(int(s) for s in self.size)
@@ -58,6 +63,7 @@ class InputSpec:
                 channels=int(data["channels"]),
                 mean=tuple(data["mean"]),
                 std=tuple(data["std"]),
+                grayscale=bool(data.get("grayscale", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed input spec {data!r}: {exc}") from None

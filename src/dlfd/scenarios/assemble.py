@@ -1,0 +1,54 @@
+"""Turn a builder's split assignment into a validated problem, dropping leaks on request.
+
+Published datasets are not always clean (the public MUFAC release has duplicate faces across
+its splits). Every scenario over user-held data takes the option ``leaks``:
+``refuse`` (default: stop and name the leaks), ``drop`` (remove identity and exact-duplicate
+leaks, keeping each forget/training copy) or ``drop-near`` (also near-duplicates, by perceptual
+hash). Dropped samples are listed in ``problem.dropped``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from dlfd.data.leakage import DEFAULT_NEAR_BITS, drop_leaked, find_leaks
+from dlfd.data.problem import SPLITS, UnlearningProblem
+from dlfd.data.records import ImageRecords
+
+LEAK_POLICIES: tuple[str, ...] = ("refuse", "drop", "drop-near")
+
+
+def assemble_problem(
+    records: ImageRecords,
+    assignment: Mapping[str, np.ndarray],
+    *,
+    level: str,
+    split_seed: int,
+    name: str,
+    leaks: str = "refuse",
+) -> UnlearningProblem:
+    """Build the problem; with ``leaks`` other than ``refuse``, remove leaked samples first."""
+    arrays = {split: np.asarray(assignment.get(split, ()), np.int64) for split in SPLITS}
+    dropped: list[int] = []
+    if leaks != "refuse":
+        near = leaks == "drop-near"
+        report = find_leaks(
+            records.identities,
+            records.content_hashes,
+            arrays,
+            level=level,
+            perceptual=records.perceptual_hashes if near else None,
+            near_bits=DEFAULT_NEAR_BITS,
+        )
+        kinds = ("identity", "duplicate", "near-duplicate") if near else ("identity", "duplicate")
+        arrays, dropped = drop_leaked(arrays, report, kinds, level=level)
+    return UnlearningProblem(
+        records=records,
+        level=level,  # type: ignore[arg-type]
+        split_seed=split_seed,
+        name=name,
+        dropped=tuple(records.paths[i] for i in dropped),
+        **arrays,
+    )
