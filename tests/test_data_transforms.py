@@ -56,7 +56,17 @@ def test_input_spec_dict_round_trip():
     spec = InputSpec(size=[16, 12], channels=1, mean=[0.5], std=[0.25])
     assert spec.size == (16, 12) and spec.mean == (0.5,)
     assert InputSpec.from_dict(spec.to_dict()) == spec
-    assert spec.to_dict() == {"size": [16, 12], "channels": 1, "mean": [0.5], "std": [0.25]}
+    assert spec.to_dict() == {
+        "size": [16, 12],
+        "channels": 1,
+        "mean": [0.5],
+        "std": [0.25],
+        "grayscale": False,
+    }
+    gray = InputSpec(size=(16, 16), grayscale=True)
+    assert InputSpec.from_dict(gray.to_dict()) == gray
+    old = {k: v for k, v in gray.to_dict().items() if k != "grayscale"}  # older sidecars
+    assert InputSpec.from_dict(old).grayscale is False
     with pytest.raises(ConfigError, match="malformed input spec"):
         InputSpec.from_dict({"size": [16, 12]})
     with pytest.raises(ConfigError, match="channels must be 1 or 3"):
