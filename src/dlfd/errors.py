@@ -24,15 +24,18 @@ class LeakError(SplitError):
     """Splits that share people or pictures; carries the leak report and the assignment.
 
     Attributes: ``report`` (:class:`dlfd.data.leakage.LeakReport`), ``assignment`` (split name ->
-    sample indices) and ``records`` (the :class:`dlfd.data.records.ImageRecords`), so that a
-    caller can report every leak or drop them (scenario option ``leaks=drop``).
+    sample indices), ``records`` (the :class:`dlfd.data.records.ImageRecords`) and ``level``, so
+    that a caller can report every leak or drop them (scenario option ``leaks=drop``).
     """
 
-    def __init__(self, message: str, *, report: object, assignment: object, records: object):
+    def __init__(
+        self, message: str, *, report: object, assignment: object, records: object, level: str
+    ) -> None:
         super().__init__(message)
         self.report = report
         self.assignment = assignment
         self.records = records
+        self.level = level
 
 
 class CheckpointError(DlfdError):

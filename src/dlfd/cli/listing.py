@@ -17,7 +17,7 @@ from dlfd.cli.common import (
     load_scenario,
 )
 from dlfd.models import list_models
-from dlfd.scenarios import list_scenarios
+from dlfd.scenarios import list_scenarios, scenario_options
 
 MAX_CLASS_COLUMNS = 8
 MAX_NAMED_PEOPLE = 12
@@ -36,8 +36,16 @@ def _listing(title: str, items: dict[str, str]) -> Table:
 
 @app.command()
 def datasets() -> None:
-    """List the scenarios (datasets with their unlearning splits)."""
-    out.print(_listing("datasets", list_scenarios()))
+    """List the scenarios (datasets with their unlearning splits) and their options."""
+    table = Table(title="datasets")
+    table.add_column("name")
+    table.add_column("description")
+    table.add_column("options (-O KEY=VALUE; first = default)")
+    for name, description in list_scenarios().items():
+        choices = scenario_options(name)
+        shown = "\n".join(f"{k}={'|'.join(v)}" for k, v in choices.items())
+        table.add_row(name, description, shown or "-")
+    out.print(table)
 
 
 @app.command()
@@ -89,6 +97,11 @@ def data_info(
         f"task: {records.task}, {records.num_classes} classes; input {spec.size[0]}x"
         f"{spec.size[1]}x{spec.channels}; images under {records.root}"
     )
+    if scenario.problem.dropped:
+        out.print(
+            f"dropped as leaks (option leaks=...): {len(scenario.problem.dropped)} images, "
+            f"e.g. {', '.join(scenario.problem.dropped[:3])}"
+        )
     people = scenario.problem.forget_identities()
     shown = ", ".join(people) if len(people) <= MAX_NAMED_PEOPLE else f"{len(people)} people"
     out.print(

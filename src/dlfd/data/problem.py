@@ -165,6 +165,7 @@ class UnlearningProblem:
                 report=LeakReport(tuple(leaks)),
                 assignment=assignment,
                 records=self.records,
+                level=self.level,
             )
 
     def _describe(self, leaks: list[Leak]) -> str:

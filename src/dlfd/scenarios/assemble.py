@@ -9,13 +9,14 @@ hash). Dropped samples are listed in ``problem.dropped``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from dlfd.data.leakage import DEFAULT_NEAR_BITS, drop_leaked, find_leaks
 from dlfd.data.problem import SPLITS, UnlearningProblem
 from dlfd.data.records import ImageRecords
+from dlfd.errors import LeakError
 
 LEAK_POLICIES: tuple[str, ...] = ("refuse", "drop", "drop-near")
 
@@ -52,3 +53,23 @@ def assemble_problem(
         dropped=tuple(records.paths[i] for i in dropped),
         **arrays,
     )
+
+
+def build_with_leak_policy(
+    build: Callable[[], UnlearningProblem], *, split_seed: int, name: str, leaks: str
+) -> UnlearningProblem:
+    """Run a split builder; if it refuses leaks and ``leaks`` is not ``refuse``, rebuild its
+    assignment with the leaked samples dropped."""
+    try:
+        return build()
+    except LeakError as exc:
+        if leaks == "refuse":
+            raise
+        return assemble_problem(
+            exc.records,  # type: ignore[arg-type]
+            exc.assignment,  # type: ignore[arg-type]
+            level=exc.level,
+            split_seed=split_seed,
+            name=name,
+            leaks=leaks,
+        )

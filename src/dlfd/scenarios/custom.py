@@ -3,8 +3,10 @@
 Splits come from the manifest's ``split`` column when present; otherwise whole identities are
 split (when every row has one and there are at least 10 people) or images are split at random,
 with seed ``split_seed``: forget 10%, retain 50%, val 10%, test 15%, unseen 15%.
-Option ``level=identity|instance`` (``-O level=instance``) overrides that choice; with a split
-column, ``instance`` allows a person's images in several splits (e.g. MUFAC's published split).
+Option ``level=identity|mixed|instance`` (``-O level=instance``) overrides that choice; with a
+split column, ``mixed`` lets a person's images be in both forget and retain (held-out splits
+still other people) and ``instance`` allows any sharing. Option ``leaks=refuse|drop|drop-near``
+(both ``csv`` and ``imagefolder``) drops leaked samples instead of refusing them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dlfd.data.records import ImageRecords
 from dlfd.data.splits import identity_split, instance_split
 from dlfd.data.transforms import AugmentConfig, InputSpec
 from dlfd.errors import ConfigError
+from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem, build_with_leak_policy
 from dlfd.scenarios.registry import Scenario, register_scenario, take_options
 from dlfd.training.recipe import TrainRecipe
 
@@ -28,7 +31,9 @@ DEFAULT_SIZE = 64
 _RECIPE = TrainRecipe(augment=AugmentConfig(hflip=0.5, crop_padding=4))
 
 
-LEVELS = ("auto", "identity", "instance")
+LEVELS = ("auto", "identity", "mixed", "instance")
+CSV_OPTIONS = {"level": LEVELS, "leaks": LEAK_POLICIES}
+FOLDER_OPTIONS = {"leaks": LEAK_POLICIES}
 
 
 def _default_split(
@@ -43,7 +48,9 @@ def _default_split(
     return instance_split(records, DEFAULT_FRACTIONS, seed=seed, name=name)
 
 
-def _scenario(name: str, problem: UnlearningProblem, image_size: int | None) -> Scenario:
+def _scenario(
+    name: str, problem: UnlearningProblem, image_size: int | None, options: dict[str, str]
+) -> Scenario:
     size = image_size or DEFAULT_SIZE
     return Scenario(
         name=name,
@@ -51,41 +58,62 @@ def _scenario(name: str, problem: UnlearningProblem, image_size: int | None) -> 
         problem=problem,
         input_spec=InputSpec(size=(size, size)),
         recipe=_RECIPE,
+        options=options,
     )
 
 
 @register_scenario(
-    "csv", "your images listed in a CSV manifest (--data-root manifest.csv)", needs_data_root=True
+    "csv",
+    "your images listed in a CSV manifest (--data-root manifest.csv)",
+    needs_data_root=True,
+    options=CSV_OPTIONS,
 )
 def csv_scenario(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    level = take_options("csv", options, {"level": LEVELS})["level"]
+    chosen = take_options("csv", options, CSV_OPTIONS)
+    level = chosen["level"]
     if data_root is None or data_root.is_dir():
         raise ConfigError("dataset 'csv' needs --data-root pointing to the manifest CSV file")
     manifest = read_manifest(data_root)
     records = manifest.records
     if manifest.splits is None:
-        problem = _default_split(records, split_seed, "csv", level)
+        if level == "mixed":
+            raise ConfigError("level=mixed needs a split column in the manifest")
+        problem = build_with_leak_policy(
+            lambda: _default_split(records, split_seed, "csv", level),
+            split_seed=split_seed,
+            name="csv",
+            leaks=chosen["leaks"],
+        )
     else:
         column = np.asarray(manifest.splits)
         arrays = {split: np.flatnonzero(column == split) for split in SPLITS}
         if level == "auto":
             level = "identity" if records.has_identities else "instance"
-        problem = UnlearningProblem(
-            records=records, level=level, split_seed=split_seed, name="csv", **arrays
+        problem = assemble_problem(
+            records, arrays, level=level, split_seed=split_seed, name="csv", leaks=chosen["leaks"]
         )
-    return _scenario("csv", problem, image_size)
+    return _scenario("csv", problem, image_size, chosen)
 
 
 @register_scenario(
-    "imagefolder", "your images in class folders (--data-root DIR)", needs_data_root=True
+    "imagefolder",
+    "your images in class folders (--data-root DIR)",
+    needs_data_root=True,
+    options=FOLDER_OPTIONS,
 )
 def imagefolder_scenario(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    take_options("imagefolder", options, {})
+    chosen = take_options("imagefolder", options, FOLDER_OPTIONS)
     if data_root is None:
         raise ConfigError("dataset 'imagefolder' needs --data-root pointing to the class folders")
     records = imagefolder_records(data_root)
-    return _scenario("imagefolder", _default_split(records, split_seed, "imagefolder"), image_size)
+    problem = build_with_leak_policy(
+        lambda: _default_split(records, split_seed, "imagefolder"),
+        split_seed=split_seed,
+        name="imagefolder",
+        leaks=chosen["leaks"],
+    )
+    return _scenario("imagefolder", problem, image_size, chosen)

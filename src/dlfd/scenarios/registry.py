@@ -75,20 +75,28 @@ class _Entry:
     builder: ScenarioBuilder
     description: str
     needs_data_root: bool
+    options: Mapping[str, tuple[str, ...]]
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
 def register_scenario(
-    name: str, description: str, *, needs_data_root: bool = False
+    name: str,
+    description: str,
+    *,
+    needs_data_root: bool = False,
+    options: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Callable[[ScenarioBuilder], ScenarioBuilder]:
-    """Decorator registering a scenario builder under ``name``."""
+    """Decorator registering a scenario builder under ``name``.
+
+    ``options`` lists the builder's choices (first = default), shown by ``dlfd datasets``.
+    """
 
     def decorate(builder: ScenarioBuilder) -> ScenarioBuilder:
         if name in _REGISTRY:
             raise ValueError(f"scenario {name!r} is already registered")
-        _REGISTRY[name] = _Entry(builder, description, needs_data_root)
+        _REGISTRY[name] = _Entry(builder, description, needs_data_root, dict(options or {}))
         return builder
 
     return decorate
@@ -97,6 +105,14 @@ def register_scenario(
 def list_scenarios() -> dict[str, str]:
     """Scenario name -> one-line description."""
     return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
+
+
+def scenario_options(name: str) -> dict[str, tuple[str, ...]]:
+    """The options scenario ``name`` accepts, each with its choices (the first is the default)."""
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return dict(entry.options)
 
 
 def get_scenario(

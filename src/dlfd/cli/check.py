@@ -1,0 +1,96 @@
+"""``dlfd data check``: leaks between the splits of a scenario, with counts and examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dlfd.cli.app import err, out
+from dlfd.cli.common import DataRootOpt, DatasetOpt, ImageSizeOpt, OptionOpt, load_scenario
+from dlfd.cli.listing import data_app
+from dlfd.data.leakage import DEFAULT_NEAR_BITS, KINDS, LeakReport, find_leaks
+from dlfd.data.problem import SPLITS
+from dlfd.errors import LeakError
+from dlfd.io import atomic_write_json
+
+
+@data_app.command("check")
+def data_check(
+    dataset: DatasetOpt = "orl-glasses",
+    split_seed: Annotated[int, typer.Option("--split-seed", min=0, help="Seed of the split.")] = 0,
+    data_root: DataRootOpt = None,
+    image_size: ImageSizeOpt = None,
+    option: OptionOpt = None,
+    near_bits: Annotated[
+        int,
+        typer.Option(
+            "--near-bits",
+            min=0,
+            max=32,
+            help="Photos whose 64-bit perceptual hashes differ in at most this many bits are "
+            "near-duplicates.",
+        ),
+    ] = DEFAULT_NEAR_BITS,
+    examples: Annotated[int, typer.Option("--examples", min=0, help="Examples per kind.")] = 5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+) -> None:
+    """Report identities, identical photos and near-duplicate photos shared across splits.
+
+    Exits 1 when identity or exact-duplicate leaks are found (the scenario would refuse them;
+    the scenario option leaks=drop removes them), 0 otherwise.
+    """
+    try:
+        scenario = load_scenario(
+            dataset,
+            split_seed=split_seed,
+            data_root=data_root,
+            image_size=image_size,
+            options=option,
+        )
+        problem = scenario.problem
+        records, level = problem.records, problem.level
+        assignment = {split: problem.split(split) for split in SPLITS}
+        dropped = problem.dropped
+    except LeakError as exc:
+        records, level = exc.records, exc.level  # type: ignore[assignment]
+        assignment, dropped = exc.assignment, ()  # type: ignore[assignment]
+    err.print(f"hashing {len(records)} images ...")
+    report: LeakReport = find_leaks(
+        records.identities,
+        records.content_hashes,
+        assignment,
+        level=level,
+        perceptual=records.perceptual_hashes,
+        near_bits=near_bits,
+    )
+    summary = report.to_dict(records.paths, max_examples=examples)
+    table = Table(title=f"{dataset}: leaks across splits ({level}-level, split seed {split_seed})")
+    table.add_column("kind")
+    table.add_column("count", justify="right")
+    table.add_column("examples (split:file)")
+    for kind in KINDS:
+        shown = [f"{e['key'][:16]}: {', '.join(e['files'][:3])}" for e in summary["examples"][kind]]
+        table.add_row(kind, str(summary["counts"][kind]), "\n".join(shown) or "-")
+    out.print(table)
+    if dropped:
+        out.print(
+            f"{len(dropped)} samples were dropped by the leaks option, e.g. "
+            f"{', '.join(dropped[:3])}"
+        )
+    if json_out is not None:
+        atomic_write_json(
+            json_out,
+            {
+                "dataset": dataset,
+                "split_seed": split_seed,
+                "level": level,
+                "near_bits": near_bits,
+                "dropped": list(dropped),
+                **summary,
+            },
+        )
+    if summary["counts"]["identity"] or summary["counts"]["duplicate"]:
+        raise typer.Exit(1)

@@ -1,0 +1,93 @@
+"""``mucac``: the MUCAC celebrity attribute benchmark (CelebA-HQ) from the user's copy.
+
+Splits, as the benchmark defines them, by CelebA identity number: test id < 190;
+forget 190 <= id < 1250; retain 1250 <= id < 4855; unseen id >= 4855 (whole people in every
+split: level ``identity``). Options:
+
+- ``task=multilabel`` (default): (Male, Smiling, Young) as three 0/1 labels; ``task=gender``,
+  ``smiling`` or ``young``: that one attribute as a 2-class problem.
+- ``val=carve`` (default): a seeded 20% of the test identities become ``val`` (model selection
+  only), the rest stay ``test``; ``val=none`` keeps the benchmark's test set whole.
+- ``leaks=refuse|drop|drop-near``: what to do with duplicate pictures across splits.
+
+From the benchmark notebooks: the identity thresholds, the three attributes, 128x128 RGB inputs
+without normalisation (mean 0, std 1) and a torchvision-style ResNet-18 with a linear head.
+Ours (not checked against the notebooks): the val carving, 30 epochs, batch 64, SGD lr 0.01,
+momentum 0.9, weight decay 5e-4, cosine schedule, horizontal flips and scale jitter (0.8-1.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from dlfd.data.mucac import TASKS, mucac_records
+from dlfd.data.transforms import AugmentConfig, InputSpec
+from dlfd.errors import ConfigError
+from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem
+from dlfd.scenarios.mufac import carve_val
+from dlfd.scenarios.registry import Scenario, register_scenario, take_options
+from dlfd.training.recipe import TrainRecipe
+
+#: Published identity thresholds: test < 190 <= forget < 1250 <= retain < 4855 <= unseen.
+TEST_BELOW, FORGET_BELOW, RETAIN_BELOW = 190, 1250, 4855
+RECIPE = TrainRecipe(
+    model="resnet18",
+    epochs=30,
+    batch_size=64,
+    lr=0.01,
+    augment=AugmentConfig(hflip=0.5, scale=(0.8, 1.2)),
+)
+OPTIONS = {"task": TASKS, "val": ("carve", "none"), "leaks": LEAK_POLICIES}
+
+
+def published_split(numbers: np.ndarray) -> dict[str, np.ndarray]:
+    """Sample indices of test/forget/retain/unseen from the CelebA identity numbers."""
+    return {
+        "test": np.flatnonzero(numbers < TEST_BELOW),
+        "forget": np.flatnonzero((numbers >= TEST_BELOW) & (numbers < FORGET_BELOW)),
+        "retain": np.flatnonzero((numbers >= FORGET_BELOW) & (numbers < RETAIN_BELOW)),
+        "unseen": np.flatnonzero(numbers >= RETAIN_BELOW),
+    }
+
+
+@register_scenario(
+    "mucac",
+    "MUCAC CelebA-HQ attributes (male/smiling/young), published split (--data-root DIR)",
+    needs_data_root=True,
+    options=OPTIONS,
+)
+def mucac(
+    *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
+) -> Scenario:
+    chosen = take_options("mucac", options, OPTIONS)
+    if data_root is None:
+        raise ConfigError("dataset 'mucac' needs --data-root pointing to the CelebAMask-HQ folder")
+    data = mucac_records(data_root, task=chosen["task"])
+    assignment = published_split(data.identity_number)
+    held_test = assignment.pop("test")
+    val = np.zeros(0, np.int64)
+    if chosen["val"] == "carve" and held_test.size:
+        val = carve_val(np.asarray(data.records.identities), held_test, split_seed)
+    assignment["val"] = val
+    assignment["test"] = np.setdiff1d(held_test, val)
+    problem = assemble_problem(
+        data.records,
+        assignment,
+        level="identity",
+        split_seed=split_seed,
+        name="mucac",
+        leaks=chosen["leaks"],
+    )
+    size = image_size or 128
+    what = "male/smiling/young" if chosen["task"] == "multilabel" else chosen["task"]
+    return Scenario(
+        name="mucac",
+        description=f"MUCAC CelebA-HQ attribute classification ({what})",
+        problem=problem,
+        input_spec=InputSpec(size=(size, size), mean=(0.0,) * 3, std=(1.0,) * 3),
+        recipe=RECIPE,
+        options=chosen,
+    )

@@ -1,0 +1,128 @@
+"""``mufac``: the MUFAC age benchmark (8 age classes, 128x128) from the user's copy.
+
+Splits, as the benchmark defines them: train = custom_train (families F0001-F0299);
+test = custom_val, unseen = custom_test. Options:
+
+- ``forget=published`` (default): the first 1,500 train rows are forgotten, the other 8,525
+  retained (a person may have photos on both sides: level ``mixed``); ``forget=identity``:
+  whole persons (family + role), drawn with the split seed until at least 1,500 photos.
+- ``val=carve`` (default): the protocol needs a validation split of people never trained on,
+  used only for model selection, so 20% of the test families (seeded) become ``val`` and the
+  rest stay ``test``; ``val=none`` keeps the benchmark's test set whole (no val split).
+- ``leaks=refuse|drop|drop-near``: the public release has duplicate faces across splits.
+
+Inputs: 128x128 RGB, ImageNet normalisation (as the DLFD code); recipe: ResNet-18 + MLP head,
+100 epochs, SGD lr 0.01, momentum 0.9, weight decay 5e-4, cosine, batch 32 (the paper's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from dlfd.data.mufac import PUBLISHED_FORGET_ROWS, mufac_records
+from dlfd.data.transforms import AugmentConfig, InputSpec
+from dlfd.errors import ConfigError
+from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem
+from dlfd.scenarios.registry import Scenario, register_scenario, take_options
+from dlfd.training.recipe import TrainRecipe
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+VAL_FAMILY_FRACTION = 0.2
+RECIPE = TrainRecipe(
+    model="resnet18_mlp",
+    epochs=100,
+    batch_size=32,
+    lr=0.01,
+    momentum=0.9,
+    weight_decay=5e-4,
+    augment=AugmentConfig(hflip=0.5, degrees=10.0, scale=(0.8, 1.2)),
+)
+OPTIONS = {"forget": ("published", "identity"), "val": ("carve", "none"), "leaks": LEAK_POLICIES}
+
+
+def carve_val(families: np.ndarray, candidates: np.ndarray, seed: int) -> np.ndarray:
+    """Samples of a seeded 20% of the families among ``candidates`` (at least one family)."""
+    names = sorted(set(families[candidates].tolist()))
+    rng = np.random.default_rng(seed)
+    k = max(1, round(VAL_FAMILY_FRACTION * len(names)))
+    chosen = set(rng.choice(np.asarray(names, dtype=object), size=k, replace=False).tolist())
+    return np.asarray([i for i in candidates if families[i] in chosen], np.int64)
+
+
+def forget_whole_people(
+    identities: tuple[str, ...], train: np.ndarray, seed: int, target: int
+) -> np.ndarray:
+    """Whole persons of ``train``, in seeded order, until at least ``target`` images."""
+    people = sorted({identities[i] for i in train})
+    order = np.random.default_rng(seed).permutation(len(people))
+    by_person: dict[str, list[int]] = {}
+    for i in train:
+        by_person.setdefault(identities[i], []).append(int(i))
+    chosen: list[int] = []
+    for k in order:
+        if len(chosen) >= target:
+            break
+        chosen.extend(by_person[people[k]])
+    return np.asarray(sorted(chosen), np.int64)
+
+
+@register_scenario(
+    "mufac",
+    "MUFAC facial age (8 classes), published split (--data-root DIR)",
+    needs_data_root=True,
+    options=OPTIONS,
+)
+def mufac(
+    *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
+) -> Scenario:
+    chosen = take_options("mufac", options, OPTIONS)
+    if data_root is None:
+        raise ConfigError("dataset 'mufac' needs --data-root pointing to the unzipped MUFAC folder")
+    data = mufac_records(data_root)
+    train = np.flatnonzero(data.part == "train")
+    if len(train) <= PUBLISHED_FORGET_ROWS:
+        raise ConfigError(
+            f"MUFAC train has only {len(train)} rows; the published forget set "
+            f"alone is {PUBLISHED_FORGET_ROWS}"
+        )
+    if chosen["forget"] == "published":
+        forget, level = train[:PUBLISHED_FORGET_ROWS], "mixed"
+    else:
+        forget = forget_whole_people(
+            data.records.identities, train, split_seed, PUBLISHED_FORGET_ROWS
+        )
+        level = "identity"
+    held_test = np.flatnonzero(data.part == "val")
+    val = (
+        carve_val(data.family, held_test, split_seed)
+        if chosen["val"] == "carve"
+        else np.zeros(0, np.int64)
+    )
+    assignment = {
+        "forget": forget,
+        "retain": np.setdiff1d(train, forget),
+        "val": val,
+        "test": np.setdiff1d(held_test, val),
+        "unseen": np.flatnonzero(data.part == "test"),
+    }
+    problem = assemble_problem(
+        data.records,
+        assignment,
+        level=level,
+        split_seed=split_seed,
+        name="mufac",
+        leaks=chosen["leaks"],
+    )
+    size = image_size or 128
+    return Scenario(
+        name="mufac",
+        description="MUFAC facial age classification (8 classes)",
+        problem=problem,
+        input_spec=InputSpec(size=(size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        recipe=RECIPE,
+        options=chosen,
+    )
