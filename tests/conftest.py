@@ -58,3 +58,11 @@ def make_records(tmp_path: Path) -> Callable[..., ImageRecords]:
         )
 
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep dlfd's hash cache out of the user's home during tests."""
+    import os
+
+    os.environ["DLFD_CACHE_DIR"] = str(tmp_path_factory.mktemp("dlfd-cache"))

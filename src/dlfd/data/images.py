@@ -20,6 +20,11 @@ from dlfd.errors import DataError
 Image.MAX_IMAGE_PIXELS = 64_000_000
 
 
+#: JPEGs are hashed from a reduced-size decode (never below this size): the same file always
+#: gives the same pixels, and hashing 1024x1024 CelebA-HQ photos gets ~10x faster.
+HASH_DECODE_SIZE = 256
+
+
 def difference_hash(img: Image.Image) -> int:
     """64-bit perceptual difference hash (dHash): grayscale 9x8, one bit per horizontal
     brightness step. Resizing or re-encoding a photo changes few bits; another photo ~half."""
@@ -37,6 +42,8 @@ def image_hashes(path: str | Path) -> tuple[str, int]:
     path = Path(path)
     try:
         with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft(img.mode, (HASH_DECODE_SIZE, HASH_DECODE_SIZE))  # fast reduced decode
             img.load()
             header = f"{img.mode}|{img.size[0]}x{img.size[1]}|".encode()
             return hashlib.sha256(header + img.tobytes()).hexdigest(), difference_hash(img)

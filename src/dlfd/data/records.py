@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from dlfd.data.hash_cache import cached_hashes
 from dlfd.data.images import image_hashes
 from dlfd.errors import DataError
 
@@ -150,7 +151,7 @@ class ImageRecords:
 
     @functools.cached_property
     def _image_hashes(self) -> tuple[tuple[str, ...], np.ndarray]:
-        pairs = [image_hashes(self.abspath(i)) for i in range(len(self))]
+        pairs = cached_hashes(self.root, self.paths, image_hashes)
         return tuple(p for p, _ in pairs), np.asarray([d for _, d in pairs], dtype=np.uint64)
 
     @property

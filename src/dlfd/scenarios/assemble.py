@@ -16,9 +16,29 @@ import numpy as np
 from dlfd.data.leakage import DEFAULT_NEAR_BITS, drop_leaked, find_leaks
 from dlfd.data.problem import SPLITS, UnlearningProblem
 from dlfd.data.records import ImageRecords
-from dlfd.errors import LeakError
+from dlfd.errors import ConfigError, LeakError
 
 LEAK_POLICIES: tuple[str, ...] = ("refuse", "drop", "drop-near")
+VAL_FRACTION = 0.2
+
+
+def carve_val(
+    groups: np.ndarray, candidates: np.ndarray, seed: int, fraction: float = VAL_FRACTION
+) -> np.ndarray:
+    """The samples of a seeded ``fraction`` of the groups (families, people) in ``candidates``.
+
+    Used to carve a validation split, for model selection only, out of a published test set
+    whose people were never trained on. At least one group is carved and at least one is left
+    for test; with a single group nothing can be carved and an empty array is returned.
+    """
+    candidates = np.asarray(candidates, np.int64)
+    names = sorted(set(np.asarray(groups)[candidates].tolist()))
+    if len(names) < 2:
+        return np.zeros(0, np.int64)
+    k = min(max(1, round(fraction * len(names))), len(names) - 1)
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(np.asarray(names, dtype=object), size=k, replace=False).tolist())
+    return np.asarray([i for i in candidates if groups[i] in chosen], np.int64)
 
 
 def assemble_problem(
@@ -31,6 +51,8 @@ def assemble_problem(
     leaks: str = "refuse",
 ) -> UnlearningProblem:
     """Build the problem; with ``leaks`` other than ``refuse``, remove leaked samples first."""
+    if leaks not in LEAK_POLICIES:
+        raise ConfigError(f"leaks must be one of {list(LEAK_POLICIES)}, got {leaks!r}")
     arrays = {split: np.asarray(assignment.get(split, ()), np.int64) for split in SPLITS}
     dropped: list[int] = []
     if leaks != "refuse":

@@ -26,8 +26,7 @@ import numpy as np
 from dlfd.data.mucac import TASKS, mucac_records
 from dlfd.data.transforms import AugmentConfig, InputSpec
 from dlfd.errors import ConfigError
-from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem
-from dlfd.scenarios.mufac import carve_val
+from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem, carve_val
 from dlfd.scenarios.registry import Scenario, register_scenario, take_options
 from dlfd.training.recipe import TrainRecipe
 

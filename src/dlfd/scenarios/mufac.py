@@ -24,14 +24,13 @@ import numpy as np
 
 from dlfd.data.mufac import PUBLISHED_FORGET_ROWS, mufac_records
 from dlfd.data.transforms import AugmentConfig, InputSpec
-from dlfd.errors import ConfigError
-from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem
+from dlfd.errors import ConfigError, DataError
+from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem, carve_val
 from dlfd.scenarios.registry import Scenario, register_scenario, take_options
 from dlfd.training.recipe import TrainRecipe
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-VAL_FAMILY_FRACTION = 0.2
 RECIPE = TrainRecipe(
     model="resnet18_mlp",
     epochs=100,
@@ -42,15 +41,6 @@ RECIPE = TrainRecipe(
     augment=AugmentConfig(hflip=0.5, degrees=10.0, scale=(0.8, 1.2)),
 )
 OPTIONS = {"forget": ("published", "identity"), "val": ("carve", "none"), "leaks": LEAK_POLICIES}
-
-
-def carve_val(families: np.ndarray, candidates: np.ndarray, seed: int) -> np.ndarray:
-    """Samples of a seeded 20% of the families among ``candidates`` (at least one family)."""
-    names = sorted(set(families[candidates].tolist()))
-    rng = np.random.default_rng(seed)
-    k = max(1, round(VAL_FAMILY_FRACTION * len(names)))
-    chosen = set(rng.choice(np.asarray(names, dtype=object), size=k, replace=False).tolist())
-    return np.asarray([i for i in candidates if families[i] in chosen], np.int64)
 
 
 def forget_whole_people(
@@ -85,7 +75,7 @@ def mufac(
     data = mufac_records(data_root)
     train = np.flatnonzero(data.part == "train")
     if len(train) <= PUBLISHED_FORGET_ROWS:
-        raise ConfigError(
+        raise DataError(
             f"MUFAC train has only {len(train)} rows; the published forget set "
             f"alone is {PUBLISHED_FORGET_ROWS}"
         )
