@@ -261,6 +261,19 @@ def read_forget_list(path: str | Path) -> list[str]:
     return entries
 
 
+def _entry_key(entry: str) -> str:
+    """A forget-list entry as a person name or a relative POSIX path."""
+    key = entry.strip().replace("\\", "/")
+    return key[2:] if key.startswith("./") else key
+
+
+def _refuse_unknown(unknown: list[str]) -> None:
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:5])
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise SplitError(f"forget request names unknown people or images: {shown}{more}")
+
+
 def resolve_forget_request(records: ImageRecords, entries: Sequence[str]) -> np.ndarray:
     """Indices named by a forget request; each entry is an identity or a relative image path.
 
@@ -270,8 +283,7 @@ def resolve_forget_request(records: ImageRecords, entries: Sequence[str]) -> np.
     chosen: set[int] = set()
     unknown = []
     for entry in entries:
-        key = entry.strip().replace("\\", "/")
-        key = key[2:] if key.startswith("./") else key
+        key = _entry_key(entry)
         if key in people:
             chosen.update(int(i) for i in records.indices_of_identities([key]))
             continue
@@ -280,10 +292,7 @@ def resolve_forget_request(records: ImageRecords, entries: Sequence[str]) -> np.
             unknown.append(entry)
         else:
             chosen.add(index)
-    if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:5])
-        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
-        raise SplitError(f"forget request names unknown people or images: {shown}{more}")
+    _refuse_unknown(unknown)
     return np.asarray(sorted(chosen), np.int64)
 
 
@@ -305,8 +314,7 @@ def apply_forget_request(problem: UnlearningProblem, entries: Sequence[str]) -> 
     problems: list[str] = []
     unknown: list[str] = []
     for entry in entries:
-        key = entry.strip().replace("\\", "/")
-        key = key[2:] if key.startswith("./") else key
+        key = _entry_key(entry)
         if key in members:
             inside = [i for i in members[key] if i in train]
             if not inside:
@@ -321,10 +329,7 @@ def apply_forget_request(problem: UnlearningProblem, entries: Sequence[str]) -> 
             problems.append(f"image {key!r} is in {where.get(index, 'no split')}, not in train")
         else:
             chosen.add(index)
-    if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:5])
-        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
-        raise SplitError(f"forget request names unknown people or images: {shown}{more}")
+    _refuse_unknown(unknown)
     if problems:
         raise SplitError(f"forget request: {'; '.join(problems[:5])}")
     if problem.level == "identity":
