@@ -14,7 +14,15 @@ from torch import nn
 
 from dlfd.data.loaders import ProblemLoaders
 from dlfd.data.problem import SPLITS
-from dlfd.metrics import SplitOutputs, protocol_metrics
+from dlfd.metrics import (
+    SplitOutputs,
+    loss_attack,
+    mia_interval,
+    nomus_interval,
+    per_sample_loss,
+    protocol_metrics,
+    run_attacks,
+)
 from dlfd.metrics.mia import BENCHMARK_SHUFFLE_SEED
 from dlfd.models.features import forward_with_features
 
@@ -72,6 +80,36 @@ def split_features(
         model.train(was_training)
 
 
+def attack_metrics(
+    outputs: dict[str, SplitOutputs], task: str, *, n_boot: int = 200, seed: int = 0
+) -> dict[str, float]:
+    """The stronger attacks (AUC, TPR at 1% FPR, accuracy of each) and bootstrap intervals of
+    ``mia_acc`` and ``nomus``, as flat JSON keys (``svc_confidence_auc``, ``mia_acc_ci_low``...).
+
+    Entropy and SVC attacks need multi-class outputs; for multi-label only the loss attack's
+    AUC and the intervals are added.
+    """
+    forget = per_sample_loss(outputs["forget"].logits, outputs["forget"].labels, task)
+    unseen = per_sample_loss(outputs["unseen"].logits, outputs["unseen"].labels, task)
+    test = outputs["test"]
+    if task == "multiclass":
+        correct = (test.logits.argmax(1) == test.labels).double().numpy()
+        attacks = run_attacks({s: (o.logits, o.labels) for s, o in outputs.items()})
+    else:
+        correct = ((test.logits >= 0).float() == test.labels).double().mean(1).numpy()
+        attacks = {"loss": loss_attack(forget, unseen)}
+    result: dict[str, float] = {}
+    for name, attack in attacks.items():
+        for key, value in attack.summary().items():
+            result[f"{name}_{key}"] = float(value)
+    for key, (low, high) in (
+        ("mia_acc", mia_interval(forget, unseen, n_boot=n_boot, seed=seed)),
+        ("nomus", nomus_interval(correct, forget, unseen, n_boot=n_boot, seed=seed)),
+    ):
+        result[f"{key}_ci_low"], result[f"{key}_ci_high"] = float(low), float(high)
+    return result
+
+
 def evaluate_model(
     model: nn.Module,
     loaders: ProblemLoaders,
@@ -81,8 +119,10 @@ def evaluate_model(
     lam: float = 0.5,
     batch_size: int = 128,
     mia_seed: int = BENCHMARK_SHUFFLE_SEED,
+    attacks: bool = False,
 ) -> dict[str, float]:
-    """The protocol's metrics of ``model`` (and gaps to ``reference`` when given)."""
+    """The protocol's metrics of ``model`` (and gaps to ``reference`` when given); with
+    ``attacks`` also :func:`attack_metrics`."""
     started = time.perf_counter()
     outputs = split_outputs(model, loaders, device=device, batch_size=batch_size)
     reference_outputs = None
@@ -95,5 +135,7 @@ def evaluate_model(
         lam=lam,
         mia_seed=mia_seed,
     )
+    if attacks:
+        metrics.update(attack_metrics(outputs, loaders.problem.records.task))
     metrics["eval_s"] = time.perf_counter() - started
     return metrics

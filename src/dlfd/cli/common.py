@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 
+from dlfd.checkpoint import read_meta
 from dlfd.config import parse_overrides
 from dlfd.data.splits import apply_forget_request, read_forget_list
+from dlfd.errors import ConfigError
 from dlfd.scenarios import Scenario, get_scenario
 
 DatasetOpt = Annotated[
@@ -69,3 +71,34 @@ def load_scenario(
         problem = apply_forget_request(scenario.problem, entries)
         scenario = dataclasses.replace(scenario, problem=problem)
     return scenario
+
+
+def scenario_for_checkpoint(
+    path: Path,
+    *,
+    dataset: str | None,
+    split_seed: int | None,
+    data_root: Path | None,
+    forget: Path | None,
+    option: list[str] | None,
+) -> Scenario:
+    """The scenario a checkpoint was made for, as recorded in its sidecar (name, options, split
+    seed, data folder, forget set), with any of them overridden by the user's options."""
+    meta = read_meta(path)
+    name = dataset or meta.scenario
+    if name is None:
+        raise ConfigError(f"{path} does not record its scenario; pass --dataset")
+    same_scenario = name == meta.scenario
+    use_recorded_forget = same_scenario and forget is None and split_seed in (None, meta.split_seed)
+    size = meta.input_spec.size
+    recorded_root = Path(meta.data_root) if same_scenario and meta.data_root else None
+    recorded_options = [f"{k}={v}" for k, v in meta.scenario_options.items()]
+    return load_scenario(
+        name,
+        split_seed=split_seed if split_seed is not None else (meta.split_seed or 0),
+        data_root=data_root or recorded_root,
+        image_size=size[0] if size[0] == size[1] else None,
+        forget=forget,
+        options=option if option is not None or not same_scenario else recorded_options,
+        forget_entries=list(meta.forget_keys or []) if use_recorded_forget else None,
+    )

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from dlfd import __version__
-from dlfd.checkpoint import CheckpointMeta, load_checkpoint, read_meta, sidecar_path
+from dlfd.checkpoint import CheckpointMeta, load_checkpoint, sidecar_path
 from dlfd.cli.app import app, err, out
 from dlfd.cli.common import (
     DataRootOpt,
@@ -18,7 +18,7 @@ from dlfd.cli.common import (
     ForgetOpt,
     OptionOpt,
     SplitSeedOpt,
-    load_scenario,
+    scenario_for_checkpoint,
 )
 from dlfd.data.loaders import ProblemLoaders
 from dlfd.errors import CheckpointError, ConfigError
@@ -127,6 +127,14 @@ def evaluate(
         float,
         typer.Option("--lambda", min=0.0, max=1.0, help="NoMUS weight of test accuracy."),
     ] = 0.5,
+    attacks: Annotated[
+        bool,
+        typer.Option(
+            "--attacks",
+            help="Add the stronger attacks (entropy, SalUn's SVC; AUC and "
+            "TPR at 1% FPR) and bootstrap intervals of mia_acc and nomus.",
+        ),
+    ] = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Accuracies on every split, the loss-based attack, forgetting score, NoMUS, gaps.
@@ -138,26 +146,13 @@ def evaluate(
     if json_out is not None:
         _check_json_target(json_out, inputs)
     torch_device = resolve_device(device)
-    first = read_meta(models[0])
-    name = dataset or first.scenario
-    if name is None:
-        raise ConfigError(f"{models[0]} does not record its scenario; pass --dataset")
-    same_scenario = name == first.scenario
-    use_recorded_forget = (
-        same_scenario and forget is None and split_seed in (None, first.split_seed)
-    )
-    size = first.input_spec.size
-    recorded_root = Path(first.data_root) if same_scenario and first.data_root else None
-    scenario = load_scenario(
-        name,
-        split_seed=split_seed if split_seed is not None else (first.split_seed or 0),
-        data_root=data_root or recorded_root,
-        image_size=size[0] if size[0] == size[1] else None,
+    scenario = scenario_for_checkpoint(
+        models[0],
+        dataset=dataset,
+        split_seed=split_seed,
+        data_root=data_root,
         forget=forget,
-        options=option
-        if option is not None or not same_scenario
-        else [f"{k}={v}" for k, v in first.scenario_options.items()],
-        forget_entries=list(first.forget_keys or []) if use_recorded_forget else None,
+        option=option,
     )
     ref_model = ref_meta = None
     if reference is not None:
@@ -172,7 +167,9 @@ def evaluate(
         if ref_meta is not None and ref_meta.input_spec != meta.input_spec:
             raise CheckpointError(f"{path} and the reference {reference} expect different inputs")
         loaders = ProblemLoaders(scenario.problem, meta.input_spec)
-        metrics = evaluate_model(model, loaders, device=torch_device, reference=ref_model, lam=lam)
+        metrics = evaluate_model(
+            model, loaders, device=torch_device, reference=ref_model, lam=lam, attacks=attacks
+        )
         rows.append({**_provenance(path, meta), "metrics": metrics})
     record = {
         "dlfd_version": __version__,

@@ -5,8 +5,20 @@ See docs/evaluation-protocol.md ("Metrics"); :func:`protocol_metrics` computes a
 
 from __future__ import annotations
 
+from dlfd.metrics.attacks import (
+    SVC_FEATURES,
+    AttackResult,
+    entropy_attack,
+    loss_attack,
+    modified_entropy,
+    prediction_entropy,
+    roc_summary,
+    run_attacks,
+    svc_attack,
+)
 from dlfd.metrics.classification import (
     multilabel_accuracy,
+    output_js,
     output_kl,
     per_sample_loss,
     top_k_accuracy,
@@ -14,19 +26,34 @@ from dlfd.metrics.classification import (
 from dlfd.metrics.mia import balance_members, loss_attack_fold_accuracies, mia_accuracy
 from dlfd.metrics.protocol import METRIC_DESCRIPTIONS, SplitOutputs, protocol_metrics
 from dlfd.metrics.scores import forgetting_score, nomus, reference_gaps
+from dlfd.metrics.uncertainty import bootstrap_interval, mean_std, mia_interval, nomus_interval
 
 __all__ = [
     "METRIC_DESCRIPTIONS",
+    "SVC_FEATURES",
+    "AttackResult",
     "SplitOutputs",
     "balance_members",
+    "bootstrap_interval",
+    "entropy_attack",
     "forgetting_score",
+    "loss_attack",
     "loss_attack_fold_accuracies",
+    "mean_std",
     "mia_accuracy",
+    "mia_interval",
+    "modified_entropy",
     "multilabel_accuracy",
     "nomus",
+    "nomus_interval",
+    "output_js",
     "output_kl",
     "per_sample_loss",
+    "prediction_entropy",
     "protocol_metrics",
     "reference_gaps",
+    "roc_summary",
+    "run_attacks",
+    "svc_attack",
     "top_k_accuracy",
 ]

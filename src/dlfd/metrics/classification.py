@@ -22,6 +22,7 @@ __all__ = [
     "TASKS",
     "Task",
     "multilabel_accuracy",
+    "output_js",
     "output_kl",
     "per_sample_loss",
     "top_k_accuracy",
@@ -178,3 +179,37 @@ def output_kl(logits_p: object, logits_q: object, task: str) -> float:
         per_sample = per_label.mean(dim=1)
     # KL is non-negative; clip float rounding (e.g. -1e-17 for identical inputs).
     return float(per_sample.clamp_min(0.0).mean())
+
+
+def output_js(logits_p: object, logits_q: object, task: str) -> float:
+    """Mean over samples of the Jensen-Shannon divergence between two models' outputs.
+
+    Natural log, so each value lies in [0, ln 2]; unlike KL it is symmetric and bounded, which
+    makes it a stable distance to a reference model. ``multiclass``: JS between the softmax
+    distributions. ``multilabel``: mean over labels of the JS between Bernoulli(sigmoid)
+    distributions. Computed in log space (the mixture via ``logaddexp``), so large logits stay
+    finite.
+    """
+    check_task(task)
+    a = as_logits(logits_p, "logits_p")
+    b = as_logits(logits_q, "logits_q")
+    if a.shape != b.shape:
+        raise ConfigError(
+            f"logits_p and logits_q must have the same shape, got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}"
+        )
+    if task == "multiclass":
+        # (N, 1, C): one categorical distribution per sample.
+        log_p = F.log_softmax(a, dim=1).unsqueeze(1)
+        log_q = F.log_softmax(b, dim=1).unsqueeze(1)
+    else:
+        # (N, L, 2): one Bernoulli distribution (outcomes 1, 0) per sample and label.
+        log_p = torch.stack([F.logsigmoid(a), F.logsigmoid(-a)], dim=2)
+        log_q = torch.stack([F.logsigmoid(b), F.logsigmoid(-b)], dim=2)
+    ln2 = float(np.log(2.0))
+    log_m = torch.logaddexp(log_p, log_q) - ln2
+    kl_pm = (log_p.exp() * (log_p - log_m)).sum(dim=2)
+    kl_qm = (log_q.exp() * (log_q - log_m)).sum(dim=2)
+    per_sample = (0.5 * (kl_pm + kl_qm)).mean(dim=1)
+    # Clip float rounding to the divergence's range [0, ln 2].
+    return float(per_sample.clamp(0.0, ln2).mean())

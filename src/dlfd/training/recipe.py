@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from dlfd.config import apply_overrides
 from dlfd.data.transforms import AugmentConfig
 from dlfd.errors import ConfigError
 
@@ -39,3 +41,14 @@ class TrainRecipe:
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"invalid recipe value {name}={getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainRecipe:
+        """Rebuild a recipe from its JSON form (as stored in checkpoint sidecars)."""
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, Mapping):
+                flat.update({f"{key}.{sub}": v for sub, v in value.items()})
+            else:
+                flat[key] = value
+        return apply_overrides(cls(), flat)

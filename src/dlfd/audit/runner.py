@@ -1,0 +1,311 @@
+"""Run the full audit of one unlearned model against the original and the retrained reference.
+
+Everything is computed from one eval-mode pass of each model over the splits: the protocol's
+metrics and gaps, several membership attacks (loss, entropy, SalUn's SVC attacks) with AUC and
+TPR at 1% FPR, bootstrap intervals, per-person and per-image evidence, divergences to the
+reference, and optionally a per-example reference-based attack (LiRA) that needs shadow models
+trained with and without the forget set (``shadows`` per side; each is one full training run).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlfd import __version__
+from dlfd.audit.evidence import loss_exposure, most_exposed, per_person
+from dlfd.checkpoint import CheckpointMeta, load_checkpoint
+from dlfd.data.loaders import ProblemLoaders
+from dlfd.errors import ConfigError
+from dlfd.evaluation import split_outputs
+from dlfd.metrics import (
+    SplitOutputs,
+    mia_interval,
+    nomus_interval,
+    output_js,
+    output_kl,
+    per_sample_loss,
+    protocol_metrics,
+    run_attacks,
+)
+from dlfd.metrics.lira import fit_lira, lira_audit, logit_confidence
+from dlfd.runtime import hardware_info, software_versions
+from dlfd.scenarios import Scenario
+from dlfd.training import TrainRecipe, train_checkpoint
+
+CERTIFICATE_FORMAT = "dlfd-certificate/1"
+MODELS = ("original", "unlearned", "reference")
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """What the audit computes and the rule of its verdicts.
+
+    ``tolerance``: an attack passes when its accuracy on the unlearned model is within this of
+    its accuracy on the retrained reference (LiRA: when the share of forget images it flags as
+    members exceeds the share of never-seen images it flags by at most this).
+    """
+
+    tolerance: float = 0.05
+    n_boot: int = 200
+    confidence_level: float = 0.95
+    shadows: int = 0
+    top_k: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.tolerance < 0.5:
+            raise ConfigError(f"tolerance must be in (0, 0.5), got {self.tolerance}")
+        if self.shadows < 0 or self.top_k < 0 or self.n_boot < 10:
+            raise ConfigError(f"invalid audit settings {self}")
+        if not 0 < self.confidence_level < 1:
+            raise ConfigError(f"confidence level must be in (0, 1), got {self.confidence_level}")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    path: Path
+    model: nn.Module
+    meta: CheckpointMeta
+
+
+def _losses(outputs: dict[str, SplitOutputs], split: str, task: str) -> np.ndarray:
+    return per_sample_loss(outputs[split].logits, outputs[split].labels, task)
+
+
+def _test_correct(outputs: dict[str, SplitOutputs], task: str) -> np.ndarray:
+    out = outputs["test"]
+    if task == "multiclass":
+        return (out.logits.argmax(1) == out.labels).double().numpy()
+    return ((out.logits >= 0).float() == out.labels).double().mean(1).numpy()
+
+
+def _verdict(ok: bool) -> str:
+    return "pass" if ok else "fail"
+
+
+def train_shadows(
+    scenario: Scenario,
+    original: CheckpointMeta,
+    count: int,
+    shadow_dir: Path,
+    device: torch.device,
+) -> dict[str, list[Path]]:
+    """``count`` shadow originals (trained on train) and retrains (retain only), with the
+    original's recipe and new seeds; finished ones in ``shadow_dir`` are reused."""
+    recipe = TrainRecipe.from_dict(original.recipe) if original.recipe else scenario.recipe
+    base = (original.train_seed or 0) + 1000
+    paths: dict[str, list[Path]] = {"original": [], "retrained": []}
+    for role in paths:
+        for k in range(count):
+            out = shadow_dir / f"{role}-seed{base + k}.safetensors"
+            train_checkpoint(
+                scenario,
+                role=role,
+                out=out,
+                seed=base + k,  # type: ignore[arg-type]
+                device=device,
+                recipe=recipe,
+            )
+            paths[role].append(out)
+    return paths
+
+
+def _lira(
+    scenario: Scenario,
+    loaders: ProblemLoaders,
+    outputs: dict[str, dict[str, SplitOutputs]],
+    shadow_paths: dict[str, list[Path]],
+    device: torch.device,
+) -> dict[str, Any]:
+    """Per-example likelihood-ratio attack: in = original + shadow originals, out = reference +
+    shadow retrains; target = the unlearned model."""
+
+    def confidences(model_outputs: dict[str, SplitOutputs]) -> dict[str, np.ndarray]:
+        return {
+            s: logit_confidence(model_outputs[s].logits, model_outputs[s].labels)
+            for s in ("forget", "unseen")
+        }
+
+    conf = {"in": [confidences(outputs["original"])], "out": [confidences(outputs["reference"])]}
+    for side, role in (("in", "original"), ("out", "retrained")):
+        for path in shadow_paths[role]:
+            model, _ = load_checkpoint(path, device=device)
+            conf[side].append(
+                confidences(
+                    split_outputs(model, loaders, device=device, splits=("forget", "unseen"))
+                )
+            )
+    fits = {
+        s: fit_lira(np.stack([c[s] for c in conf["in"]]), np.stack([c[s] for c in conf["out"]]))
+        for s in ("forget", "unseen")
+    }
+    target = confidences(outputs["unlearned"])
+    result = lira_audit(target["forget"], target["unseen"], fits["forget"], fits["unseen"])
+    return {**result, "n_in": len(conf["in"]), "n_out": len(conf["out"])}
+
+
+def run_audit(
+    scenario: Scenario,
+    models: dict[str, LoadedModel],
+    *,
+    device: torch.device,
+    settings: AuditSettings,
+    shadow_dir: Path | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> tuple[dict[str, Any], dict[str, dict[str, SplitOutputs]]]:
+    """The certificate (JSON-ready dict) and the raw outputs (for the plots)."""
+    missing = set(MODELS) - set(models)
+    if missing:
+        raise ConfigError(f"the audit needs the {', '.join(sorted(missing))} model(s)")
+    specs = {name: m.meta.input_spec for name, m in models.items()}
+    if len(set(specs.values())) != 1:
+        raise ConfigError(f"the three models expect different inputs: {specs}")
+    started = time.perf_counter()
+    task = scenario.task
+    problem = scenario.problem
+    loaders = ProblemLoaders(problem, specs["unlearned"])
+    log("running the three models over every split")
+    outputs = {name: split_outputs(m.model, loaders, device=device) for name, m in models.items()}
+
+    protocol = {
+        name: protocol_metrics(outputs[name], task=task, reference=outputs["reference"])
+        for name in MODELS
+    }
+    log(f"bootstrap intervals ({settings.n_boot} rounds per model)")
+    intervals = {}
+    for name in MODELS:
+        forget, unseen = (
+            _losses(outputs[name], "forget", task),
+            _losses(outputs[name], "unseen", task),
+        )
+        kw = {"n_boot": settings.n_boot, "level": settings.confidence_level, "seed": settings.seed}
+        intervals[name] = {
+            "mia_acc": list(mia_interval(forget, unseen, **kw)),
+            "nomus": list(nomus_interval(_test_correct(outputs[name], task), forget, unseen, **kw)),
+        }
+    attacks: dict[str, dict[str, Any]] = {}
+    if task == "multiclass":
+        log("membership attacks: loss, entropy, SVC (correctness/confidence/entropy/m-entropy)")
+        per_model = {
+            name: run_attacks({s: (o.logits, o.labels) for s, o in outputs[name].items()})
+            for name in MODELS
+        }
+        for attack in per_model["unlearned"]:
+            summaries = {name: per_model[name][attack].summary() for name in MODELS}
+            gap = abs(summaries["unlearned"]["accuracy"] - summaries["reference"]["accuracy"])
+            attacks[attack] = {
+                **summaries,
+                "gap_to_reference": gap,
+                "verdict": _verdict(gap <= settings.tolerance),
+            }
+    else:
+        unlearned_m = protocol["unlearned"]
+        gap = abs(unlearned_m["mia_acc"] - protocol["reference"]["mia_acc"])
+        attacks["loss"] = {name: {"accuracy": protocol[name]["mia_acc"]} for name in MODELS}
+        attacks["loss"].update(gap_to_reference=gap, verdict=_verdict(gap <= settings.tolerance))
+    lira = None
+    if settings.shadows > 0:
+        if task != "multiclass":
+            raise ConfigError("the LiRA audit is defined for multi-class outputs")
+        if shadow_dir is None:
+            raise ConfigError("shadow models need a folder (shadow_dir)")
+        log(f"LiRA: training/reusing {settings.shadows} shadow model(s) per side in {shadow_dir}")
+        shadow_paths = train_shadows(
+            scenario, models["original"].meta, settings.shadows, shadow_dir, device
+        )
+        lira = _lira(scenario, loaders, outputs, shadow_paths, device)
+        excess = lira["member_fraction_forget"] - lira["member_fraction_unseen"]
+        lira.update(excess=excess, verdict=_verdict(excess <= settings.tolerance))
+
+    forget_idx = problem.forget
+    keys = [problem.records.paths[i] for i in forget_idx]
+    people = [problem.records.identities[i] for i in forget_idx]
+    scores = {
+        name: loss_exposure(
+            _losses(outputs[name], "forget", task), _losses(outputs[name], "unseen", task)
+        )
+        for name in MODELS
+    }
+    divergence = {
+        "kl_forget": output_kl(
+            outputs["reference"]["forget"].logits, outputs["unlearned"]["forget"].logits, task
+        ),
+        "kl_test": output_kl(
+            outputs["reference"]["test"].logits, outputs["unlearned"]["test"].logits, task
+        ),
+        "js_forget": output_js(
+            outputs["reference"]["forget"].logits, outputs["unlearned"]["forget"].logits, task
+        ),
+        "js_test": output_js(
+            outputs["reference"]["test"].logits, outputs["unlearned"]["test"].logits, task
+        ),
+        "avg_gap": protocol["unlearned"].get("avg_gap", float("nan")),
+    }
+    verdicts = [a["verdict"] for a in attacks.values()] + ([lira["verdict"]] if lira else [])
+    failed = [name for name, a in attacks.items() if a["verdict"] == "fail"]
+    if lira and lira["verdict"] == "fail":
+        failed.append("lira")
+    overall = _verdict(all(v == "pass" for v in verdicts))
+    certificate = {
+        "format": CERTIFICATE_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dlfd_version": __version__,
+        "versions": software_versions(),
+        "hardware": hardware_info(),
+        "scenario": {
+            "name": scenario.name,
+            "options": dict(scenario.options),
+            "split_seed": problem.split_seed,
+            "level": problem.level,
+            "forget_sha256": problem.forget_sha256,
+            "data_sha256": problem.records.fingerprint,
+            "sizes": problem.sizes(),
+            "forgotten_people": problem.forget_identities(),
+        },
+        "models": {
+            name: {
+                "path": str(m.path),
+                "role": m.meta.role,
+                "weights_sha256": m.meta.weights_sha256,
+                "forget_sha256": m.meta.forget_sha256,
+            }
+            for name, m in models.items()
+        },
+        "settings": asdict(settings),
+        "protocol": protocol,
+        "intervals": intervals,
+        "attacks": attacks,
+        "lira": lira,
+        "divergence_to_reference": divergence,
+        "people": [asdict(p) for p in per_person(people, scores)],
+        "most_exposed": most_exposed(keys, people, scores["unlearned"], settings.top_k),
+        "verdict": overall,
+        "summary": (
+            f"{overall.upper()}: "
+            + (
+                "every attack sees the forget set of the unlearned model as the retrained model's "
+                f"(within {settings.tolerance:g})"
+                if overall == "pass"
+                else f"{', '.join(failed)} still tell the forget set apart beyond the reference "
+                f"(tolerance {settings.tolerance:g})"
+            )
+        ),
+        "audit_s": time.perf_counter() - started,
+    }
+    return certificate, outputs
+
+
+def load_models(paths: dict[str, Path], device: torch.device) -> dict[str, LoadedModel]:
+    """Load the three checkpoints (never unpickling) on ``device``."""
+    return {
+        name: LoadedModel(path, *load_checkpoint(path, device=device))
+        for name, path in paths.items()
+    }

@@ -1,0 +1,125 @@
+"""``dlfd audit``: does the unlearned model still remember the forget set? One certificate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dlfd.audit.render import write_pages
+from dlfd.audit.runner import AuditSettings, load_models, run_audit
+from dlfd.cli.app import app, err, out
+from dlfd.cli.common import (
+    DataRootOpt,
+    DeviceOpt,
+    ForgetOpt,
+    OptionOpt,
+    SplitSeedOpt,
+    scenario_for_checkpoint,
+)
+from dlfd.errors import CheckpointError, ConfigError
+from dlfd.io import atomic_write_json
+from dlfd.runtime import resolve_device
+
+
+@app.command()
+def audit(
+    model: Annotated[Path, typer.Option("--model", "-m", help="The unlearned checkpoint.")],
+    original: Annotated[Path, typer.Option("--original", help="The model before unlearning.")],
+    reference: Annotated[
+        Path, typer.Option("--reference", "-r", help="The retrained reference (retain only).")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the audit.")],
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Scenario (default: the model's).")
+    ] = None,
+    split_seed: SplitSeedOpt = None,
+    data_root: DataRootOpt = None,
+    forget: ForgetOpt = None,
+    option: OptionOpt = None,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            "--tolerance",
+            help="An attack passes when its accuracy on the unlearned "
+            "model is within this of its accuracy on the retrained reference.",
+        ),
+    ] = 0.05,
+    n_boot: Annotated[int, typer.Option("--n-boot", min=10, help="Bootstrap rounds.")] = 200,
+    shadows: Annotated[
+        int,
+        typer.Option(
+            "--shadows",
+            min=0,
+            help="LiRA budget: shadow models trained with and "
+            "without the forget set, per side (each is one full training run; 0 = no "
+            "LiRA).",
+        ),
+    ] = 0,
+    shadow_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--shadow-dir",
+            help="Cache of shadow models (default: OUT/shadows); finished ones are reused.",
+        ),
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=0, help="Most exposed photos listed.")] = 10,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Attacks with intervals, per-person evidence and a verdict, as certificate.json plus
+    audit.html / audit.md with plots. Exit code 0 when every attack passes, 1 otherwise."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} exists and is not a folder")
+    settings = AuditSettings(tolerance=tolerance, n_boot=n_boot, shadows=shadows, top_k=top_k)
+    torch_device = resolve_device(device)
+    scenario = scenario_for_checkpoint(
+        model,
+        dataset=dataset,
+        split_seed=split_seed,
+        data_root=data_root,
+        forget=forget,
+        option=option,
+    )
+    models = load_models(
+        {"original": original, "unlearned": model, "reference": reference}, torch_device
+    )
+    for name, loaded in models.items():
+        if loaded.meta.num_classes != scenario.num_classes or loaded.meta.task != scenario.task:
+            raise CheckpointError(
+                f"{loaded.path} ({name}) does not predict the "
+                f"{scenario.num_classes} {scenario.task} outputs of "
+                f"{scenario.name}"
+            )
+    if models["reference"].meta.forget_sha256 not in (None, scenario.problem.forget_sha256):
+        raise CheckpointError(f"the reference {reference} was retrained for another forget set")
+    certificate, outputs = run_audit(
+        scenario,
+        models,
+        device=torch_device,
+        settings=settings,
+        shadow_dir=shadow_dir or out_dir / "shadows",
+        log=lambda m: err.print(f"[dim]{m}[/]"),
+    )
+    atomic_write_json(out_dir / "certificate.json", certificate)
+    pages = write_pages(certificate, outputs, scenario.task, out_dir)
+    table = Table(title=f"audit of {model.name} on {scenario.name}")
+    for column in ("attack", "original", "unlearned", "reference", "verdict"):
+        table.add_column(column, justify="left" if column == "attack" else "right")
+    for name, attack in certificate["attacks"].items():
+        table.add_row(
+            name,
+            *(f"{attack[m]['accuracy']:.3f}" for m in ("original", "unlearned", "reference")),
+            attack["verdict"],
+        )
+    if certificate["lira"]:
+        lira = certificate["lira"]
+        table.add_row(
+            "lira (flagged forget - unseen)", "-", f"{lira['excess']:.3f}", "-", lira["verdict"]
+        )
+    out.print(table)
+    out.print(certificate["summary"])
+    err.print(f"wrote {out_dir / 'certificate.json'}, {pages['html']}, {pages['markdown']}")
+    if certificate["verdict"] != "pass":
+        raise typer.Exit(1)

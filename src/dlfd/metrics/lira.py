@@ -1,0 +1,208 @@
+"""Per-example likelihood-ratio membership audit (LiRA, Carlini et al. 2022, arXiv 2112.03199).
+
+Reference models are trained WITH the forget set ("in": the original model and shadow originals
+with other seeds) or WITHOUT it ("out": the retrained reference and shadow retrains). For every
+example, each model's logit-scaled confidence on the true label (:func:`logit_confidence`) is
+modelled as a Gaussian per side (:func:`fit_lira`), and the unlearned (target) model's confidence
+is scored against both (:func:`lira_scores`). Higher score always means "more like a member".
+
+* **Online** (in models available): ``score = log N(x; mu_in, sd_in) - log N(x; mu_out, sd_out)``,
+  the log likelihood ratio; a member is called when ``score > 0`` (likelihood ratio above 1).
+* **Offline** (out models only): ``score = -log P(out model's confidence >= x)``
+  ``= -norm.logsf(x, mu_out, sd_out)``, the negative log of the one-sided p-value; a member is
+  called when ``score > log 2`` (p < 0.5, i.e. ``x`` above the out models' mean).
+
+:func:`lira_audit` compares the forget examples with a control of unseen examples (in no model's
+training set), whose member fraction shows the attack's false-call rate at that threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.stats import norm
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from dlfd.errors import ConfigError
+from dlfd.metrics.classification import as_class_labels, as_logits
+
+__all__ = [
+    "MIN_MODELS_PER_EXAMPLE_SD",
+    "OFFLINE_THRESHOLD",
+    "ONLINE_THRESHOLD",
+    "LiraFit",
+    "fit_lira",
+    "lira_audit",
+    "lira_scores",
+    "logit_confidence",
+]
+
+#: With fewer models than this on a side, that side's sd is one global value (automatic mode).
+MIN_MODELS_PER_EXAMPLE_SD = 4
+#: Online member call: log likelihood ratio above 0 (in-likelihood larger than out-likelihood).
+ONLINE_THRESHOLD = 0.0
+#: Offline member call: one-sided p-value below 0.5, i.e. ``-log p > log 2``.
+OFFLINE_THRESHOLD = math.log(2.0)
+
+
+def logit_confidence(logits: object, labels: object) -> np.ndarray:
+    """Return ``phi = log p_y - log(1 - p_y)`` of softmax outputs, shape (N,), float64.
+
+    Computed as ``logit_y - logsumexp(logits of the other classes)``, which stays finite where
+    ``p_y`` rounds to 1. ``logits`` (N, C) with C >= 2 and integer ``labels`` (N,) may be torch
+    tensors or numpy arrays.
+    """
+    z = as_logits(logits)
+    n, n_classes = z.shape
+    if n_classes < 2:
+        raise ConfigError(f"logit_confidence needs at least 2 classes, got {n_classes}")
+    y = as_class_labels(labels, n, n_classes)
+    rows = torch.arange(n)
+    true_logit = z[rows, y]
+    others = z.clone()
+    others[rows, y] = -math.inf
+    return (true_logit - torch.logsumexp(others, dim=1)).numpy()
+
+
+@dataclass(frozen=True)
+class LiraFit:
+    """Per-example Gaussians of the reference models' confidences, arrays of shape (N,).
+
+    ``mu_in``/``sd_in`` are None for the offline variant (no in models, ``n_in == 0``).
+    ``global_variance`` is True when at least one side uses a single pooled sd (its sd array is
+    then constant).
+    """
+
+    mu_in: np.ndarray | None
+    sd_in: np.ndarray | None
+    mu_out: np.ndarray
+    sd_out: np.ndarray
+    n_in: int
+    n_out: int
+    global_variance: bool
+
+    @property
+    def online(self) -> bool:
+        """Whether in models were fitted (online LiRA)."""
+        return self.mu_in is not None
+
+
+def _confidences(x: object, name: str, ndim: int = 2) -> np.ndarray:
+    """Return ``x`` as a finite float64 array of ``ndim`` dims (2: models x examples)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be an array of numbers") from exc
+    if arr.ndim != ndim:
+        shape = "(models, examples)" if ndim == 2 else "(examples,)"
+        raise ConfigError(f"{name} must have shape {shape}, got {arr.shape}")
+    n_bad = int((~np.isfinite(arr)).sum())
+    if n_bad:
+        raise ConfigError(f"{name} contains {n_bad} non-finite value(s) of {arr.size}")
+    return arr
+
+
+def _side(conf: np.ndarray, use_global: bool, min_sd: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example mean and sd (ddof=0) of one side; a single sd over all deviations if global."""
+    mu = conf.mean(axis=0)
+    sd = np.full_like(mu, float(np.std(conf - mu))) if use_global else conf.std(axis=0)
+    return mu, np.maximum(sd, min_sd)
+
+
+def fit_lira(
+    in_conf: np.ndarray | None,
+    out_conf: np.ndarray,
+    *,
+    global_variance: bool | None = None,
+    min_sd: float = 1e-3,
+) -> LiraFit:
+    """Fit per-example Gaussians to in (K_in, N) and out (K_out, N) model confidences.
+
+    Rows are models, columns examples. ``in_conf`` None (or with 0 rows) gives the offline fit.
+    Standard deviations (population, ddof=0) are per example; with ``global_variance=None`` a
+    side with fewer than :data:`MIN_MODELS_PER_EXAMPLE_SD` models instead uses one global sd, the
+    std of all its deviations from the per-example means. True/False forces that choice on both
+    sides. Every sd is floored at ``min_sd``.
+    """
+    if not (isinstance(min_sd, int | float) and math.isfinite(min_sd) and min_sd > 0):
+        raise ConfigError(f"min_sd must be a finite number > 0, got {min_sd!r}")
+    if global_variance is not None and not isinstance(global_variance, bool):
+        raise ConfigError(f"global_variance must be True, False or None, got {global_variance!r}")
+    out_arr = _confidences(out_conf, "out_conf")
+    k_out, n = out_arr.shape
+    if k_out < 1:
+        raise ConfigError("out_conf needs at least one model (row), got 0")
+    if n < 1:
+        raise ConfigError("out_conf needs at least one example (column), got 0")
+    in_arr = None if in_conf is None else _confidences(in_conf, "in_conf")
+    if in_arr is not None and in_arr.shape[0] == 0:
+        in_arr = None
+    if in_arr is not None and in_arr.shape[1] != n:
+        raise ConfigError(f"in_conf has {in_arr.shape[1]} examples (columns) but out_conf has {n}")
+
+    def pick(k: int) -> bool:
+        return k < MIN_MODELS_PER_EXAMPLE_SD if global_variance is None else global_variance
+
+    mu_out, sd_out = _side(out_arr, pick(k_out), min_sd)
+    used_global = pick(k_out)
+    mu_in = sd_in = None
+    k_in = 0
+    if in_arr is not None:
+        k_in = in_arr.shape[0]
+        mu_in, sd_in = _side(in_arr, pick(k_in), min_sd)
+        used_global = used_global or pick(k_in)
+    return LiraFit(mu_in, sd_in, mu_out, sd_out, k_in, k_out, used_global)
+
+
+def lira_scores(target_conf: np.ndarray, fit: LiraFit) -> np.ndarray:
+    """Membership scores of the target's confidences (N,); higher = more member-like.
+
+    Online: ``norm.logpdf(x, mu_in, sd_in) - norm.logpdf(x, mu_out, sd_out)`` (log likelihood
+    ratio). Offline: ``-norm.logsf(x, mu_out, sd_out)``, minus the log probability that an out
+    model is at least this confident (always >= 0; ``log 2`` at ``x == mu_out``).
+    """
+    x = _confidences(target_conf, "target_conf", ndim=1)
+    if x.shape[0] != fit.mu_out.shape[0]:
+        raise ConfigError(
+            f"target_conf has {x.shape[0]} examples but the fit has {fit.mu_out.shape[0]}"
+        )
+    if fit.online:
+        return norm.logpdf(x, fit.mu_in, fit.sd_in) - norm.logpdf(x, fit.mu_out, fit.sd_out)
+    return -norm.logsf(x, fit.mu_out, fit.sd_out)
+
+
+def lira_audit(
+    target_conf_forget: np.ndarray,
+    target_conf_unseen: np.ndarray,
+    fit_forget: LiraFit,
+    fit_unseen: LiraFit,
+) -> dict[str, float]:
+    """Score forget examples against an unseen control; both fits must be online or offline.
+
+    ``member_fraction_*`` is the fraction of scores above the member threshold
+    (:data:`ONLINE_THRESHOLD` = 0, likelihood ratio > 1; :data:`OFFLINE_THRESHOLD` = log 2,
+    one-sided p < 0.5). ``auc`` and ``tpr_at_1pct_fpr`` (largest TPR with FPR <= 0.01) treat
+    forget scores as positives and unseen scores as negatives; 0.5 AUC means the target's
+    forget examples look no more like members than examples it never saw.
+    """
+    if fit_forget.online != fit_unseen.online:
+        raise ConfigError("fit_forget and fit_unseen must both be online or both offline")
+    forget = lira_scores(target_conf_forget, fit_forget)
+    unseen = lira_scores(target_conf_unseen, fit_unseen)
+    threshold = ONLINE_THRESHOLD if fit_forget.online else OFFLINE_THRESHOLD
+    labels = np.concatenate([np.ones(forget.size), np.zeros(unseen.size)])
+    scores = np.concatenate([forget, unseen])
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    return {
+        "member_fraction_forget": float(np.mean(forget > threshold)),
+        "member_fraction_unseen": float(np.mean(unseen > threshold)),
+        "auc": float(roc_auc_score(labels, scores)),
+        "tpr_at_1pct_fpr": float(tpr[fpr <= 0.01].max()),
+        "mean_score_forget": float(forget.mean()),
+        "mean_score_unseen": float(unseen.mean()),
+    }
