@@ -198,3 +198,25 @@ def test_audit_refuses_a_reference_for_another_forget_set(
         "3",
     )
     assert code == 2 and "another forget set" in capsys.readouterr().err
+
+
+def test_evaluate_with_attacks_adds_attacks_and_intervals(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    report = tmp_path / "e.json"
+    assert (
+        _run("evaluate", "--model", str(models["original"]), "--attacks", "--json", str(report))
+        == 0
+    )
+    metrics = json.loads(report.read_text())["results"][0]["metrics"]
+    for key in (
+        "loss_auc",
+        "entropy_accuracy",
+        "svc_confidence_auc",
+        "svc_m_entropy_tpr_at_1pct_fpr",
+        "svc_prob_member_rate_in",
+    ):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["loss_accuracy"] == metrics["mia_acc"]
+    assert metrics["mia_acc_ci_low"] <= metrics["mia_acc"] <= metrics["mia_acc_ci_high"]
+    assert metrics["nomus_ci_low"] <= metrics["nomus"] <= metrics["nomus_ci_high"]
