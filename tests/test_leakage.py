@@ -176,3 +176,32 @@ def test_data_check_on_the_clean_default(capsys) -> None:
     assert info.value.code in (0, None)
     out = capsys.readouterr().out
     assert "identity" in out and "near-duplicate" in out
+
+
+def test_drop_near_removes_near_duplicates_that_are_not_refused(tmp_path: Path) -> None:
+    """Slightly noised copies are not identical (never refused) but leaks=drop-near removes
+    them wherever they landed in another split than their original."""
+    rng = np.random.default_rng(0)
+    for k in range(40):
+        smooth = np.cumsum(rng.normal(size=(24, 24)), axis=1)
+        img = ((smooth - smooth.min()) / np.ptp(smooth) * 200).astype(np.uint8)
+        folder = tmp_path / ("a" if k % 2 else "b")
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(img).save(folder / f"{k}.png")
+        if k < 20:
+            noisy = np.clip(img.astype(int) + rng.integers(0, 3, img.shape), 0, 255)
+            Image.fromarray(noisy.astype(np.uint8)).save(folder / f"{k}-copy.png")
+    plain = get_scenario("imagefolder", data_root=tmp_path, split_seed=0).problem
+    assert plain.dropped == ()
+    cleaned = get_scenario(
+        "imagefolder", data_root=tmp_path, split_seed=0, options={"leaks": "drop-near"}
+    ).problem
+    assert cleaned.dropped, "some copies must land in another split than their original"
+    kept = {
+        cleaned.records.paths[i]: s
+        for s in ("retain", "forget", "val", "test", "unseen")
+        for i in cleaned.split(s)
+    }
+    for name in cleaned.dropped:  # a dropped copy's twin stays, in one split only
+        twin = name.replace("-copy", "") if "-copy" in name else name.replace(".png", "-copy.png")
+        assert twin in kept

@@ -15,7 +15,7 @@ from dlfd.metrics.lira import (
     OFFLINE_THRESHOLD,
     LiraFit,
     fit_lira,
-    lira_audit,
+    lira_compare,
     lira_scores,
     logit_confidence,
 )
@@ -81,49 +81,30 @@ def _reference(rng: np.random.Generator, k: int = K, n: int = N) -> tuple[np.nda
     return offset, in_conf, out_conf
 
 
-def _unseen(rng: np.random.Generator, k: int = K, n: int = N) -> tuple[np.ndarray, ...]:
-    """Unseen examples: in and out models and the target share one distribution."""
-    offset = rng.normal(scale=2.0, size=n)
-    return (
-        offset + rng.normal(size=(k, n)),
-        offset + rng.normal(size=(k, n)),
-        offset + rng.normal(size=n),
-    )
-
-
 @pytest.mark.parametrize("target_is_member", [True, False])
-def test_online_audit_separates_in_from_out_target(target_is_member: bool) -> None:
+def test_online_compare_separates_a_remembering_target_from_the_control(
+    target_is_member: bool,
+) -> None:
     rng = np.random.default_rng(1)
     offset, in_conf, out_conf = _reference(rng)
     target = offset + (3.0 if target_is_member else 0.0) + rng.normal(size=N)
+    control = offset + rng.normal(size=N)  # a held-out out model (the retrained reference)
     fit = fit_lira(in_conf, out_conf)
     assert fit.online and not fit.global_variance and (fit.n_in, fit.n_out) == (K, K)
-    u_in, u_out, u_target = _unseen(rng)
-    report = lira_audit(target, u_target, fit, fit_lira(u_in, u_out))
-
-    # Equal unit variances: LR > 1 iff x > offset + 1.5; P = Phi(1.5) ~ 0.933 for a member.
+    report = lira_compare(target, control, fit)
+    # Unit variances: LR > 1 iff x > offset + 1.5; P = Phi(1.5) ~ 0.933 for a member.
     p_member = norm.sf(-1.5) if target_is_member else norm.sf(1.5)
-    assert report["member_fraction_forget"] == pytest.approx(p_member, abs=0.04)
-    assert report["member_fraction_unseen"] == pytest.approx(0.5, abs=0.06)
+    assert report["member_fraction_target"] == pytest.approx(p_member, abs=0.04)
+    assert report["member_fraction_control"] == pytest.approx(norm.sf(1.5), abs=0.04)
+    assert report["excess"] == pytest.approx(
+        report["member_fraction_target"] - report["member_fraction_control"]
+    )
     if target_is_member:
-        assert report["mean_score_forget"] > 2.0
-        assert report["auc"] > 0.85
+        assert report["mean_score_target"] > 2.0 and report["auc"] > 0.85
         assert report["tpr_at_1pct_fpr"] > 0.1
     else:
-        assert report["mean_score_forget"] < -2.0
-        # Out-like forget scores are lower than the unseen control's (noise around 0).
-        assert report["auc"] < 0.5
-        assert report["tpr_at_1pct_fpr"] < 0.05
-
-
-def test_unseen_control_alone_is_at_chance() -> None:
-    rng = np.random.default_rng(2)
-    a_in, a_out, a_target = _unseen(rng)
-    b_in, b_out, b_target = _unseen(rng)
-    report = lira_audit(a_target, b_target, fit_lira(a_in, a_out), fit_lira(b_in, b_out))
-    assert report["auc"] == pytest.approx(0.5, abs=0.04)
-    assert report["member_fraction_forget"] == pytest.approx(0.5, abs=0.06)
-    assert report["member_fraction_unseen"] == pytest.approx(0.5, abs=0.06)
+        assert report["auc"] == pytest.approx(0.5, abs=0.04)
+        assert abs(report["excess"]) < 0.04
 
 
 def test_online_scores_match_scipy_logpdf_difference() -> None:
@@ -131,8 +112,8 @@ def test_online_scores_match_scipy_logpdf_difference() -> None:
     out_conf = np.array([[0.0, 1.0], [1.0, 2.0], [-1.0, 0.0], [0.5, 4.0]])
     target = np.array([2.5, 1.0])
     fit = fit_lira(in_conf, out_conf)
-    mu_in, sd_in = in_conf.mean(axis=0), in_conf.std(axis=0)
-    mu_out, sd_out = out_conf.mean(axis=0), out_conf.std(axis=0)
+    mu_in, sd_in = in_conf.mean(axis=0), in_conf.std(axis=0, ddof=1)
+    mu_out, sd_out = out_conf.mean(axis=0), out_conf.std(axis=0, ddof=1)
     np.testing.assert_allclose(fit.mu_in, mu_in)
     np.testing.assert_allclose(fit.sd_out, sd_out)
     expected = norm.logpdf(target, mu_in, sd_in) - norm.logpdf(target, mu_out, sd_out)
@@ -145,16 +126,18 @@ def test_automatic_global_variance_with_few_models() -> None:
     in_conf = rng.normal(size=(2, 30)) + np.arange(30)
     out_conf = rng.normal(size=(6, 30))
     fit = fit_lira(in_conf, out_conf)
-    # 2 in models < 4: one global sd over all deviations; 6 out models: per example.
-    hand_global = np.sqrt(np.mean((in_conf - in_conf.mean(axis=0)) ** 2))
-    np.testing.assert_allclose(fit.sd_in, np.full(30, hand_global))
-    np.testing.assert_allclose(fit.sd_out, out_conf.std(axis=0))
+    # 2 in models < 4: one pooled sd, sum of squared deviations / (N * (K - 1)); 6 out models:
+    # per example, unbiased.
+    pooled = np.sqrt(((in_conf - in_conf.mean(axis=0)) ** 2).sum() / (30 * (2 - 1)))
+    np.testing.assert_allclose(fit.sd_in, np.full(30, pooled))
+    np.testing.assert_allclose(fit.sd_out, out_conf.std(axis=0, ddof=1))
     assert fit.global_variance
 
     forced = fit_lira(in_conf, out_conf, global_variance=True)
-    np.testing.assert_allclose(forced.sd_out, np.full(30, np.std(out_conf - out_conf.mean(0))))
+    out_pooled = np.sqrt(((out_conf - out_conf.mean(0)) ** 2).sum() / (30 * (6 - 1)))
+    np.testing.assert_allclose(forced.sd_out, np.full(30, out_pooled))
     per_example = fit_lira(in_conf, out_conf, global_variance=False)
-    np.testing.assert_allclose(per_example.sd_in, in_conf.std(axis=0))
+    np.testing.assert_allclose(per_example.sd_in, in_conf.std(axis=0, ddof=1))
     assert not per_example.global_variance
 
 
@@ -185,36 +168,37 @@ def test_offline_scores_order_and_threshold() -> None:
     assert np.all(np.isfinite(lira_scores(fit.mu_out + 1e3, fit)))
 
 
-def test_offline_audit_member_fractions() -> None:
+def test_offline_compare_member_fractions() -> None:
     rng = np.random.default_rng(5)
     offset, _, out_conf = _reference(rng)
     member_target = offset + 3.0 + rng.normal(size=N)
-    _, u_out, u_target = _unseen(rng)
-    fit_forget, fit_unseen = fit_lira(None, out_conf), fit_lira(None, u_out)
-    report = lira_audit(member_target, u_target, fit_forget, fit_unseen)
-    # Member target vs out models: x > mu_out with probability P(N(3, 2) > 0) ~ 0.98.
-    assert report["member_fraction_forget"] == pytest.approx(norm.sf(-3 / np.sqrt(2)), abs=0.03)
-    assert report["member_fraction_unseen"] == pytest.approx(0.5, abs=0.06)
-    forget = lira_scores(member_target, fit_forget)
-    unseen = lira_scores(u_target, fit_unseen)
+    control = offset + rng.normal(size=N)
+    fit = fit_lira(None, out_conf)
+    report = lira_compare(member_target, control, fit)
+    # Member target vs out models: x > mu_out with probability P(N(3, ~1) > 0) ~ 0.998.
+    assert report["member_fraction_target"] > 0.95
+    assert report["member_fraction_control"] == pytest.approx(0.5, abs=0.06)
+    target_scores = lira_scores(member_target, fit)
+    control_scores = lira_scores(control, fit)
     labels = np.r_[np.ones(N), np.zeros(N)]
-    assert report["auc"] == pytest.approx(roc_auc_score(labels, np.r_[forget, unseen]))
-    assert report["member_fraction_forget"] == pytest.approx(np.mean(forget > math.log(2)))
-    assert report["mean_score_unseen"] == pytest.approx(unseen.mean())
+    assert report["auc"] == pytest.approx(
+        roc_auc_score(labels, np.r_[target_scores, control_scores])
+    )
+    assert report["member_fraction_target"] == pytest.approx(np.mean(target_scores > math.log(2)))
+    assert report["mean_score_control"] == pytest.approx(control_scores.mean())
 
 
 def test_tpr_at_1pct_fpr_hand_example() -> None:
-    # Offline scores are increasing in x, so the ROC is that of the raw target confidences.
-    forget = np.r_[np.full(50, 10.0), np.full(50, -10.0), 0.5]
-    unseen = np.r_[5.0, np.zeros(98), -1.0]
-    f_fit = fit_lira(None, np.zeros((1, forget.size)), min_sd=1.0)
-    u_fit = fit_lira(None, np.zeros((1, unseen.size)), min_sd=1.0)
-    assert f_fit.sd_out[0] == 1.0
-    report = lira_audit(forget, unseen, f_fit, u_fit)
-    # Calling x >= 0.5 a member: FPR 1/100 (only 5.0), TPR 51/101; lower thresholds reach 0.99.
+    # Offline scores are increasing in x, so the ROC is that of the raw confidences.
+    target = np.r_[np.full(50, 10.0), np.full(50, -10.0), 0.5]
+    control = np.r_[5.0, np.zeros(98), -1.0, -1.0]
+    fit = fit_lira(None, np.zeros((1, target.size)), min_sd=1.0)
+    assert fit.sd_out[0] == 1.0
+    report = lira_compare(target, control, fit)
+    # Calling x >= 0.5 a member: FPR 1/101 (only 5.0), TPR 51/101.
     assert report["tpr_at_1pct_fpr"] == pytest.approx(51 / 101)
-    assert report["member_fraction_forget"] == pytest.approx(51 / 101)
-    assert report["member_fraction_unseen"] == pytest.approx(1 / 100)
+    assert report["member_fraction_target"] == pytest.approx(51 / 101)
+    assert report["member_fraction_control"] == pytest.approx(1 / 101)
 
 
 @pytest.mark.parametrize(
@@ -244,5 +228,5 @@ def test_scores_and_audit_reject_bad_input() -> None:
         lira_scores(np.zeros((1, 3)), online)
     with pytest.raises(ConfigError):
         lira_scores(np.array([0.0, np.nan, 0.0]), offline)
-    with pytest.raises(ConfigError, match="online"):
-        lira_audit(np.zeros(3), np.zeros(3), online, offline)
+    with pytest.raises(ConfigError, match="3"):
+        lira_compare(np.zeros(3), np.zeros(4), online)

@@ -81,7 +81,9 @@ def test_mufac_reader(mufac_root):
 
 
 def test_mufac_published_split(mufac_root):
-    problem = get_scenario("mufac", split_seed=3, data_root=mufac_root).problem
+    problem = get_scenario(
+        "mufac", split_seed=3, data_root=mufac_root, options={"val": "carve"}
+    ).problem
     data = mufac_records(mufac_root)
     train = np.flatnonzero(data.part == "train")
     assert problem.level == "mixed"
@@ -223,7 +225,7 @@ def test_mucac_binary_tasks(mucac_tree, task, attribute, names):
 
 def test_mucac_published_split(mucac_tree):
     base, _, _ = mucac_tree
-    scenario = get_scenario("mucac", split_seed=4, data_root=base)
+    scenario = get_scenario("mucac", split_seed=4, data_root=base, options={"val": "carve"})
     problem = scenario.problem
     assert problem.level == "identity" and scenario.options == {
         "task": "multilabel",
@@ -292,8 +294,20 @@ def test_mucac_missing_files(tmp_path, mucac_tree):
     with pytest.raises(DataError, match=f"announces {len(owner)} images"):
         mucac_records(base)
     (base / "CelebA-HQ-identity.txt").unlink()
-    with pytest.raises(DataError, match=r"file missing: .*CelebA-HQ-identity.txt"):
+    with pytest.raises(DataError, match=r"no CelebA-HQ-identity.txt in"):
         mucac_records(base)
+
+
+def test_mucac_benchmark_layout_with_annotations_beside_the_folder(mucac_tree):
+    """The benchmark keeps both text files next to the unzipped CelebAMask-HQ folder, and the
+    release names its attribute file CelebAMask-HQ-attribute-anno.txt."""
+    base, owner, _ = mucac_tree
+    root = base.parent
+    (base / "CelebA-HQ-identity.txt").rename(root / "CelebA-HQ-identity.txt")
+    (base / "CelebA-HQ-attribute.txt").rename(base / "CelebAMask-HQ-attribute-anno.txt")
+    records = mucac_records(root).records
+    assert len(records) == len(owner) and records.root == base.resolve()
+    assert (records.root / records.paths[0]).is_file()
 
 
 def test_mucac_duplicate_across_splits(mucac_tree):

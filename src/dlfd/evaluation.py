@@ -81,7 +81,13 @@ def split_features(
 
 
 def attack_metrics(
-    outputs: dict[str, SplitOutputs], task: str, *, n_boot: int = 200, seed: int = 0
+    outputs: dict[str, SplitOutputs],
+    task: str,
+    *,
+    lam: float = 0.5,
+    mia_seed: int = BENCHMARK_SHUFFLE_SEED,
+    n_boot: int = 200,
+    seed: int = 0,
 ) -> dict[str, float]:
     """The stronger attacks (AUC, TPR at 1% FPR, accuracy of each) and bootstrap intervals of
     ``mia_acc`` and ``nomus``, as flat JSON keys (``svc_confidence_auc``, ``mia_acc_ci_low``...).
@@ -94,17 +100,22 @@ def attack_metrics(
     test = outputs["test"]
     if task == "multiclass":
         correct = (test.logits.argmax(1) == test.labels).double().numpy()
-        attacks = run_attacks({s: (o.logits, o.labels) for s, o in outputs.items()})
+        attacks = run_attacks({s: (o.logits, o.labels) for s, o in outputs.items()}, seed=mia_seed)
     else:
         correct = ((test.logits >= 0).float() == test.labels).double().mean(1).numpy()
-        attacks = {"loss": loss_attack(forget, unseen)}
+        attacks = {"loss": loss_attack(forget, unseen, seed=mia_seed)}
     result: dict[str, float] = {}
     for name, attack in attacks.items():
         for key, value in attack.summary().items():
             result[f"{name}_{key}"] = float(value)
     for key, (low, high) in (
-        ("mia_acc", mia_interval(forget, unseen, n_boot=n_boot, seed=seed)),
-        ("nomus", nomus_interval(correct, forget, unseen, n_boot=n_boot, seed=seed)),
+        ("mia_acc", mia_interval(forget, unseen, n_boot=n_boot, seed=seed, balance_seed=mia_seed)),
+        (
+            "nomus",
+            nomus_interval(
+                correct, forget, unseen, lam=lam, n_boot=n_boot, seed=seed, balance_seed=mia_seed
+            ),
+        ),
     ):
         result[f"{key}_ci_low"], result[f"{key}_ci_high"] = float(low), float(high)
     return result
@@ -136,6 +147,8 @@ def evaluate_model(
         mia_seed=mia_seed,
     )
     if attacks:
-        metrics.update(attack_metrics(outputs, loaders.problem.records.task))
+        metrics.update(
+            attack_metrics(outputs, loaders.problem.records.task, lam=lam, mia_seed=mia_seed)
+        )
     metrics["eval_s"] = time.perf_counter() - started
     return metrics

@@ -60,7 +60,16 @@ def software_versions() -> dict[str, str]:
     import importlib.metadata
 
     versions = {"python": platform.python_version()}
-    for package in ("dlfd", "torch", "numpy", "scikit-learn", "safetensors", "pillow"):
+    for package in (
+        "dlfd",
+        "torch",
+        "numpy",
+        "scikit-learn",
+        "scipy",
+        "safetensors",
+        "pillow",
+        "matplotlib",
+    ):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:

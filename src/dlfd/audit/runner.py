@@ -35,10 +35,13 @@ from dlfd.metrics import (
     protocol_metrics,
     run_attacks,
 )
-from dlfd.metrics.lira import fit_lira, lira_audit, logit_confidence
+from dlfd.metrics.attacks import AttackResult, loss_attack
+from dlfd.metrics.lira import fit_lira, lira_compare, logit_confidence
+from dlfd.metrics.uncertainty import bootstrap_interval
 from dlfd.runtime import hardware_info, software_versions
 from dlfd.scenarios import Scenario
 from dlfd.training import TrainRecipe, train_checkpoint
+from dlfd.training.runner import config_hash, training_config
 
 CERTIFICATE_FORMAT = "dlfd-certificate/1"
 MODELS = ("original", "unlearned", "reference")
@@ -87,8 +90,38 @@ def _test_correct(outputs: dict[str, SplitOutputs], task: str) -> np.ndarray:
     return ((out.logits >= 0).float() == out.labels).double().mean(1).numpy()
 
 
-def _verdict(ok: bool) -> str:
-    return "pass" if ok else "fail"
+def _summary(overall: str, failed: list[str], unsure: list[str], tolerance: float) -> str:
+    """One line a person can read."""
+    if overall == "pass":
+        return (
+            f"PASS: no attack finds the forget set more member-like on the unlearned model "
+            f"than on the retrained reference (by more than {tolerance:g})"
+        )
+    if overall == "fail":
+        return (
+            f"FAIL: {', '.join(failed)} still find the forget set more member-like than on "
+            f"the retrained reference (by more than {tolerance:g}, beyond the interval)"
+        )
+    return (
+        f"INCONCLUSIVE: {', '.join(unsure)} are above the reference by more than "
+        f"{tolerance:g} but within the bootstrap interval; more forget/unseen samples or "
+        "seeds are needed to decide"
+    )
+
+
+def check_shadow_settings(settings: AuditSettings, task: str, shadow_dir: Path | None) -> None:
+    """Refuse an impossible LiRA request before any work is done."""
+    if settings.shadows == 0:
+        return
+    if task != "multiclass":
+        raise ConfigError("the LiRA audit is defined for multi-class outputs; use --shadows 0")
+    if settings.shadows < 2:
+        raise ConfigError(
+            "LiRA needs at least 2 shadow models per side (--shadows 2): the "
+            "retrained reference is kept out of the fit as the control"
+        )
+    if shadow_dir is None:
+        raise ConfigError("shadow models need a folder (shadow_dir)")
 
 
 def train_shadows(
@@ -99,18 +132,21 @@ def train_shadows(
     device: torch.device,
 ) -> dict[str, list[Path]]:
     """``count`` shadow originals (trained on train) and retrains (retain only), with the
-    original's recipe and new seeds; finished ones in ``shadow_dir`` are reused."""
+    original's recipe and new seeds. File names carry the training configuration's hash, so
+    one folder can cache shadows of several scenarios; finished ones are reused."""
     recipe = TrainRecipe.from_dict(original.recipe) if original.recipe else scenario.recipe
     base = (original.train_seed or 0) + 1000
     paths: dict[str, list[Path]] = {"original": [], "retrained": []}
     for role in paths:
         for k in range(count):
-            out = shadow_dir / f"{role}-seed{base + k}.safetensors"
+            seed = base + k
+            digest = config_hash(training_config(scenario, role, seed, recipe))[:12]
+            out = shadow_dir / f"{role}-seed{seed}-{digest}.safetensors"
             train_checkpoint(
                 scenario,
                 role=role,
                 out=out,
-                seed=base + k,  # type: ignore[arg-type]
+                seed=seed,  # type: ignore[arg-type]
                 device=device,
                 recipe=recipe,
             )
@@ -119,37 +155,59 @@ def train_shadows(
 
 
 def _lira(
-    scenario: Scenario,
     loaders: ProblemLoaders,
     outputs: dict[str, dict[str, SplitOutputs]],
     shadow_paths: dict[str, list[Path]],
     device: torch.device,
 ) -> dict[str, Any]:
-    """Per-example likelihood-ratio attack: in = original + shadow originals, out = reference +
-    shadow retrains; target = the unlearned model."""
+    """Per-example likelihood-ratio attack on the forget examples: in = original + shadow
+    originals, out = shadow retrains; the unlearned model (target) is compared with the
+    retrained reference (control), which is kept out of the fit."""
 
-    def confidences(model_outputs: dict[str, SplitOutputs]) -> dict[str, np.ndarray]:
-        return {
-            s: logit_confidence(model_outputs[s].logits, model_outputs[s].labels)
-            for s in ("forget", "unseen")
-        }
+    def confidence(model_outputs: dict[str, SplitOutputs]) -> np.ndarray:
+        return logit_confidence(model_outputs["forget"].logits, model_outputs["forget"].labels)
 
-    conf = {"in": [confidences(outputs["original"])], "out": [confidences(outputs["reference"])]}
+    conf: dict[str, list[np.ndarray]] = {"in": [confidence(outputs["original"])], "out": []}
     for side, role in (("in", "original"), ("out", "retrained")):
         for path in shadow_paths[role]:
             model, _ = load_checkpoint(path, device=device)
             conf[side].append(
-                confidences(
-                    split_outputs(model, loaders, device=device, splits=("forget", "unseen"))
-                )
+                confidence(split_outputs(model, loaders, device=device, splits=("forget",)))
             )
-    fits = {
-        s: fit_lira(np.stack([c[s] for c in conf["in"]]), np.stack([c[s] for c in conf["out"]]))
-        for s in ("forget", "unseen")
-    }
-    target = confidences(outputs["unlearned"])
-    result = lira_audit(target["forget"], target["unseen"], fits["forget"], fits["unseen"])
+    fit = fit_lira(np.stack(conf["in"]), np.stack(conf["out"]))
+    result = lira_compare(confidence(outputs["unlearned"]), confidence(outputs["reference"]), fit)
     return {**result, "n_in": len(conf["in"]), "n_out": len(conf["out"])}
+
+
+def _attack_interval(
+    name: str, result: AttackResult, settings: AuditSettings
+) -> tuple[float, float]:
+    """Bootstrap interval of an attack's accuracy on the unlearned model (forget and unseen
+    resampled independently). Loss/entropy: the benchmark's cross-validated logistic
+    regression is refitted per round; SVC: its fixed predictions are resampled."""
+    kw = {"n_boot": settings.n_boot, "level": settings.confidence_level, "seed": settings.seed}
+    if name in ("loss", "entropy"):
+        # both attacks score = -feature; the interval refits the attack on the feature itself
+        return mia_interval(-result.member_scores, -result.nonmember_scores, **kw)
+    flagged_in = (result.member_scores > 0).astype(np.float64)
+    flagged_out = (result.nonmember_scores > 0).astype(np.float64)
+    return bootstrap_interval(
+        lambda a, b: (a.mean() + 1.0 - b.mean()) / 2.0, flagged_in, flagged_out, **kw
+    )
+
+
+def attack_verdict(
+    accuracy: float, interval: tuple[float, float], reference: float, tolerance: float
+) -> str:
+    """One-sided: only remembering *more* than the retrained model counts against unlearning.
+
+    pass: accuracy <= reference + tolerance; fail: even the interval's low end is above it;
+    inconclusive: the point is above but the interval reaches it (too few samples to tell).
+    """
+    limit = reference + tolerance
+    if accuracy <= limit:
+        return "pass"
+    return "fail" if interval[0] > limit else "inconclusive"
 
 
 def run_audit(
@@ -165,6 +223,7 @@ def run_audit(
     missing = set(MODELS) - set(models)
     if missing:
         raise ConfigError(f"the audit needs the {', '.join(sorted(missing))} model(s)")
+    check_shadow_settings(settings, scenario.task, shadow_dir)
     specs = {name: m.meta.input_spec for name, m in models.items()}
     if len(set(specs.values())) != 1:
         raise ConfigError(f"the three models expect different inputs: {specs}")
@@ -198,32 +257,36 @@ def run_audit(
             name: run_attacks({s: (o.logits, o.labels) for s, o in outputs[name].items()})
             for name in MODELS
         }
-        for attack in per_model["unlearned"]:
-            summaries = {name: per_model[name][attack].summary() for name in MODELS}
-            gap = abs(summaries["unlearned"]["accuracy"] - summaries["reference"]["accuracy"])
-            attacks[attack] = {
-                **summaries,
-                "gap_to_reference": gap,
-                "verdict": _verdict(gap <= settings.tolerance),
+    else:  # multi-label: only the loss attack (on the mean BCE) is defined
+        per_model = {
+            name: {
+                "loss": loss_attack(
+                    _losses(outputs[name], "forget", task), _losses(outputs[name], "unseen", task)
+                )
             }
-    else:
-        unlearned_m = protocol["unlearned"]
-        gap = abs(unlearned_m["mia_acc"] - protocol["reference"]["mia_acc"])
-        attacks["loss"] = {name: {"accuracy": protocol[name]["mia_acc"]} for name in MODELS}
-        attacks["loss"].update(gap_to_reference=gap, verdict=_verdict(gap <= settings.tolerance))
+            for name in MODELS
+        }
+    for attack, result in per_model["unlearned"].items():
+        summaries = {name: per_model[name][attack].summary() for name in MODELS}
+        interval = _attack_interval(attack, result, settings)
+        reference = summaries["reference"]["accuracy"]
+        attacks[attack] = {
+            **summaries,
+            "unlearned_interval": list(interval),
+            "excess_over_reference": summaries["unlearned"]["accuracy"] - reference,
+            "verdict": attack_verdict(
+                summaries["unlearned"]["accuracy"], interval, reference, settings.tolerance
+            ),
+        }
     lira = None
     if settings.shadows > 0:
-        if task != "multiclass":
-            raise ConfigError("the LiRA audit is defined for multi-class outputs")
-        if shadow_dir is None:
-            raise ConfigError("shadow models need a folder (shadow_dir)")
+        assert shadow_dir is not None  # checked above
         log(f"LiRA: training/reusing {settings.shadows} shadow model(s) per side in {shadow_dir}")
         shadow_paths = train_shadows(
             scenario, models["original"].meta, settings.shadows, shadow_dir, device
         )
-        lira = _lira(scenario, loaders, outputs, shadow_paths, device)
-        excess = lira["member_fraction_forget"] - lira["member_fraction_unseen"]
-        lira.update(excess=excess, verdict=_verdict(excess <= settings.tolerance))
+        lira = _lira(loaders, outputs, shadow_paths, device)
+        lira["verdict"] = "pass" if lira["excess"] <= settings.tolerance else "fail"
 
     forget_idx = problem.forget
     keys = [problem.records.paths[i] for i in forget_idx]
@@ -249,11 +312,12 @@ def run_audit(
         ),
         "avg_gap": protocol["unlearned"].get("avg_gap", float("nan")),
     }
-    verdicts = [a["verdict"] for a in attacks.values()] + ([lira["verdict"]] if lira else [])
-    failed = [name for name, a in attacks.items() if a["verdict"] == "fail"]
-    if lira and lira["verdict"] == "fail":
-        failed.append("lira")
-    overall = _verdict(all(v == "pass" for v in verdicts))
+    verdicts = {name: a["verdict"] for name, a in attacks.items()}
+    if lira:
+        verdicts["lira"] = lira["verdict"]
+    failed = [name for name, v in verdicts.items() if v == "fail"]
+    unsure = [name for name, v in verdicts.items() if v == "inconclusive"]
+    overall = "fail" if failed else "inconclusive" if unsure else "pass"
     certificate = {
         "format": CERTIFICATE_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -288,16 +352,7 @@ def run_audit(
         "people": [asdict(p) for p in per_person(people, scores)],
         "most_exposed": most_exposed(keys, people, scores["unlearned"], settings.top_k),
         "verdict": overall,
-        "summary": (
-            f"{overall.upper()}: "
-            + (
-                "every attack sees the forget set of the unlearned model as the retrained model's "
-                f"(within {settings.tolerance:g})"
-                if overall == "pass"
-                else f"{', '.join(failed)} still tell the forget set apart beyond the reference "
-                f"(tolerance {settings.tolerance:g})"
-            )
-        ),
+        "summary": _summary(overall, failed, unsure, settings.tolerance),
         "audit_s": time.perf_counter() - started,
     }
     return certificate, outputs

@@ -9,19 +9,25 @@ import typer
 from rich.table import Table
 
 from dlfd.audit.render import write_pages
-from dlfd.audit.runner import AuditSettings, load_models, run_audit
+from dlfd.audit.runner import (
+    AuditSettings,
+    LoadedModel,
+    check_shadow_settings,
+    load_models,
+    run_audit,
+)
 from dlfd.cli.app import app, err, out
 from dlfd.cli.common import (
     DataRootOpt,
     DeviceOpt,
     ForgetOpt,
     OptionOpt,
-    SplitSeedOpt,
     scenario_for_checkpoint,
 )
 from dlfd.errors import CheckpointError, ConfigError
 from dlfd.io import atomic_write_json
 from dlfd.runtime import resolve_device
+from dlfd.scenarios import Scenario
 
 
 @app.command()
@@ -35,7 +41,10 @@ def audit(
     dataset: Annotated[
         str | None, typer.Option("--dataset", "-d", help="Scenario (default: the model's).")
     ] = None,
-    split_seed: SplitSeedOpt = None,
+    split_seed: Annotated[
+        int | None,
+        typer.Option("--split-seed", min=0, help="Seed of the split (default: the model's)."),
+    ] = None,
     data_root: DataRootOpt = None,
     forget: ForgetOpt = None,
     option: OptionOpt = None,
@@ -69,9 +78,10 @@ def audit(
     device: DeviceOpt = "auto",
 ) -> None:
     """Attacks with intervals, per-person evidence and a verdict, as certificate.json plus
-    audit.html / audit.md with plots. Exit code 0 when every attack passes, 1 otherwise."""
+    audit.html / audit.md with plots. Exit code 0: pass; 1: fail; 3: inconclusive."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now, not at the end
     settings = AuditSettings(tolerance=tolerance, n_boot=n_boot, shadows=shadows, top_k=top_k)
     torch_device = resolve_device(device)
     scenario = scenario_for_checkpoint(
@@ -82,18 +92,11 @@ def audit(
         forget=forget,
         option=option,
     )
+    check_shadow_settings(settings, scenario.task, shadow_dir or out_dir / "shadows")
     models = load_models(
         {"original": original, "unlearned": model, "reference": reference}, torch_device
     )
-    for name, loaded in models.items():
-        if loaded.meta.num_classes != scenario.num_classes or loaded.meta.task != scenario.task:
-            raise CheckpointError(
-                f"{loaded.path} ({name}) does not predict the "
-                f"{scenario.num_classes} {scenario.task} outputs of "
-                f"{scenario.name}"
-            )
-    if models["reference"].meta.forget_sha256 not in (None, scenario.problem.forget_sha256):
-        raise CheckpointError(f"the reference {reference} was retrained for another forget set")
+    check_audit_models(models, scenario)
     certificate, outputs = run_audit(
         scenario,
         models,
@@ -104,22 +107,61 @@ def audit(
     )
     atomic_write_json(out_dir / "certificate.json", certificate)
     pages = write_pages(certificate, outputs, scenario.task, out_dir)
-    table = Table(title=f"audit of {model.name} on {scenario.name}")
-    for column in ("attack", "original", "unlearned", "reference", "verdict"):
+    table = Table(title=f"audit of {model.name} on {scenario.name} (attack accuracy)")
+    for column in ("attack", "original", "unlearned", "unlearned CI", "reference", "verdict"):
         table.add_column(column, justify="left" if column == "attack" else "right")
     for name, attack in certificate["attacks"].items():
+        low, high = attack["unlearned_interval"]
         table.add_row(
             name,
-            *(f"{attack[m]['accuracy']:.3f}" for m in ("original", "unlearned", "reference")),
+            f"{attack['original']['accuracy']:.3f}",
+            f"{attack['unlearned']['accuracy']:.3f}",
+            f"[{low:.3f}, {high:.3f}]",
+            f"{attack['reference']['accuracy']:.3f}",
             attack["verdict"],
         )
     if certificate["lira"]:
         lira = certificate["lira"]
         table.add_row(
-            "lira (flagged forget - unseen)", "-", f"{lira['excess']:.3f}", "-", lira["verdict"]
+            "lira (forget photos flagged)",
+            "-",
+            f"{lira['member_fraction_target']:.3f}",
+            "-",
+            f"{lira['member_fraction_control']:.3f}",
+            lira["verdict"],
         )
     out.print(table)
     out.print(certificate["summary"])
     err.print(f"wrote {out_dir / 'certificate.json'}, {pages['html']}, {pages['markdown']}")
     if certificate["verdict"] != "pass":
-        raise typer.Exit(1)
+        raise typer.Exit(1 if certificate["verdict"] == "fail" else 3)
+
+
+def check_audit_models(models: dict[str, LoadedModel], scenario: Scenario) -> None:
+    """Refuse models that cannot be compared on this scenario's forget request."""
+    for name, loaded in models.items():
+        if loaded.meta.num_classes != scenario.num_classes or loaded.meta.task != scenario.task:
+            raise CheckpointError(
+                f"{loaded.path} ({name}) does not predict the "
+                f"{scenario.num_classes} {scenario.task} outputs of "
+                f"{scenario.name}"
+            )
+        if loaded.meta.data_sha256 not in (None, scenario.problem.records.fingerprint):
+            raise CheckpointError(f"{loaded.path} ({name}) was trained on other data")
+    expected = {"original": "original", "reference": "retrained"}
+    for name, role in expected.items():
+        meta = models[name].meta
+        if meta.role in ("original", "retrained") and meta.role != role:
+            raise CheckpointError(
+                f"--{name} {models[name].path} is a {meta.role} model; it must be the {role} model"
+            )
+    original = models["original"].meta
+    if original.split_seed not in (None, scenario.problem.split_seed):
+        raise CheckpointError(
+            f"--original {models['original'].path} was trained on the split "
+            f"of seed {original.split_seed}, not {scenario.problem.split_seed}"
+        )
+    if models["reference"].meta.forget_sha256 not in (None, scenario.problem.forget_sha256):
+        raise CheckpointError(
+            f"the reference {models['reference'].path} was retrained for another forget set"
+        )

@@ -29,7 +29,7 @@ def data_check(
         typer.Option(
             "--near-bits",
             min=0,
-            max=32,
+            max=12,
             help="Photos whose 64-bit perceptual hashes differ in at most this many bits are "
             "near-duplicates.",
         ),

@@ -29,6 +29,8 @@ from dlfd.errors import DataError
 IMAGE_FOLDER = "CelebA-HQ-img"
 IDENTITY_FILE = "CelebA-HQ-identity.txt"
 ATTRIBUTE_FILE = "CelebA-HQ-attribute.txt"
+#: The benchmark's name, then the name inside the CelebAMask-HQ release.
+ATTRIBUTE_FILES: tuple[str, ...] = (ATTRIBUTE_FILE, "CelebAMask-HQ-attribute-anno.txt")
 DATASET_FOLDER = "CelebAMask-HQ"
 #: The attributes MUCAC classifies, in the order of the multi-label output.
 ATTRIBUTES: tuple[str, ...] = ("Male", "Smiling", "Young")
@@ -57,17 +59,38 @@ class MucacData:
     identity_number: np.ndarray
 
 
-def locate_mucac(root: Path) -> Path:
-    """The ``CelebAMask-HQ`` folder: ``root`` itself or its ``CelebAMask-HQ`` subfolder."""
+@dataclass(frozen=True)
+class MucacFiles:
+    """Where the pieces are: the folder holding ``CelebA-HQ-img/`` and the two annotations."""
+
+    base: Path
+    identity: Path
+    attribute: Path
+
+
+def locate_mucac(root: Path) -> MucacFiles:
+    """Find the images and annotation files in ``root`` or its ``CelebAMask-HQ`` subfolder,
+    each on its own (the benchmark keeps the text files beside the unzipped folder)."""
     if not root.is_dir():
         raise DataError(f"MUCAC folder not found: {root}. {_HOW_TO_GET}")
-    for base in (root, root / DATASET_FOLDER):
-        if (base / ATTRIBUTE_FILE).is_file() or (base / IMAGE_FOLDER).is_dir():
-            return base
-    raise DataError(
-        f"no {ATTRIBUTE_FILE} or {IMAGE_FOLDER}/ in {root} or {root / DATASET_FOLDER} (expected "
-        f"{IMAGE_FOLDER}/, {IDENTITY_FILE} and {ATTRIBUTE_FILE}). {_HOW_TO_GET}"
-    )
+    places = (root, root / DATASET_FOLDER)
+    bases = [p for p in places if (p / IMAGE_FOLDER).is_dir()]
+    identity = [p / IDENTITY_FILE for p in places if (p / IDENTITY_FILE).is_file()]
+    attribute = [p / name for p in places for name in ATTRIBUTE_FILES if (p / name).is_file()]
+    missing = [
+        what
+        for what, found in (
+            (f"{IMAGE_FOLDER}/", bases),
+            (IDENTITY_FILE, identity),
+            (" or ".join(ATTRIBUTE_FILES), attribute),
+        )
+        if not found
+    ]
+    if missing:
+        raise DataError(
+            f"MUCAC: no {', no '.join(missing)} in {root} or {root / DATASET_FOLDER}. {_HOW_TO_GET}"
+        )
+    return MucacFiles(bases[0], identity[0], attribute[0])
 
 
 def _lines(path: Path) -> list[tuple[int, list[str]]]:
@@ -166,15 +189,14 @@ def mucac_records(
     :data:`BINARY_TASKS`); identities are the CelebA identity numbers as text."""
     if task not in TASKS:
         raise DataError(f"unknown MUCAC task {task!r}; expected one of {TASKS}")
-    base = locate_mucac(Path(root))
-    if not (base / IMAGE_FOLDER).is_dir():
-        raise DataError(f"MUCAC image folder missing: {base / IMAGE_FOLDER}. {_HOW_TO_GET}")
-    identities = read_identities(base / IDENTITY_FILE)
-    attributes = read_attributes(base / ATTRIBUTE_FILE)
+    files = locate_mucac(Path(root))
+    base = files.base
+    identities = read_identities(files.identity)
+    attributes = read_attributes(files.attribute)
     if set(identities) - set(attributes):
-        raise DataError(_not_in(set(identities) - set(attributes), base / ATTRIBUTE_FILE))
+        raise DataError(_not_in(set(identities) - set(attributes), files.attribute))
     if set(attributes) - set(identities):
-        raise DataError(_not_in(set(attributes) - set(identities), base / IDENTITY_FILE))
+        raise DataError(_not_in(set(attributes) - set(identities), files.identity))
     paths = sorted(identities, key=_order)
     if check_files:
         missing = [p for p in paths if not (base / p).is_file()]

@@ -249,7 +249,7 @@ def svc_attack(
     learns member (``shadow_in``, SalUn: a retain subset the size of the test set) vs non-member
     (``shadow_out``, SalUn: the test set) and is applied to ``target_in`` (forget) and
     ``target_out`` (unseen). ``extra["member_rate_in"]`` is the fraction of ``target_in``
-    predicted member (SalUn's reported number; its "MIA-efficacy" is 1 minus it),
+    predicted member (SalUn reports its "MIA-efficacy", which is 1 minus this),
     ``extra["member_rate_out"]`` the same for ``target_out``. The accuracy is balanced:
     ``(member_rate_in + 1 - member_rate_out) / 2``. Scores are the SVC's decision values.
     """

@@ -35,7 +35,7 @@ __all__ = [
     "ONLINE_THRESHOLD",
     "LiraFit",
     "fit_lira",
-    "lira_audit",
+    "lira_compare",
     "lira_scores",
     "logit_confidence",
 ]
@@ -108,9 +108,20 @@ def _confidences(x: object, name: str, ndim: int = 2) -> np.ndarray:
 
 
 def _side(conf: np.ndarray, use_global: bool, min_sd: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example mean and sd (ddof=0) of one side; a single sd over all deviations if global."""
+    """Per-example mean and unbiased sd (ddof=1) of one side; if global, one pooled sd,
+    sqrt(sum of squared deviations from the per-example means / (N * (K - 1))).
+
+    A side with a single model has no spread to estimate: its sd is ``min_sd``.
+    """
+    k = conf.shape[0]
     mu = conf.mean(axis=0)
-    sd = np.full_like(mu, float(np.std(conf - mu))) if use_global else conf.std(axis=0)
+    if k < 2:
+        return mu, np.full_like(mu, min_sd)
+    if use_global:
+        pooled = math.sqrt(float(((conf - mu) ** 2).sum()) / (conf.shape[1] * (k - 1)))
+        sd = np.full_like(mu, pooled)
+    else:
+        sd = conf.std(axis=0, ddof=1)
     return mu, np.maximum(sd, min_sd)
 
 
@@ -124,10 +135,10 @@ def fit_lira(
     """Fit per-example Gaussians to in (K_in, N) and out (K_out, N) model confidences.
 
     Rows are models, columns examples. ``in_conf`` None (or with 0 rows) gives the offline fit.
-    Standard deviations (population, ddof=0) are per example; with ``global_variance=None`` a
-    side with fewer than :data:`MIN_MODELS_PER_EXAMPLE_SD` models instead uses one global sd, the
-    std of all its deviations from the per-example means. True/False forces that choice on both
-    sides. Every sd is floored at ``min_sd``.
+    Standard deviations (unbiased, ddof=1) are per example; with ``global_variance=None`` a side
+    with fewer than :data:`MIN_MODELS_PER_EXAMPLE_SD` models instead uses one pooled sd over all
+    its deviations from the per-example means. True/False forces that choice on both sides.
+    Every sd is floored at ``min_sd`` (a single model per side gives exactly ``min_sd``).
     """
     if not (isinstance(min_sd, int | float) and math.isfinite(min_sd) and min_sd > 0):
         raise ConfigError(f"min_sd must be a finite number > 0, got {min_sd!r}")
@@ -176,33 +187,34 @@ def lira_scores(target_conf: np.ndarray, fit: LiraFit) -> np.ndarray:
     return -norm.logsf(x, fit.mu_out, fit.sd_out)
 
 
-def lira_audit(
-    target_conf_forget: np.ndarray,
-    target_conf_unseen: np.ndarray,
-    fit_forget: LiraFit,
-    fit_unseen: LiraFit,
+def lira_compare(
+    target_conf: np.ndarray, control_conf: np.ndarray, fit: LiraFit
 ) -> dict[str, float]:
-    """Score forget examples against an unseen control; both fits must be online or offline.
+    """Score the same examples under a target model and a control model left out of the fit.
 
-    ``member_fraction_*`` is the fraction of scores above the member threshold
-    (:data:`ONLINE_THRESHOLD` = 0, likelihood ratio > 1; :data:`OFFLINE_THRESHOLD` = log 2,
-    one-sided p < 0.5). ``auc`` and ``tpr_at_1pct_fpr`` (largest TPR with FPR <= 0.01) treat
-    forget scores as positives and unseen scores as negatives; 0.5 AUC means the target's
-    forget examples look no more like members than examples it never saw.
+    In the audit the target is the unlearned model and the control the retrained reference
+    (never part of the "out" fit), both on the forget examples: an unlearned model that forgot
+    them looks no more member-like than the retrained one. ``member_fraction_*`` is the share of
+    scores above the member threshold (:data:`ONLINE_THRESHOLD` = 0, likelihood ratio > 1;
+    :data:`OFFLINE_THRESHOLD` = log 2, one-sided p < 0.5); ``excess`` = target - control;
+    ``auc`` treats target scores as positives and control scores as negatives (0.5: the two
+    models are indistinguishable on these examples); ``tpr_at_1pct_fpr`` is the largest TPR
+    with FPR <= 0.01 (with n control scores the smallest FPR step is 1/n).
     """
-    if fit_forget.online != fit_unseen.online:
-        raise ConfigError("fit_forget and fit_unseen must both be online or both offline")
-    forget = lira_scores(target_conf_forget, fit_forget)
-    unseen = lira_scores(target_conf_unseen, fit_unseen)
-    threshold = ONLINE_THRESHOLD if fit_forget.online else OFFLINE_THRESHOLD
-    labels = np.concatenate([np.ones(forget.size), np.zeros(unseen.size)])
-    scores = np.concatenate([forget, unseen])
+    target = lira_scores(target_conf, fit)
+    control = lira_scores(control_conf, fit)
+    threshold = ONLINE_THRESHOLD if fit.online else OFFLINE_THRESHOLD
+    labels = np.concatenate([np.ones(target.size), np.zeros(control.size)])
+    scores = np.concatenate([target, control])
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    frac_target = float(np.mean(target > threshold))
+    frac_control = float(np.mean(control > threshold))
     return {
-        "member_fraction_forget": float(np.mean(forget > threshold)),
-        "member_fraction_unseen": float(np.mean(unseen > threshold)),
+        "member_fraction_target": frac_target,
+        "member_fraction_control": frac_control,
+        "excess": frac_target - frac_control,
         "auc": float(roc_auc_score(labels, scores)),
         "tpr_at_1pct_fpr": float(tpr[fpr <= 0.01].max()),
-        "mean_score_forget": float(forget.mean()),
-        "mean_score_unseen": float(unseen.mean()),
+        "mean_score_target": float(target.mean()),
+        "mean_score_control": float(control.mean()),
     }

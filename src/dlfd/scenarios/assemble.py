@@ -80,18 +80,25 @@ def assemble_problem(
 def build_with_leak_policy(
     build: Callable[[], UnlearningProblem], *, split_seed: int, name: str, leaks: str
 ) -> UnlearningProblem:
-    """Run a split builder; if it refuses leaks and ``leaks`` is not ``refuse``, rebuild its
-    assignment with the leaked samples dropped."""
+    """Run a split builder under a leak policy: ``refuse`` keeps its verdict; otherwise its
+    assignment (refused or not: near-duplicates never make it refuse) is rebuilt with the
+    leaked samples dropped."""
     try:
-        return build()
+        problem = build()
     except LeakError as exc:
         if leaks == "refuse":
             raise
-        return assemble_problem(
-            exc.records,  # type: ignore[arg-type]
-            exc.assignment,  # type: ignore[arg-type]
-            level=exc.level,
-            split_seed=split_seed,
-            name=name,
-            leaks=leaks,
-        )
+        records, assignment, level = exc.records, exc.assignment, exc.level
+    else:
+        if leaks == "refuse":
+            return problem
+        records, level = problem.records, problem.level
+        assignment = {split: problem.split(split) for split in SPLITS}
+    return assemble_problem(
+        records,  # type: ignore[arg-type]
+        assignment,  # type: ignore[arg-type]
+        level=level,
+        split_seed=split_seed,
+        name=name,
+        leaks=leaks,
+    )

@@ -6,9 +6,9 @@ test = custom_val, unseen = custom_test. Options:
 - ``forget=published`` (default): the first 1,500 train rows are forgotten, the other 8,525
   retained (a person may have photos on both sides: level ``mixed``); ``forget=identity``:
   whole persons (family + role), drawn with the split seed until at least 1,500 photos.
-- ``val=carve`` (default): the protocol needs a validation split of people never trained on,
-  used only for model selection, so 20% of the test families (seeded) become ``val`` and the
-  rest stay ``test``; ``val=none`` keeps the benchmark's test set whole (no val split).
+- ``val=none`` (default): test and unseen exactly as the benchmark defines them, no val split;
+  ``val=carve``: the protocol's validation split of people never trained on (model selection
+  only): a seeded 20% of the test families become ``val``, the rest stay ``test``.
 - ``leaks=refuse|drop|drop-near``: the public release has duplicate faces across splits.
 
 Inputs: 128x128 RGB, ImageNet normalisation (as the DLFD code); recipe: ResNet-18 + MLP head,
@@ -40,7 +40,7 @@ RECIPE = TrainRecipe(
     weight_decay=5e-4,
     augment=AugmentConfig(hflip=0.5, degrees=10.0, scale=(0.8, 1.2)),
 )
-OPTIONS = {"forget": ("published", "identity"), "val": ("carve", "none"), "leaks": LEAK_POLICIES}
+OPTIONS = {"forget": ("published", "identity"), "val": ("none", "carve"), "leaks": LEAK_POLICIES}
 
 
 def forget_whole_people(
