@@ -58,7 +58,11 @@ def test_per_person_and_most_exposed_by_hand() -> None:
     import numpy as np
 
     scores = {"unlearned": np.array([0.9, 0.1, 0.5, 0.3])}
-    people = per_person(["a", "a", "b", ""], scores)
+    people = per_person(["a", "a", "b", ""], scores, ["x", "y", "z", "w"])
+    assert people[1].per_image == [
+        {"image": "x", "unlearned": 0.9},
+        {"image": "y", "unlearned": 0.1},
+    ]
     assert [(p.person, p.images, p.scores["unlearned"]) for p in people] == [
         ("(unknown)", 1, 0.3),
         ("a", 2, 0.5),

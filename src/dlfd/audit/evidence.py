@@ -37,20 +37,29 @@ class PersonEvidence:
     person: str
     images: int
     scores: dict[str, float]
+    per_image: list[dict[str, object]]
 
 
-def per_person(identities: Sequence[str], scores: dict[str, np.ndarray]) -> list[PersonEvidence]:
-    """Average each model's per-image scores over each person's images (sorted by person).
+def per_person(
+    identities: Sequence[str], scores: dict[str, np.ndarray], keys: Sequence[str] | None = None
+) -> list[PersonEvidence]:
+    """Each person's mean score per model, and (with ``keys``) every image's scores.
 
-    Images without an identity are grouped under ``"(unknown)"``.
+    Persons are sorted; images without an identity are grouped under ``"(unknown)"``.
     """
     groups: dict[str, list[int]] = defaultdict(list)
     for i, who in enumerate(identities):
         groups[who or "(unknown)"].append(i)
-    return [
-        PersonEvidence(person, len(idx), {m: float(np.mean(s[idx])) for m, s in scores.items()})
-        for person, idx in sorted(groups.items())
-    ]
+    evidence = []
+    for person, idx in sorted(groups.items()):
+        means = {m: float(np.mean(s[idx])) for m, s in scores.items()}
+        images = (
+            []
+            if keys is None
+            else [{"image": keys[i], **{m: float(s[i]) for m, s in scores.items()}} for i in idx]
+        )
+        evidence.append(PersonEvidence(person, len(idx), means, images))
+    return evidence
 
 
 def most_exposed(

@@ -349,7 +349,7 @@ def run_audit(
         "attacks": attacks,
         "lira": lira,
         "divergence_to_reference": divergence,
-        "people": [asdict(p) for p in per_person(people, scores)],
+        "people": [asdict(p) for p in per_person(people, scores, keys)],
         "most_exposed": most_exposed(keys, people, scores["unlearned"], settings.top_k),
         "verdict": overall,
         "summary": _summary(overall, failed, unsure, settings.tolerance),
