@@ -16,6 +16,7 @@ import numpy as np
 
 from dlfd.io import atomic_write_bytes, atomic_write_text
 from dlfd.metrics import SplitOutputs, per_sample_loss
+from dlfd.metrics.protocol import MAIN_METRICS
 
 COLORS = {"forget": "#d62728", "unseen": "#1f77b4", "retain": "#7f7f7f"}
 MODEL_ORDER = ("original", "unlearned", "reference")
@@ -95,16 +96,7 @@ def _fmt(value: Any) -> str:
 def _tables(cert: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table of the page."""
     tables = []
-    keys = (
-        "test_acc",
-        "retain_acc",
-        "forget_acc",
-        "unseen_acc",
-        "mia_acc",
-        "forgetting_score",
-        "nomus",
-        "avg_gap",
-    )
+    keys = MAIN_METRICS
     tables.append(
         (
             "Protocol metrics",

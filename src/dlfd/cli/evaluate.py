@@ -24,19 +24,11 @@ from dlfd.data.loaders import ProblemLoaders
 from dlfd.errors import CheckpointError, ConfigError
 from dlfd.evaluation import evaluate_model
 from dlfd.io import atomic_write_json
+from dlfd.metrics.protocol import MAIN_METRICS
 from dlfd.runtime import hardware_info, resolve_device, software_versions
 from dlfd.scenarios import Scenario
 
-TABLE_COLUMNS = (
-    "test_acc",
-    "retain_acc",
-    "forget_acc",
-    "unseen_acc",
-    "mia_acc",
-    "forgetting_score",
-    "nomus",
-    "avg_gap",
-)
+TABLE_COLUMNS = MAIN_METRICS
 
 
 def _check_json_target(json_out: Path, inputs: list[Path]) -> None:

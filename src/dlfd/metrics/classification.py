@@ -153,13 +153,10 @@ def per_sample_loss(logits: object, labels: object, task: str) -> np.ndarray:
     return loss.numpy().astype(np.float64, copy=False)
 
 
-def output_kl(logits_p: object, logits_q: object, task: str) -> float:
-    """Mean over samples of KL(p || q) between the two models' output distributions.
-
-    ``multiclass``: KL between the softmax distributions. ``multilabel``: mean over labels of the
-    KL between the Bernoulli(sigmoid) distributions. Computed from log-probabilities
-    (``log_softmax`` / ``logsigmoid``), so it stays finite for large logits.
-    """
+def _paired_logits(
+    logits_p: object, logits_q: object, task: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two models' logits on the same samples, validated to have the same shape."""
     check_task(task)
     a = as_logits(logits_p, "logits_p")
     b = as_logits(logits_q, "logits_q")
@@ -168,6 +165,17 @@ def output_kl(logits_p: object, logits_q: object, task: str) -> float:
             f"logits_p and logits_q must have the same shape, got {tuple(a.shape)} and "
             f"{tuple(b.shape)}"
         )
+    return a, b
+
+
+def output_kl(logits_p: object, logits_q: object, task: str) -> float:
+    """Mean over samples of KL(p || q) between the two models' output distributions.
+
+    ``multiclass``: KL between the softmax distributions. ``multilabel``: mean over labels of the
+    KL between the Bernoulli(sigmoid) distributions. Computed from log-probabilities
+    (``log_softmax`` / ``logsigmoid``), so it stays finite for large logits.
+    """
+    a, b = _paired_logits(logits_p, logits_q, task)
     if task == "multiclass":
         log_p = F.log_softmax(a, dim=1)
         log_q = F.log_softmax(b, dim=1)
@@ -190,14 +198,7 @@ def output_js(logits_p: object, logits_q: object, task: str) -> float:
     distributions. Computed in log space (the mixture via ``logaddexp``), so large logits stay
     finite.
     """
-    check_task(task)
-    a = as_logits(logits_p, "logits_p")
-    b = as_logits(logits_q, "logits_q")
-    if a.shape != b.shape:
-        raise ConfigError(
-            f"logits_p and logits_q must have the same shape, got {tuple(a.shape)} and "
-            f"{tuple(b.shape)}"
-        )
+    a, b = _paired_logits(logits_p, logits_q, task)
     if task == "multiclass":
         # (N, 1, C): one categorical distribution per sample.
         log_p = F.log_softmax(a, dim=1).unsqueeze(1)

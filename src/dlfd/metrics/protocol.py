@@ -25,7 +25,7 @@ from dlfd.metrics.classification import (
 from dlfd.metrics.mia import BENCHMARK_SHUFFLE_SEED, mia_accuracy
 from dlfd.metrics.scores import forgetting_score, nomus, reference_gaps
 
-__all__ = ["METRIC_DESCRIPTIONS", "SPLITS", "SplitOutputs", "protocol_metrics"]
+__all__ = ["MAIN_METRICS", "METRIC_DESCRIPTIONS", "SPLITS", "SplitOutputs", "protocol_metrics"]
 
 #: Split names accepted by :func:`protocol_metrics`, in report order.
 SPLITS: tuple[str, ...] = ("retain", "forget", "val", "test", "unseen")
@@ -38,6 +38,18 @@ _SPLIT_WHAT = {
     "test": "test set (the reported task accuracy)",
     "unseen": "unseen set (never-trained people; the attack's non-members)",
 }
+
+#: The headline columns of every results table (CLI, audit page, reports), in order.
+MAIN_METRICS: tuple[str, ...] = (
+    "test_acc",
+    "retain_acc",
+    "forget_acc",
+    "unseen_acc",
+    "mia_acc",
+    "forgetting_score",
+    "nomus",
+    "avg_gap",
+)
 
 #: One line per metric key of :func:`protocol_metrics`.
 METRIC_DESCRIPTIONS: dict[str, str] = {
