@@ -19,14 +19,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from scipy.special import xlogy
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.svm import SVC
 
 from dlfd.errors import ConfigError
-from dlfd.metrics.classification import as_class_labels, as_logits, check_task, per_sample_loss
+from dlfd.metrics.classification import (
+    as_class_labels,
+    as_logits,
+    check_task,
+    finite_array,
+    per_sample_loss,
+)
 from dlfd.metrics.mia import BENCHMARK_SHUFFLE_SEED, loss_attack_fold_accuracies, mia_accuracy
 
 __all__ = [
@@ -84,22 +89,6 @@ class AttackResult:
 # --- inputs ---------------------------------------------------------------------------------
 
 
-def _scores(x: object, name: str) -> np.ndarray:
-    """Return ``x`` as a non-empty, finite 1-D float64 array, or raise ConfigError."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} must be a 1-D array of numbers") from exc
-    if arr.ndim != 1 or arr.size == 0:
-        raise ConfigError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
-    n_bad = int((~np.isfinite(arr)).sum())
-    if n_bad:
-        raise ConfigError(f"{name} contains {n_bad} non-finite value(s)")
-    return arr
-
-
 def _probs(x: object, name: str = "probs") -> np.ndarray:
     """Validate a non-empty (N, C) matrix of probabilities in [0, 1]; return it as float64."""
     p = as_logits(x, name).numpy()
@@ -125,8 +114,8 @@ def roc_summary(
     The TPR is read off the exact ROC points (``roc_curve`` without dropping intermediate
     points), the usual LiRA convention. Higher scores must mean "member".
     """
-    pos = _scores(member_scores, "member_scores")
-    neg = _scores(nonmember_scores, "nonmember_scores")
+    pos = finite_array(member_scores, "member_scores", non_empty=True)
+    neg = finite_array(nonmember_scores, "nonmember_scores", non_empty=True)
     if not (0.0 <= float(max_fpr) <= 1.0):
         raise ConfigError(f"max_fpr must be in [0, 1], got {max_fpr!r}")
     y = np.concatenate([np.ones(pos.size, dtype=np.int64), np.zeros(neg.size, dtype=np.int64)])
@@ -192,8 +181,8 @@ def loss_attack(
     ``seed`` balances the two sides as in the benchmark; the scores are ``-loss`` of every
     sample (low loss suggests a member).
     """
-    members = _scores(member_losses, "member_losses")
-    nonmembers = _scores(nonmember_losses, "nonmember_losses")
+    members = finite_array(member_losses, "member_losses", non_empty=True)
+    nonmembers = finite_array(nonmember_losses, "nonmember_losses", non_empty=True)
     acc = mia_accuracy(members, nonmembers, balance_seed=seed)
     return _result("loss", acc, -members, -nonmembers)
 

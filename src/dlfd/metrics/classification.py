@@ -41,6 +41,27 @@ def _to_tensor(x: object, name: str) -> torch.Tensor:
         ) from exc
 
 
+def finite_array(x: object, name: str, *, ndim: int = 1, non_empty: bool = False) -> np.ndarray:
+    """``x`` (array or tensor) as a finite float64 array of ``ndim`` dimensions.
+
+    The shared input check of the attack functions (losses, scores, confidences): anything
+    else raises :class:`ConfigError` naming ``name``.
+    """
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be an array of numbers") from exc
+    if arr.ndim != ndim or (non_empty and arr.size == 0):
+        kind = "non-empty " if non_empty else ""
+        raise ConfigError(f"{name} must be a {kind}{ndim}-D array, got shape {arr.shape}")
+    n_bad = int((~np.isfinite(arr)).sum())
+    if n_bad:
+        raise ConfigError(f"{name} contains {n_bad} non-finite value(s) of {arr.size}")
+    return arr
+
+
 def check_task(task: str) -> str:
     """Return ``task`` if it is a known task name; ConfigError otherwise."""
     if task not in TASKS:

@@ -27,7 +27,7 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from dlfd.errors import ConfigError
-from dlfd.metrics.classification import as_class_labels, as_logits
+from dlfd.metrics.classification import as_class_labels, as_logits, finite_array
 
 __all__ = [
     "MIN_MODELS_PER_EXAMPLE_SD",
@@ -90,23 +90,6 @@ class LiraFit:
         return self.mu_in is not None
 
 
-def _confidences(x: object, name: str, ndim: int = 2) -> np.ndarray:
-    """Return ``x`` as a finite float64 array of ``ndim`` dims (2: models x examples)."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} must be an array of numbers") from exc
-    if arr.ndim != ndim:
-        shape = "(models, examples)" if ndim == 2 else "(examples,)"
-        raise ConfigError(f"{name} must have shape {shape}, got {arr.shape}")
-    n_bad = int((~np.isfinite(arr)).sum())
-    if n_bad:
-        raise ConfigError(f"{name} contains {n_bad} non-finite value(s) of {arr.size}")
-    return arr
-
-
 def _side(conf: np.ndarray, use_global: bool, min_sd: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-example mean and unbiased sd (ddof=1) of one side; if global, one pooled sd,
     sqrt(sum of squared deviations from the per-example means / (N * (K - 1))).
@@ -144,13 +127,13 @@ def fit_lira(
         raise ConfigError(f"min_sd must be a finite number > 0, got {min_sd!r}")
     if global_variance is not None and not isinstance(global_variance, bool):
         raise ConfigError(f"global_variance must be True, False or None, got {global_variance!r}")
-    out_arr = _confidences(out_conf, "out_conf")
+    out_arr = finite_array(out_conf, "out_conf", ndim=2)
     k_out, n = out_arr.shape
     if k_out < 1:
         raise ConfigError("out_conf needs at least one model (row), got 0")
     if n < 1:
         raise ConfigError("out_conf needs at least one example (column), got 0")
-    in_arr = None if in_conf is None else _confidences(in_conf, "in_conf")
+    in_arr = None if in_conf is None else finite_array(in_conf, "in_conf", ndim=2)
     if in_arr is not None and in_arr.shape[0] == 0:
         in_arr = None
     if in_arr is not None and in_arr.shape[1] != n:
@@ -177,7 +160,7 @@ def lira_scores(target_conf: np.ndarray, fit: LiraFit) -> np.ndarray:
     ratio). Offline: ``-norm.logsf(x, mu_out, sd_out)``, minus the log probability that an out
     model is at least this confident (always >= 0; ``log 2`` at ``x == mu_out``).
     """
-    x = _confidences(target_conf, "target_conf", ndim=1)
+    x = finite_array(target_conf, "target_conf")
     if x.shape[0] != fit.mu_out.shape[0]:
         raise ConfigError(
             f"target_conf has {x.shape[0]} examples but the fit has {fit.mu_out.shape[0]}"

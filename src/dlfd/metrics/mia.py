@@ -15,6 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
 
 from dlfd.errors import ConfigError
+from dlfd.metrics.classification import finite_array
 
 __all__ = [
     "BENCHMARK_SHUFFLE_SEED",
@@ -22,22 +23,6 @@ __all__ = [
     "loss_attack_fold_accuracies",
     "mia_accuracy",
 ]
-
-
-def _losses(x: object, name: str) -> np.ndarray:
-    """Return ``x`` as a finite 1-D float64 array, or raise ConfigError."""
-    if hasattr(x, "detach"):  # torch tensor
-        x = x.detach().cpu().numpy()
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} must be a 1-D array of numbers") from exc
-    if arr.ndim != 1:
-        raise ConfigError(f"{name} must be 1-D, got shape {arr.shape}")
-    n_bad = int((~np.isfinite(arr)).sum())
-    if n_bad:
-        raise ConfigError(f"{name} contains {n_bad} non-finite loss value(s) of {arr.size}")
-    return arr
 
 
 #: The benchmark notebooks call ``set_seed(42)`` right before shuffling the forget losses.
@@ -55,8 +40,8 @@ def balance_members(
     stays unbalanced; here the non-member losses are then shuffled by the same generator and
     truncated instead, so chance level stays 0.5.
     """
-    members = _losses(member_losses, "member_losses").copy()
-    nonmembers = _losses(nonmember_losses, "nonmember_losses").copy()
+    members = finite_array(member_losses, "member_losses").copy()
+    nonmembers = finite_array(nonmember_losses, "nonmember_losses").copy()
     generator = np.random.RandomState(seed)
     generator.shuffle(members)
     if nonmembers.size > members.size:
@@ -105,8 +90,8 @@ def loss_attack_fold_accuracies(
     ``cal_mia``; with ``balance`` the two sides are first shuffled and truncated to equal size
     (see :func:`balance_members`).
     """
-    members = _losses(member_losses, "member_losses")
-    nonmembers = _losses(nonmember_losses, "nonmember_losses")
+    members = finite_array(member_losses, "member_losses")
+    nonmembers = finite_array(nonmember_losses, "nonmember_losses")
     if balance:
         members, nonmembers = balance_members(members, nonmembers, seed=balance_seed)
     _check_split(members.size, nonmembers.size, n_splits, test_size)
