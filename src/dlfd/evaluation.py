@@ -14,14 +14,14 @@ from torch import nn
 
 from dlfd.data.loaders import ProblemLoaders
 from dlfd.data.problem import SPLITS
+from dlfd.losses import correct_predictions
 from dlfd.metrics import (
     SplitOutputs,
-    loss_attack,
+    attacks_for_task,
     mia_interval,
     nomus_interval,
     per_sample_loss,
     protocol_metrics,
-    run_attacks,
 )
 from dlfd.metrics.mia import BENCHMARK_SHUFFLE_SEED
 from dlfd.models.features import forward_with_features
@@ -97,13 +97,8 @@ def attack_metrics(
     """
     forget = per_sample_loss(outputs["forget"].logits, outputs["forget"].labels, task)
     unseen = per_sample_loss(outputs["unseen"].logits, outputs["unseen"].labels, task)
-    test = outputs["test"]
-    if task == "multiclass":
-        correct = (test.logits.argmax(1) == test.labels).double().numpy()
-        attacks = run_attacks({s: (o.logits, o.labels) for s, o in outputs.items()}, seed=mia_seed)
-    else:
-        correct = ((test.logits >= 0).float() == test.labels).double().mean(1).numpy()
-        attacks = {"loss": loss_attack(forget, unseen, seed=mia_seed)}
+    correct = correct_predictions(outputs["test"].logits, outputs["test"].labels, task).numpy()
+    attacks = attacks_for_task(outputs, task, seed=mia_seed)
     result: dict[str, float] = {}
     for name, attack in attacks.items():
         for key, value in attack.summary().items():

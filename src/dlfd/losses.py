@@ -28,7 +28,8 @@ def task_loss(
 
 
 def correct_predictions(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
-    """Per-sample correctness: 1/0 for multiclass, fraction of labels right for multilabel."""
+    """Per-sample correctness (float64): 1/0 for multiclass, fraction of labels right for
+    multilabel."""
     if task == "multiclass":
-        return (logits.argmax(dim=1) == labels).float()
-    return ((logits >= 0).float() == labels.float()).float().mean(dim=1)
+        return (logits.argmax(dim=1) == labels).double()
+    return ((logits >= 0).float() == labels.float()).double().mean(dim=1)

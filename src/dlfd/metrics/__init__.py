@@ -8,6 +8,7 @@ from __future__ import annotations
 from dlfd.metrics.attacks import (
     SVC_FEATURES,
     AttackResult,
+    attacks_for_task,
     entropy_attack,
     loss_attack,
     modified_entropy,
@@ -33,6 +34,7 @@ __all__ = [
     "SVC_FEATURES",
     "AttackResult",
     "SplitOutputs",
+    "attacks_for_task",
     "balance_members",
     "bootstrap_interval",
     "entropy_attack",

@@ -38,6 +38,7 @@ __all__ = [
     "ATTACK_SPLITS",
     "SVC_FEATURES",
     "AttackResult",
+    "attacks_for_task",
     "entropy_attack",
     "loss_attack",
     "modified_entropy",
@@ -345,3 +346,20 @@ def run_attacks(
         svc_attack(shadow_in, shadow_out, target_in, target_out, feature=f) for f in SVC_FEATURES
     ]
     return {r.name: r for r in results}
+
+
+def attacks_for_task(
+    outputs: Mapping[str, object], task: str, *, seed: int = BENCHMARK_SHUFFLE_SEED
+) -> dict[str, AttackResult]:
+    """Every attack defined for ``task``: :func:`run_attacks` for multi-class outputs; for
+    multi-label outputs only the loss attack (on the mean BCE over labels)."""
+    check_task(task)
+    if task == "multiclass":
+        return run_attacks(outputs, seed=seed)
+    forget = _split_pair(outputs["forget"], "forget")
+    unseen = _split_pair(outputs["unseen"], "unseen")
+    return {
+        "loss": loss_attack(
+            per_sample_loss(*forget, task), per_sample_loss(*unseen, task), seed=seed
+        )
+    }
