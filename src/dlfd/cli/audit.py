@@ -22,6 +22,7 @@ from dlfd.cli.common import (
     DeviceOpt,
     ForgetOpt,
     OptionOpt,
+    refuse_unfit,
     scenario_for_checkpoint,
 )
 from dlfd.errors import CheckpointError, ConfigError
@@ -140,12 +141,7 @@ def audit(
 def check_audit_models(models: dict[str, LoadedModel], scenario: Scenario) -> None:
     """Refuse models that cannot be compared on this scenario's forget request."""
     for name, loaded in models.items():
-        if loaded.meta.num_classes != scenario.num_classes or loaded.meta.task != scenario.task:
-            raise CheckpointError(
-                f"{loaded.path} ({name}) does not predict the "
-                f"{scenario.num_classes} {scenario.task} outputs of "
-                f"{scenario.name}"
-            )
+        refuse_unfit(loaded.meta, loaded.path, scenario)
         if loaded.meta.data_sha256 not in (None, scenario.problem.records.fingerprint):
             raise CheckpointError(f"{loaded.path} ({name}) was trained on other data")
     expected = {"original": "original", "reference": "retrained"}

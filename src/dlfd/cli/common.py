@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from dlfd.checkpoint import read_meta
+from dlfd.checkpoint import CheckpointMeta, read_meta
 from dlfd.config import parse_overrides
 from dlfd.data.splits import apply_forget_request, read_forget_list
-from dlfd.errors import ConfigError
+from dlfd.errors import CheckpointError, ConfigError
 from dlfd.scenarios import Scenario, get_scenario
 
 DatasetOpt = Annotated[
@@ -102,3 +102,16 @@ def scenario_for_checkpoint(
         options=option if option is not None or not same_scenario else recorded_options,
         forget_entries=list(meta.forget_keys or []) if use_recorded_forget else None,
     )
+
+
+def refuse_unfit(meta: CheckpointMeta, path: Path, scenario: Scenario) -> None:
+    """Refuse a checkpoint whose outputs do not fit the scenario (class count, task)."""
+    if meta.num_classes != scenario.num_classes:
+        raise CheckpointError(
+            f"{path} predicts {meta.num_classes} classes but {scenario.name} "
+            f"has {scenario.num_classes}"
+        )
+    if meta.task != scenario.task:
+        raise CheckpointError(
+            f"{path} is a {meta.task} model but {scenario.name} is {scenario.task}"
+        )

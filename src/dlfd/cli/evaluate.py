@@ -18,6 +18,7 @@ from dlfd.cli.common import (
     ForgetOpt,
     OptionOpt,
     SplitSeedOpt,
+    refuse_unfit,
     scenario_for_checkpoint,
 )
 from dlfd.data.loaders import ProblemLoaders
@@ -27,8 +28,6 @@ from dlfd.io import atomic_write_json
 from dlfd.metrics.protocol import MAIN_METRICS
 from dlfd.runtime import hardware_info, resolve_device, software_versions
 from dlfd.scenarios import Scenario
-
-TABLE_COLUMNS = MAIN_METRICS
 
 
 def _check_json_target(json_out: Path, inputs: list[Path]) -> None:
@@ -42,15 +41,7 @@ def _check_json_target(json_out: Path, inputs: list[Path]) -> None:
 
 def _check_matches(meta: CheckpointMeta, path: Path, scenario: Scenario, strict: bool) -> None:
     """Refuse a model that cannot be evaluated on ``scenario``; warn about provenance gaps."""
-    if meta.num_classes != scenario.num_classes:
-        raise CheckpointError(
-            f"{path} predicts {meta.num_classes} classes but {scenario.name} "
-            f"has {scenario.num_classes}"
-        )
-    if meta.task != scenario.task:
-        raise CheckpointError(
-            f"{path} is a {meta.task} model but {scenario.name} is {scenario.task}"
-        )
+    refuse_unfit(meta, path, scenario)
     if meta.scenario not in (None, scenario.name):
         err.print(
             f"[yellow]warning:[/] {path} was trained on {meta.scenario!r}, "
@@ -70,7 +61,7 @@ def _check_matches(meta: CheckpointMeta, path: Path, scenario: Scenario, strict:
 
 def metrics_table(rows: list[dict[str, Any]], title: str) -> Table:
     """A rich table of the main metrics, one row per evaluated model."""
-    present = [c for c in TABLE_COLUMNS if any(c in r["metrics"] for r in rows)]
+    present = [c for c in MAIN_METRICS if any(c in r["metrics"] for r in rows)]
     table = Table(title=title)
     table.add_column("model")
     table.add_column("role")
