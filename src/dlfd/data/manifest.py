@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dlfd.data.problem import SPLITS
-from dlfd.data.records import ImageRecords, safe_relative_path
+from dlfd.data.records import ImageRecords, check_listed_files, safe_relative_path
 from dlfd.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
@@ -38,19 +38,6 @@ def _class_order(values: list[str]) -> list[str]:
         return sorted(unique, key=lambda v: (int(v), v))
     except ValueError:
         return sorted(unique)
-
-
-def _check_files_exist(root: Path, keys: list[str]) -> None:
-    escaping = [key for key in keys if not (root / key).resolve().is_relative_to(root)]
-    if escaping:
-        raise DataError(f"manifest paths lead outside {root} through links: {escaping[:3]}")
-    missing = [key for key in keys if not (root / key).is_file()]
-    if missing:
-        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise DataError(
-            f"{len(missing)} image files listed but not found under {root}: "
-            f"{', '.join(missing[:3])}{more}"
-        )
 
 
 def read_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
@@ -115,7 +102,7 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
         if bad:
             raise DataError(f"manifest {path}: unknown split values {bad}; expected {SPLITS}")
     if check_files:
-        _check_files_exist(root, keys)
+        check_listed_files(root, keys, f"manifest {path}")
     records = ImageRecords(
         root=root,
         paths=tuple(keys),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlfd.data.records import ImageRecords, safe_relative_path
+from dlfd.data.records import ImageRecords, check_listed_files, safe_relative_path
 from dlfd.errors import DataError
 
 IMAGE_FOLDER = "CelebA-HQ-img"
@@ -199,12 +199,7 @@ def mucac_records(
         raise DataError(_not_in(set(attributes) - set(identities), files.identity))
     paths = sorted(identities, key=_order)
     if check_files:
-        missing = [p for p in paths if not (base / p).is_file()]
-        if missing:
-            raise DataError(
-                f"{len(missing)} MUCAC images listed but missing under {base}: "
-                f"{', '.join(missing[:3])}"
-            )
+        check_listed_files(base, paths, "MUCAC")
     values = np.asarray([attributes[p] for p in paths], np.int64)
     if task == "multilabel":
         labels, class_names = values.astype(np.float32), LABEL_NAMES

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlfd.data.records import ImageRecords, safe_relative_path
+from dlfd.data.records import ImageRecords, check_listed_files, safe_relative_path
 from dlfd.errors import DataError
 
 AGE_CLASSES: tuple[str, ...] = ("a", "b", "c", "d", "e", "f", "g", "h")
@@ -120,12 +120,7 @@ def mufac_records(root: str | Path, *, check_files: bool = True) -> MufacData:
             parts.append(part)
             families.append(row["family_id"])
     if check_files:
-        missing = [p for p in paths if not (base / p).is_file()]
-        if missing:
-            raise DataError(
-                f"{len(missing)} MUFAC images listed but missing under {base}: "
-                f"{', '.join(missing[:3])}"
-            )
+        check_listed_files(base, paths, "MUFAC")
     records = ImageRecords(
         root=base,
         paths=tuple(paths),

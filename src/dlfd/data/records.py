@@ -40,6 +40,21 @@ def safe_relative_path(path: str, root: Path, *, what: str = "path") -> str:
     return "/".join(parts)
 
 
+def check_listed_files(root: Path, keys: Sequence[str], dataset: str) -> None:
+    """Refuse listed images that are missing or that lead outside ``root`` through links."""
+    root = Path(root).resolve()
+    escaping = [key for key in keys if not (root / key).resolve().is_relative_to(root)]
+    if escaping:
+        raise DataError(f"{dataset}: paths lead outside {root} through links: {escaping[:3]}")
+    missing = [key for key in keys if not (root / key).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise DataError(
+            f"{dataset}: {len(missing)} image files listed but not found (missing under "
+            f"{root}): {', '.join(missing[:3])}{more}"
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class ImageRecords:
     """Samples of one dataset: relative image paths, task labels and identities.
