@@ -23,7 +23,7 @@ from dlfd.data.splits import identity_split, instance_split
 from dlfd.data.transforms import AugmentConfig, InputSpec
 from dlfd.errors import ConfigError
 from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem, build_with_leak_policy
-from dlfd.scenarios.registry import Scenario, register_scenario, take_options
+from dlfd.scenarios.registry import Scenario, register_scenario
 from dlfd.training.recipe import TrainRecipe
 
 DEFAULT_FRACTIONS = {"forget": 0.1, "retain": 0.5, "val": 0.1, "test": 0.15, "unseen": 0.15}
@@ -48,9 +48,7 @@ def _default_split(
     return instance_split(records, DEFAULT_FRACTIONS, seed=seed, name=name)
 
 
-def _scenario(
-    name: str, problem: UnlearningProblem, image_size: int | None, options: dict[str, str]
-) -> Scenario:
+def _scenario(name: str, problem: UnlearningProblem, image_size: int | None) -> Scenario:
     size = image_size or DEFAULT_SIZE
     return Scenario(
         name=name,
@@ -58,7 +56,6 @@ def _scenario(
         problem=problem,
         input_spec=InputSpec(size=(size, size)),
         recipe=_RECIPE,
-        options=options,
     )
 
 
@@ -71,8 +68,7 @@ def _scenario(
 def csv_scenario(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    chosen = take_options("csv", options, CSV_OPTIONS)
-    level = chosen["level"]
+    level = options["level"]
     if data_root is None or data_root.is_dir():
         raise ConfigError("dataset 'csv' needs --data-root pointing to the manifest CSV file")
     manifest = read_manifest(data_root)
@@ -84,7 +80,7 @@ def csv_scenario(
             lambda: _default_split(records, split_seed, "csv", level),
             split_seed=split_seed,
             name="csv",
-            leaks=chosen["leaks"],
+            leaks=options["leaks"],
         )
     else:
         column = np.asarray(manifest.splits)
@@ -92,9 +88,9 @@ def csv_scenario(
         if level == "auto":
             level = "identity" if records.has_identities else "instance"
         problem = assemble_problem(
-            records, arrays, level=level, split_seed=split_seed, name="csv", leaks=chosen["leaks"]
+            records, arrays, level=level, split_seed=split_seed, name="csv", leaks=options["leaks"]
         )
-    return _scenario("csv", problem, image_size, chosen)
+    return _scenario("csv", problem, image_size)
 
 
 @register_scenario(
@@ -106,7 +102,6 @@ def csv_scenario(
 def imagefolder_scenario(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    chosen = take_options("imagefolder", options, FOLDER_OPTIONS)
     if data_root is None:
         raise ConfigError("dataset 'imagefolder' needs --data-root pointing to the class folders")
     records = imagefolder_records(data_root)
@@ -114,6 +109,6 @@ def imagefolder_scenario(
         lambda: _default_split(records, split_seed, "imagefolder"),
         split_seed=split_seed,
         name="imagefolder",
-        leaks=chosen["leaks"],
+        leaks=options["leaks"],
     )
-    return _scenario("imagefolder", problem, image_size, chosen)
+    return _scenario("imagefolder", problem, image_size)

@@ -27,7 +27,7 @@ from dlfd.data.mucac import TASKS, mucac_records
 from dlfd.data.transforms import AugmentConfig, InputSpec
 from dlfd.errors import ConfigError
 from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem, carve_val
-from dlfd.scenarios.registry import Scenario, register_scenario, take_options
+from dlfd.scenarios.registry import Scenario, register_scenario
 from dlfd.training.recipe import TrainRecipe
 
 #: Published identity thresholds: test < 190 <= forget < 1250 <= retain < 4855 <= unseen.
@@ -61,14 +61,13 @@ def published_split(numbers: np.ndarray) -> dict[str, np.ndarray]:
 def mucac(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    chosen = take_options("mucac", options, OPTIONS)
     if data_root is None:
         raise ConfigError("dataset 'mucac' needs --data-root pointing to the CelebAMask-HQ folder")
-    data = mucac_records(data_root, task=chosen["task"])
+    data = mucac_records(data_root, task=options["task"])
     assignment = published_split(data.identity_number)
     held_test = assignment.pop("test")
     val = np.zeros(0, np.int64)
-    if chosen["val"] == "carve" and held_test.size:
+    if options["val"] == "carve" and held_test.size:
         val = carve_val(np.asarray(data.records.identities), held_test, split_seed)
     assignment["val"] = val
     assignment["test"] = np.setdiff1d(held_test, val)
@@ -78,15 +77,14 @@ def mucac(
         level="identity",
         split_seed=split_seed,
         name="mucac",
-        leaks=chosen["leaks"],
+        leaks=options["leaks"],
     )
     size = image_size or 128
-    what = "male/smiling/young" if chosen["task"] == "multilabel" else chosen["task"]
+    what = "male/smiling/young" if options["task"] == "multilabel" else options["task"]
     return Scenario(
         name="mucac",
         description=f"MUCAC CelebA-HQ attribute classification ({what})",
         problem=problem,
         input_spec=InputSpec(size=(size, size), mean=(0.0,) * 3, std=(1.0,) * 3),
         recipe=RECIPE,
-        options=chosen,
     )

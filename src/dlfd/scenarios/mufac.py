@@ -26,7 +26,7 @@ from dlfd.data.mufac import PUBLISHED_FORGET_ROWS, mufac_records
 from dlfd.data.transforms import AugmentConfig, InputSpec
 from dlfd.errors import ConfigError, DataError
 from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem, carve_val
-from dlfd.scenarios.registry import Scenario, register_scenario, take_options
+from dlfd.scenarios.registry import Scenario, register_scenario
 from dlfd.training.recipe import TrainRecipe
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -69,7 +69,6 @@ def forget_whole_people(
 def mufac(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    chosen = take_options("mufac", options, OPTIONS)
     if data_root is None:
         raise ConfigError("dataset 'mufac' needs --data-root pointing to the unzipped MUFAC folder")
     data = mufac_records(data_root)
@@ -79,7 +78,7 @@ def mufac(
             f"MUFAC train has only {len(train)} rows; the published forget set "
             f"alone is {PUBLISHED_FORGET_ROWS}"
         )
-    if chosen["forget"] == "published":
+    if options["forget"] == "published":
         forget, level = train[:PUBLISHED_FORGET_ROWS], "mixed"
     else:
         forget = forget_whole_people(
@@ -89,7 +88,7 @@ def mufac(
     held_test = np.flatnonzero(data.part == "val")
     val = (
         carve_val(data.family, held_test, split_seed)
-        if chosen["val"] == "carve"
+        if options["val"] == "carve"
         else np.zeros(0, np.int64)
     )
     assignment = {
@@ -105,7 +104,7 @@ def mufac(
         level=level,
         split_seed=split_seed,
         name="mufac",
-        leaks=chosen["leaks"],
+        leaks=options["leaks"],
     )
     size = image_size or 128
     return Scenario(
@@ -114,5 +113,4 @@ def mufac(
         problem=problem,
         input_spec=InputSpec(size=(size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD),
         recipe=RECIPE,
-        options=chosen,
     )

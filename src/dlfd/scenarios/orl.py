@@ -16,7 +16,7 @@ from pathlib import Path
 from dlfd.data.orl import orl_records
 from dlfd.data.splits import identity_split, instance_split
 from dlfd.data.transforms import AugmentConfig, InputSpec
-from dlfd.scenarios.registry import Scenario, register_scenario, take_options
+from dlfd.scenarios.registry import Scenario, register_scenario
 from dlfd.training.recipe import TrainRecipe
 
 ORL_SIZE = 64
@@ -34,7 +34,6 @@ def _spec(image_size: int | None) -> InputSpec:
 def orl_glasses(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    take_options("orl-glasses", options, {})
     records = orl_records("glasses", root=data_root)
     wears = {person: 0 for person in records.unique_identities()}
     for who, label in zip(records.identities, records.labels, strict=True):
@@ -57,7 +56,6 @@ def orl_glasses(
 def orl_identity(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    take_options("orl-identity", options, {})
     records = orl_records("identity", root=data_root)
     problem = instance_split(
         records, IDENTITY_SPLIT, seed=split_seed, group_by="identity", name="orl-identity"

@@ -28,7 +28,7 @@ from dlfd.data.rafdb import rafdb_records
 from dlfd.data.transforms import AugmentConfig, InputSpec
 from dlfd.errors import ConfigError
 from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem
-from dlfd.scenarios.registry import Scenario, register_scenario, take_options
+from dlfd.scenarios.registry import Scenario, register_scenario
 from dlfd.training.recipe import TrainRecipe
 
 PUBLISHED_SEED = 42
@@ -88,11 +88,10 @@ def halve_by_class(
 def rafdb(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    chosen = take_options("rafdb", options, OPTIONS)
     if data_root is None:
         raise ConfigError("dataset 'rafdb' needs --data-root pointing to the RAF-DB DATASET folder")
     data = rafdb_records(data_root)
-    seed = PUBLISHED_SEED if chosen["split"] == "published" else split_seed
+    seed = PUBLISHED_SEED if options["split"] == "published" else split_seed
     train = np.flatnonzero(data.part == "train")
     # train rows come first, so positions in the train folder are sample indices
     assignment = {k: train[v] for k, v in dlfd_train_split(len(train), seed).items()}
@@ -104,7 +103,7 @@ def rafdb(
         level="instance",
         split_seed=seed,  # the seed actually used (42 for the published split)
         name="rafdb",
-        leaks=chosen["leaks"],
+        leaks=options["leaks"],
     )
     size = image_size or 128
     return Scenario(
@@ -115,5 +114,4 @@ def rafdb(
             size=(size, size), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3, grayscale=True
         ),
         recipe=RECIPE,
-        options=chosen,
     )

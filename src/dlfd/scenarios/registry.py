@@ -90,7 +90,8 @@ def register_scenario(
 ) -> Callable[[ScenarioBuilder], ScenarioBuilder]:
     """Decorator registering a scenario builder under ``name``.
 
-    ``options`` lists the builder's choices (first = default), shown by ``dlfd datasets``.
+    ``options`` lists the builder's choices (first = default): :func:`get_scenario` validates
+    user options against them, and ``dlfd datasets`` shows them.
     """
 
     def decorate(builder: ScenarioBuilder) -> ScenarioBuilder:
@@ -107,12 +108,16 @@ def list_scenarios() -> dict[str, str]:
     return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
 
 
-def scenario_options(name: str) -> dict[str, tuple[str, ...]]:
-    """The options scenario ``name`` accepts, each with its choices (the first is the default)."""
+def _entry(name: str) -> _Entry:
     entry = _REGISTRY.get(name)
     if entry is None:
         raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return dict(entry.options)
+    return entry
+
+
+def scenario_options(name: str) -> dict[str, tuple[str, ...]]:
+    """The options scenario ``name`` accepts, each with its choices (the first is the default)."""
+    return dict(_entry(name).options)
 
 
 def get_scenario(
@@ -125,20 +130,20 @@ def get_scenario(
 ) -> Scenario:
     """Build scenario ``name`` with ``split_seed``; ``data_root`` for datasets the user holds.
 
-    ``options`` are scenario-specific choices (e.g. ``level=instance`` for ``csv``); every
-    builder refuses options it does not know.
+    ``options`` are scenario-specific choices (e.g. ``level=instance`` for ``csv``), validated
+    here against the choices the scenario registered; the builder receives them completed with
+    the defaults, and the returned scenario records them.
     """
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    entry = _entry(name)
     if entry.needs_data_root and data_root is None:
         raise ConfigError(f"dataset {name!r} needs --data-root pointing to your copy of it")
     if split_seed < 0:
         raise ConfigError(f"split seed must be a non-negative integer, got {split_seed}")
     if image_size is not None and image_size < 8:
         raise ConfigError(f"image size must be at least 8 pixels, got {image_size}")
+    resolved = take_options(name, options or {}, entry.options)
     root = Path(data_root) if data_root is not None else None
     scenario = entry.builder(
-        split_seed=split_seed, data_root=root, image_size=image_size, options=dict(options or {})
+        split_seed=split_seed, data_root=root, image_size=image_size, options=resolved
     )
-    return replace(scenario, data_root=root)
+    return replace(scenario, data_root=root, options=resolved)
