@@ -9,7 +9,14 @@ import typer
 from rich.table import Table
 
 from dlfd.cli.app import err, out
-from dlfd.cli.common import DataRootOpt, DatasetOpt, ImageSizeOpt, OptionOpt, load_scenario
+from dlfd.cli.common import (
+    DataRootOpt,
+    DatasetOpt,
+    DataSplitSeedOpt,
+    ImageSizeOpt,
+    OptionOpt,
+    load_scenario,
+)
 from dlfd.cli.listing import data_app
 from dlfd.data.leakage import DEFAULT_NEAR_BITS, KINDS, LeakReport, find_leaks
 from dlfd.data.problem import SPLITS
@@ -20,7 +27,7 @@ from dlfd.io import atomic_write_json
 @data_app.command("check")
 def data_check(
     dataset: DatasetOpt = "orl-glasses",
-    split_seed: Annotated[int, typer.Option("--split-seed", min=0, help="Seed of the split.")] = 0,
+    split_seed: DataSplitSeedOpt = 0,
     data_root: DataRootOpt = None,
     image_size: ImageSizeOpt = None,
     option: OptionOpt = None,

@@ -25,6 +25,7 @@ SplitSeedOpt = Annotated[
     int | None,
     typer.Option("--split-seed", min=0, help="Seed of the split (default: --seed)."),
 ]
+DataSplitSeedOpt = Annotated[int, typer.Option("--split-seed", min=0, help="Seed of the split.")]
 ImageSizeOpt = Annotated[
     int | None,
     typer.Option("--image-size", min=8, help="Square input size (default: scenario's)."),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 from rich.table import Table
 
@@ -11,6 +9,7 @@ from dlfd.cli.app import app, out
 from dlfd.cli.common import (
     DataRootOpt,
     DatasetOpt,
+    DataSplitSeedOpt,
     ForgetOpt,
     ImageSizeOpt,
     OptionOpt,
@@ -57,7 +56,7 @@ def models() -> None:
 @data_app.command("info")
 def data_info(
     dataset: DatasetOpt = "orl-glasses",
-    split_seed: Annotated[int, typer.Option("--split-seed", min=0, help="Seed of the split.")] = 0,
+    split_seed: DataSplitSeedOpt = 0,
     data_root: DataRootOpt = None,
     image_size: ImageSizeOpt = None,
     forget: ForgetOpt = None,
