@@ -33,3 +33,30 @@ def correct_predictions(logits: torch.Tensor, labels: torch.Tensor, task: str) -
     if task == "multiclass":
         return (logits.argmax(dim=1) == labels).double()
     return ((logits >= 0).float() == labels.float()).double().mean(dim=1)
+
+
+def distill_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    task: str,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """KL(teacher || student) of temperature-softened outputs, mean over the batch, times T^2.
+
+    Multiclass: softmax distributions. Multilabel: the mean over labels of the Bernoulli KL of
+    the sigmoid outputs. The T^2 factor keeps gradient sizes comparable across temperatures
+    (Hinton et al.).
+    """
+    t = float(temperature)
+    if task == "multiclass":
+        student = F.log_softmax(student_logits / t, dim=1)
+        teacher = F.log_softmax(teacher_logits / t, dim=1)
+        return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * t * t
+    if task == "multilabel":
+        s_logits, t_logits = student_logits / t, teacher_logits / t
+        p = torch.sigmoid(t_logits)
+        kl = p * (F.logsigmoid(t_logits) - F.logsigmoid(s_logits)) + (1 - p) * (
+            F.logsigmoid(-t_logits) - F.logsigmoid(-s_logits)
+        )
+        return kl.mean(dim=1).mean() * t * t
+    raise ConfigError(f"unknown task {task!r}; expected 'multiclass' or 'multilabel'")

@@ -1,0 +1,130 @@
+"""``dlfd.unlearn``: run any registered method on any classifier ``nn.Module``."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dlfd.config import to_dict
+from dlfd.errors import ConfigError
+from dlfd.methods.base import (
+    Monitor,
+    ProgressFn,
+    RunContext,
+    Selector,
+    Task,
+    UnlearnData,
+    UnlearnResult,
+)
+from dlfd.methods.registry import get_method
+from dlfd.runtime import derive_seed, resolve_device, seed_everything
+from dlfd.training.recipe import TrainRecipe
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for parameter in model.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def unlearn(
+    model: nn.Module,
+    retain_loader: DataLoader,
+    forget_loader: DataLoader,
+    val_loader: DataLoader | None = None,
+    method: str = "dlfd",
+    *,
+    task: Task = "multiclass",
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    input_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+    recipe: TrainRecipe | None = None,
+    on_progress: ProgressFn | None = None,
+    **hparams: Any,
+) -> UnlearnResult:
+    """Unlearn ``forget_loader``'s samples from ``model`` with ``method``; ``model`` is untouched.
+
+    Loaders yield ``(inputs, labels)`` batches (long class indices, or float 0/1 vectors for
+    ``task="multilabel"``). ``hparams`` override the method's defaults (``dlfd methods``
+    lists them); values may be strings, as from the command line. With ``val_loader`` (people
+    never trained on and never reported on) the shared selection rule applies; see
+    :class:`dlfd.methods.base.MethodParams`. ``device=None`` uses the model's device.
+    Same seed, same inputs -> the same model, bit for bit on CPU.
+    """
+    spec = get_method(method)
+    if task not in spec.tasks:
+        raise ConfigError(
+            f"method {method!r} supports {' and '.join(spec.tasks)} tasks, not {task!r}"
+        )
+    params = spec.make_params(hparams)
+    target = resolve_device(device) if device is not None else _model_device(model)
+    started = time.perf_counter()
+
+    working = copy.deepcopy(model).to(target)
+    for parameter in working.parameters():
+        parameter.requires_grad_(True)
+    data = UnlearnData(
+        retain=retain_loader,
+        forget=forget_loader,
+        val=val_loader,
+        task=task,
+        input_bounds=input_bounds,
+        recipe=recipe,
+    )
+    monitor = selector = None
+    if val_loader is not None and params.select:
+        monitor = Monitor(
+            forget_loader,
+            val_loader,
+            task=task,
+            device=target,
+            samples=params.monitor_samples,
+            seed=derive_seed(seed, "monitor"),
+        )
+        selector = Selector(params.save_threshold)
+    ctx = RunContext(
+        method=method,
+        params=params,
+        device=target,
+        seed=seed,
+        monitor=monitor,
+        selector=selector,
+        on_progress=on_progress,
+    )
+    seed_everything(derive_seed(seed, method))
+    info = spec.fn(working, data, params, ctx) or {}
+    if selector is not None:
+        selected = selector.restore(working)
+    elif val_loader is None:
+        selected = "last state: no validation loader, so no selection"
+    else:
+        selected = "last state: selection disabled (select=false)"
+    working.eval()
+    wall = time.perf_counter() - started
+    return UnlearnResult(
+        model=working,
+        method=method,
+        params=to_dict(params),
+        seed=seed,
+        device=str(target),
+        selected=selected,
+        wall_s=wall,
+        train_s=wall - ctx.monitor_s,
+        monitor_s=ctx.monitor_s,
+        trace=ctx.trace,
+        readings=[
+            {
+                "where": r.where,
+                "forgetting_score": r.forgetting_score,
+                "val_acc": r.val_acc,
+                "mia_acc": r.mia_acc,
+            }
+            for r in ctx.readings
+        ],
+        info=info,
+    )

@@ -1,0 +1,326 @@
+"""The contract every unlearning method shares: hyperparameters, inputs, run context, result.
+
+A method is one function ``fn(model, data, params, ctx) -> dict | None`` that changes ``model``
+in place (it receives a private copy of the original, already on ``ctx.device``) and may
+return method-specific facts for the result's ``info``. Everything around it (copying,
+seeding, timing, monitoring, validation-based selection, the result record) lives here and in
+:mod:`dlfd.methods.api`, so every method runs under the same rules.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dlfd.config import to_dict
+from dlfd.errors import ConfigError, DlfdError
+from dlfd.losses import correct_predictions, task_loss
+from dlfd.metrics.mia import loss_attack_fold_accuracies
+from dlfd.training.recipe import TrainRecipe
+
+Task = Literal["multiclass", "multilabel"]
+#: ``on_progress(done, total, phase)``: called as a method advances (batches or epochs).
+ProgressFn = Callable[[int, int, str], None]
+
+#: Fewest monitor samples per side for which the cross-validated attack is defined.
+MIN_MONITOR_SAMPLES = 6
+
+
+class NonFiniteUnlearningError(DlfdError):
+    """A method's loss became NaN/inf: the run stops instead of returning a garbage model."""
+
+
+def require(checks: Mapping[str, bool], params: object) -> None:
+    """Raise a ConfigError naming the first failed hyperparameter check and its value."""
+    for name, ok in checks.items():
+        if not ok:
+            key = name.split(" ")[0]
+            value = getattr(params, key, None)
+            raise ConfigError(
+                f"invalid {type(params).__name__} value {key}={value!r}: {name}"
+                if " " in name
+                else f"invalid {type(params).__name__} value {key}={value!r}"
+            )
+
+
+def positive(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def non_negative(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """Settings every method has: the shared validation-based selection rule.
+
+    With a validation loader and ``select=True``, each candidate state a method offers
+    (the end of every epoch; DLFD: every monitored batch) is scored on fixed seeded
+    subsamples of forget and validation samples; the method returns the state with the best
+    validation accuracy among those whose forgetting score is <= ``save_threshold``, or its
+    last state if none qualified (the result says which).
+    """
+
+    select: bool = True
+    save_threshold: float = 0.09
+    monitor_samples: int = 256
+
+    def __post_init__(self) -> None:
+        require(
+            {
+                "save_threshold must be in [0, 0.5]": 0 <= self.save_threshold <= 0.5,
+                f"monitor_samples must be >= {MIN_MONITOR_SAMPLES}": isinstance(
+                    self.monitor_samples, int
+                )
+                and self.monitor_samples >= MIN_MONITOR_SAMPLES,
+            },
+            self,
+        )
+        self.validate()
+
+    def validate(self) -> None:
+        """Method-specific checks (override; raise via :func:`require`)."""
+
+
+@dataclass
+class UnlearnData:
+    """What a method may read: loaders over retain, forget and (optionally) validation.
+
+    ``input_bounds``: per-channel (low, high) of valid images in the model's input space,
+    shaped to broadcast over (N, C, H, W); methods that perturb or synthesise images project
+    onto it (None: no bound). ``recipe``: how the original was trained (``retrain`` uses it).
+    """
+
+    retain: DataLoader
+    forget: DataLoader
+    val: DataLoader | None = None
+    task: Task = "multiclass"
+    input_bounds: tuple[torch.Tensor, torch.Tensor] | None = None
+    recipe: TrainRecipe | None = None
+
+
+@dataclass(frozen=True)
+class MonitorReading:
+    """One monitoring point: the forgetting score and validation accuracy of a state."""
+
+    where: str
+    forgetting_score: float
+    val_acc: float
+    mia_acc: float
+    seconds: float
+
+
+class Monitor:
+    """Forgetting score and validation accuracy on fixed, seeded subsamples, in eval mode.
+
+    The subsamples are drawn once (``seed``) from the forget and validation loaders and kept
+    as tensors, so each reading costs one forward pass over at most ``2 * samples`` images.
+    ``balance=False`` and ``samples=None`` reproduce the official DLFD code's attack (whole
+    splits, unbalanced).
+    """
+
+    def __init__(
+        self,
+        forget: DataLoader,
+        val: DataLoader,
+        *,
+        task: str,
+        device: torch.device,
+        samples: int | None,
+        seed: int,
+        balance: bool = True,
+    ) -> None:
+        self.task = task
+        self.device = device
+        self.balance = balance
+        self.forget = _subsample(forget, samples, seed)
+        self.val = _subsample(val, samples, seed + 1)
+        for name, (inputs, _) in (("forget", self.forget), ("validation", self.val)):
+            if inputs.shape[0] < MIN_MONITOR_SAMPLES:
+                raise ConfigError(
+                    f"the {name} split has {inputs.shape[0]} sample(s); monitoring the "
+                    f"forgetting score needs at least {MIN_MONITOR_SAMPLES}"
+                )
+
+    @torch.no_grad()
+    def _losses(
+        self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], size: int = 256
+    ) -> tuple[np.ndarray, np.ndarray]:
+        inputs, labels = batch
+        losses, correct = [], []
+        for start in range(0, inputs.shape[0], size):
+            x = inputs[start : start + size].to(self.device)
+            y = labels[start : start + size].to(self.device)
+            logits = model(x).float()
+            losses.append(task_loss(logits, y, self.task, reduction="none").cpu())
+            correct.append(correct_predictions(logits, y, self.task).cpu())
+        return torch.cat(losses).numpy(), torch.cat(correct).numpy()
+
+    def read(self, model: nn.Module, where: str) -> MonitorReading:
+        """Score ``model`` now (eval mode; its train/eval mode is restored)."""
+        started = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        try:
+            forget_losses, _ = self._losses(model, self.forget)
+            val_losses, val_correct = self._losses(model, self.val)
+        finally:
+            model.train(was_training)
+        mia = float(
+            loss_attack_fold_accuracies(forget_losses, val_losses, balance=self.balance).mean()
+        )
+        return MonitorReading(
+            where=where,
+            forgetting_score=abs(mia - 0.5),
+            val_acc=float(val_correct.mean()),
+            mia_acc=mia,
+            seconds=time.perf_counter() - started,
+        )
+
+
+def _subsample(
+    loader: DataLoader, samples: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All (inputs, labels) of one pass over ``loader``, then a seeded subset of ``samples``."""
+    inputs, labels = [], []
+    for x, y in loader:
+        inputs.append(x)
+        labels.append(y)
+    if not inputs:
+        raise ConfigError("a loader given for monitoring is empty")
+    x, y = torch.cat(inputs), torch.cat(labels)
+    if samples is not None and x.shape[0] > samples:
+        order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+        keep = order[:samples].sort().values
+        x, y = x[keep], y[keep]
+    return x, y
+
+
+class Selector:
+    """Keeps (in memory) the best state by validation accuracy among eligible readings."""
+
+    def __init__(self, save_threshold: float) -> None:
+        self.save_threshold = save_threshold
+        self.best: MonitorReading | None = None
+        self._state: dict[str, torch.Tensor] | None = None
+
+    def consider(self, model: nn.Module, reading: MonitorReading) -> bool:
+        """Remember ``model``'s state if it is eligible and better; True if it was kept."""
+        if reading.forgetting_score > self.save_threshold:
+            return False
+        if self.best is not None and reading.val_acc <= self.best.val_acc:
+            return False
+        self.best = reading
+        self._state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return True
+
+    def restore(self, model: nn.Module) -> str:
+        """Load the kept state into ``model`` (if any) and say what was returned and why."""
+        if self.best is None or self._state is None:
+            return (
+                f"last state: no monitored state had a forgetting score <= {self.save_threshold:g}"
+            )
+        model.load_state_dict(self._state)
+        return (
+            f"best state at {self.best.where}: val acc {self.best.val_acc:.4f} among states with "
+            f"forgetting score <= {self.save_threshold:g} (score {self.best.forgetting_score:.4f})"
+        )
+
+
+@dataclass
+class RunContext:
+    """What a running method uses besides its data: device, seed, monitoring, tracing.
+
+    Methods call :meth:`checkpoint` where they offer a candidate state (the end of an epoch),
+    :meth:`check_loss` on every loss they minimise, and :meth:`progress` as they advance.
+    """
+
+    method: str
+    params: MethodParams
+    device: torch.device
+    seed: int
+    monitor: Monitor | None = None
+    selector: Selector | None = None
+    on_progress: ProgressFn | None = None
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    readings: list[MonitorReading] = field(default_factory=list)
+    monitor_s: float = 0.0
+
+    def generator(self, *parts: int | str) -> torch.Generator:
+        """A CPU generator seeded from the run seed and ``parts`` (one per random purpose)."""
+        from dlfd.runtime import derive_seed
+
+        return torch.Generator().manual_seed(derive_seed(self.seed, self.method, *parts))
+
+    def checkpoint(self, model: nn.Module, where: str) -> MonitorReading | None:
+        """Score the current state (when monitoring) and offer it to the selector."""
+        if self.monitor is None:
+            return None
+        reading = self.monitor.read(model, where)
+        self.monitor_s += reading.seconds
+        self.readings.append(reading)
+        if self.selector is not None:
+            started = time.perf_counter()
+            self.selector.consider(model, reading)
+            self.monitor_s += time.perf_counter() - started
+        return reading
+
+    def check_loss(self, loss: torch.Tensor, *, where: str) -> None:
+        """Stop with a clear message when ``loss`` is NaN or infinite."""
+        if not bool(torch.isfinite(loss.detach()).all()):
+            settings = ", ".join(f"{k}={v}" for k, v in to_dict(self.params).items())
+            raise NonFiniteUnlearningError(
+                f"method {self.method!r}: loss became {loss.detach().float().sum().item()} at "
+                f"{where} ({settings}); lower the learning rate or check the inputs"
+            )
+
+    def progress(self, done: int, total: int, phase: str = "") -> None:
+        if self.on_progress is not None:
+            self.on_progress(done, total, phase or self.method)
+
+    def log(self, **record: Any) -> None:
+        """Append one record (floats, ints, strings) to the run's trace."""
+        self.trace.append(record)
+
+
+@dataclass
+class UnlearnResult:
+    """What :func:`dlfd.unlearn` returns: the model and a record of what happened."""
+
+    model: nn.Module
+    method: str
+    params: dict[str, Any]
+    seed: int
+    device: str
+    selected: str
+    wall_s: float
+    train_s: float
+    monitor_s: float
+    trace: list[dict[str, Any]]
+    readings: list[dict[str, Any]]
+    info: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (everything but the model)."""
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"
+        }
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with gradients off (teachers, references)."""
+    teacher = copy.deepcopy(model).eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
