@@ -77,7 +77,7 @@ def unlearn(
         recipe=recipe,
     )
     monitor = selector = None
-    if val_loader is not None and params.select:
+    if val_loader is not None and (params.select or spec.uses_monitor):
         monitor = Monitor(
             forget_loader,
             val_loader,
@@ -86,7 +86,7 @@ def unlearn(
             samples=params.monitor_samples,
             seed=derive_seed(seed, "monitor"),
         )
-        selector = Selector(params.save_threshold)
+        selector = Selector(params.save_threshold) if params.select else None
     ctx = RunContext(
         method=method,
         params=params,

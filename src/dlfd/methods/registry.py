@@ -25,7 +25,8 @@ class MethodSpec:
     """A registered method: key, one-line description, hyperparameter class, function.
 
     ``tasks``: the task kinds it supports (others are refused with a clear error);
-    ``needs_forget_labels``/``trains``: facts the harness and docs show.
+    ``uses_monitor``: the method reads the forgetting score itself (DLFD's dynamic switch), so
+    it is monitored whenever a validation loader is given, even with ``select=False``.
     """
 
     key: str
@@ -33,6 +34,7 @@ class MethodSpec:
     params_cls: type[MethodParams]
     fn: MethodFn
     tasks: tuple[str, ...] = ("multiclass", "multilabel")
+    uses_monitor: bool = False
 
     def make_params(self, overrides: Mapping[str, Any] | None = None) -> MethodParams:
         """Default hyperparameters with ``overrides`` applied (strings are converted)."""
@@ -48,13 +50,14 @@ def register_method(
     params_cls: type[MethodParams],
     *,
     tasks: tuple[str, ...] = ("multiclass", "multilabel"),
+    uses_monitor: bool = False,
 ) -> Callable[[MethodFn], MethodFn]:
     """Register the decorated method function under ``key``."""
 
     def decorate(fn: MethodFn) -> MethodFn:
         if key in _METHODS:
             raise ValueError(f"method {key!r} is already registered")
-        _METHODS[key] = MethodSpec(key, description, params_cls, fn, tasks)
+        _METHODS[key] = MethodSpec(key, description, params_cls, fn, tasks, uses_monitor)
         return fn
 
     return decorate

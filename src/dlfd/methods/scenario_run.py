@@ -1,0 +1,111 @@
+"""Run a registered method on a scenario's checkpoint: the loaders every method gets, the call,
+and the unlearned checkpoint with its provenance. Shared by ``dlfd unlearn`` and ``dlfd bench``
+so every method runs under the same rules (same loaders, batch size, selection split)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dlfd.checkpoint import CheckpointMeta, save_checkpoint
+from dlfd.data.loaders import ProblemLoaders
+from dlfd.methods.api import unlearn
+from dlfd.methods.base import ProgressFn, UnlearnResult
+from dlfd.runtime import derive_seed
+from dlfd.scenarios import Scenario
+from dlfd.training.recipe import TrainRecipe
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodLoaders:
+    """The loaders a method receives: retain (shuffled, augmented as in training), forget
+    (shuffled, not augmented), validation (people never trained on; None if the scenario has
+    no validation split)."""
+
+    retain: DataLoader
+    forget: DataLoader
+    val: DataLoader | None
+
+
+def method_loaders(
+    scenario: Scenario, *, batch_size: int, seed: int, recipe: TrainRecipe | None = None
+) -> MethodLoaders:
+    """Loaders over ``scenario``'s retain, forget and val splits for one unlearning run."""
+    recipe = recipe or scenario.recipe
+    augmented = ProblemLoaders(scenario.problem, scenario.input_spec, recipe.augment)
+    plain = ProblemLoaders(scenario.problem, scenario.input_spec, None)
+    plain.cache = augmented.cache  # decode every image once
+    has_val = len(scenario.problem.split("val")) > 0
+    return MethodLoaders(
+        retain=augmented.loader(
+            "retain", batch_size=batch_size, train=True, seed=derive_seed(seed, "retain")
+        ),
+        forget=plain.loader(
+            "forget",
+            batch_size=batch_size,
+            train=True,
+            seed=derive_seed(seed, "forget"),
+            drop_last=False,
+        ),
+        val=plain.loader("val", batch_size=batch_size) if has_val else None,
+    )
+
+
+def unlearn_on_scenario(
+    model: nn.Module,
+    scenario: Scenario,
+    method: str,
+    *,
+    seed: int,
+    device: torch.device,
+    hparams: dict[str, Any] | None = None,
+    batch_size: int | None = None,
+    recipe: TrainRecipe | None = None,
+    on_progress: ProgressFn | None = None,
+) -> UnlearnResult:
+    """Run ``method`` on ``model`` (the scenario's original) with the scenario's loaders.
+
+    Pixel bounds come from the scenario's normalisation, so perturbation methods stay within
+    valid images; ``recipe`` (the original's) supplies defaults to ``retrain``.
+    """
+    recipe = recipe or scenario.recipe
+    loaders = method_loaders(
+        scenario, batch_size=batch_size or recipe.batch_size, seed=seed, recipe=recipe
+    )
+    low, high = scenario.input_spec.input_bounds(torch.zeros(1))
+    return unlearn(
+        model,
+        loaders.retain,
+        loaders.forget,
+        loaders.val,
+        method=method,
+        task=scenario.task,  # type: ignore[arg-type]
+        device=device,
+        seed=seed,
+        input_bounds=(low, high),
+        recipe=recipe,
+        on_progress=on_progress,
+        **(hparams or {}),
+    )
+
+
+def save_unlearned(
+    result: UnlearnResult, out: str | Path, original: CheckpointMeta, *, source: str
+) -> CheckpointMeta:
+    """Write the unlearned model with the original's provenance plus what was done to it."""
+    meta = dataclasses.replace(
+        original,
+        role="unlearned",
+        config_sha256=None,
+        extra={
+            "method": result.to_dict(),
+            "original": source,
+            "original_sha256": original.weights_sha256,
+        },
+    )
+    return save_checkpoint(result.model, out, meta)
