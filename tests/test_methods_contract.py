@@ -22,7 +22,16 @@ from dlfd.models import create_model
 #: parameter names the method must not change, "identity": True if it returns the input}.
 SETTINGS: dict[str, dict[str, Any]] = {
     "original": {"fast": {}, "invalid": {"save_threshold": 0.9}, "identity": True},
-    "retrain": {"fast": {"epochs": 1}, "invalid": {"epochs": 0}},
+    "retrain": {
+        "fast": {
+            "epochs": 1,
+            "lr": 0.01,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "schedule": "cosine",
+        },
+        "invalid": {"epochs": 0},
+    },
     "finetune": {"fast": {"epochs": 2, "lr": 0.01}, "invalid": {"lr": -1.0}},
     "cf_k": {
         "fast": {"epochs": 1, "lr": 0.01, "k": 1},
@@ -40,7 +49,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "bad_teacher": {"fast": {"epochs": 1}, "invalid": {"temperature": 0.0}},
     "unsir": {"fast": {"noise_steps": 2}, "invalid": {"noise_steps": 0}},
     "scrub": {"fast": {"epochs": 1, "lr": 0.01}, "invalid": {"temperature": -1.0}},
-    "ssd": {"fast": {}, "invalid": {"alpha": 0.0}},
+    "ssd": {"fast": {"alpha": 2.0}, "invalid": {"alpha": 0.0}},
     "salun": {"fast": {"epochs": 1, "lr": 0.01}, "invalid": {"sparsity": 1.5}},
     "dlfd": {"fast": {"steps": 2}, "invalid": {"steps": 0}},
 }

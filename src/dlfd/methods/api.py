@@ -105,6 +105,8 @@ def unlearn(
     else:
         selected = "last state: selection disabled (select=false)"
     working.eval()
+    for parameter in working.parameters():
+        parameter.requires_grad_(True)  # a method's freezing never leaks to the caller
     wall = time.perf_counter() - started
     return UnlearnResult(
         model=working,

@@ -97,7 +97,7 @@ def run_epochs(
         ctx.checkpoint(model, f"{phase} epoch {epoch + 1}")
 
 
-def cycle(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def cycle(loader: DataLoader, name: str = "forget") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of ``loader`` forever, restarting it (and its shuffle) when it runs out."""
     while True:
         empty = True
@@ -105,7 +105,7 @@ def cycle(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             empty = False
             yield batch
         if empty:
-            raise ConfigError("the forget loader yields no batches")
+            raise ConfigError(f"the {name} loader yields no batches")
 
 
 def reinitialise(module: nn.Module) -> int:
@@ -134,7 +134,9 @@ def parameter_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for name, child in model.named_children():
         if not any(True for _ in child.parameters()):
             continue
-        grandchildren = [(n, c) for n, c in child.named_children() if any(c.parameters())]
+        grandchildren = [
+            (n, c) for n, c in child.named_children() if any(True for _ in c.parameters())
+        ]
         if len(grandchildren) > 2 and name in ("trunk", "backbone", "features", "base_model"):
             blocks.extend((f"{name}.{n}", c) for n, c in grandchildren)
         else:
@@ -244,3 +246,33 @@ def random_wrong_labels(
     forced = torch.randint(0, cpu.shape[1], (cpu.shape[0],), generator=generator)
     flips[none_flipped, forced[none_flipped]] = True
     return torch.where(flips, 1.0 - cpu.float(), cpu.float()).to(labels.device)
+
+
+def train_only(loss_fn: BatchLoss, modules: Iterable[nn.Module]) -> BatchLoss:
+    """``loss_fn`` run with the model in eval mode except ``modules`` (train mode).
+
+    For methods that train part of a model: the frozen rest keeps its BatchNorm running
+    statistics and runs without dropout, exactly as at inference, so nothing outside
+    ``modules`` changes (buffers included).
+    """
+    trainable = list(modules)
+
+    def wrapped(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        model.eval()
+        for module in trainable:
+            module.train()
+        return loss_fn(model, inputs, labels)
+
+    return wrapped
+
+
+def unresettable_parameters(module: nn.Module) -> list[str]:
+    """Names of the parameters :func:`reinitialise` cannot reset: those owned directly by a
+    submodule without ``reset_parameters`` (re-initialising would silently keep them)."""
+    names = []
+    for prefix, sub in module.named_modules():
+        if callable(getattr(sub, "reset_parameters", None)):
+            continue
+        for name, _ in sub.named_parameters(recurse=False):
+            names.append(f"{prefix}.{name}" if prefix else name)
+    return names
