@@ -186,3 +186,133 @@ def test_atomic_write_leaves_old_file_and_no_temp_on_failure(tmp_path: Path) -> 
         raise Boom
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+class _Planted:
+    """Unpickling this touches ``marker``: proof that a pickle was executed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every way of unpickling fail the test loudly."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a checkpoint was unpickled")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+
+
+def _plant(path: Path, payload: bytes, **sidecar: object) -> None:
+    """Put ``payload`` at ``path`` with a sidecar that vouches for it (its true sha256)."""
+    path.write_bytes(payload)
+    meta = _meta().to_dict() | {"weights_sha256": sha256_file(path)} | sidecar
+    sidecar_path(path).write_text(json.dumps(meta))
+
+
+def test_torch_pt_file_renamed_to_safetensors_is_refused(tmp_path: Path, no_unpickling) -> None:
+    marker = tmp_path / "pwned"
+    pt = tmp_path / "evil.pt"
+    torch.save({"fc.weight": torch.zeros(3, 128), "payload": _Planted(marker)}, pt)
+    path = tmp_path / "model.safetensors"
+    _plant(path, pt.read_bytes())
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        load_weights(create_model("small_cnn", 3), path)
+    assert not marker.exists()
+
+
+def test_weights_linked_to_a_pickle_elsewhere_are_refused(
+    saved: tuple[Path, torch.nn.Module], tmp_path: Path, no_unpickling
+) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "elsewhere" / "evil.pt"
+    evil.parent.mkdir()
+    evil.write_bytes(pickle.dumps(_Planted(marker)))
+    path, _ = saved
+    path.unlink()
+    path.symlink_to(evil)  # the sidecar still vouches for the genuine weights
+    with pytest.raises(CheckpointError, match="does not match its sidecar"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_sidecar_pointing_elsewhere_is_never_followed(
+    saved: tuple[Path, torch.nn.Module], tmp_path: Path, no_unpickling
+) -> None:
+    """Paths in a sidecar (here unknown fields naming a pickle) are never opened: the weights
+    are always NAME.safetensors beside NAME.json, checked against the recorded sha256."""
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(_Planted(marker)))
+    path, model = saved
+    side = sidecar_path(path)
+    pointing = json.loads(side.read_text()) | {
+        "weights": str(evil),
+        "path": str(evil),
+        "data_root": str(tmp_path),
+        "extra": {"weights_file": str(evil)},
+    }
+    side.write_text(json.dumps(pointing))
+    loaded, _ = load_checkpoint(path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    # with the genuine weights gone the loader refuses; it does not go looking elsewhere
+    path.unlink()
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(path)
+    # a sidecar vouching for the pickle's hash does not make the pickle loadable either
+    other = tmp_path / "other.safetensors"
+    _plant(other, evil.read_bytes(), weights=str(evil))
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        load_checkpoint(other)
+    assert not marker.exists()
+
+
+def test_sidecar_linked_to_another_checkpoints_sidecar_is_refused(
+    saved: tuple[Path, torch.nn.Module], tmp_path: Path, no_unpickling
+) -> None:
+    marker = tmp_path / "pwned"
+    genuine, _ = saved
+    path = tmp_path / "planted" / "model.safetensors"
+    path.parent.mkdir()
+    path.write_bytes(pickle.dumps(_Planted(marker)))
+    sidecar_path(path).symlink_to(sidecar_path(genuine))
+    with pytest.raises(CheckpointError, match="does not match its sidecar"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_loaded_weights_must_be_finite_and_real(tmp_path: Path) -> None:
+    model = create_model("small_cnn", 3)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    from safetensors.torch import save as save_safetensors
+
+    for name, bad in (
+        ("nan", {"fc.weight": torch.full_like(state["fc.weight"], float("nan"))}),
+        ("complex", {"fc.weight": state["fc.weight"].to(torch.complex64)}),
+        ("bool", {"fc.weight": state["fc.weight"] > 0}),
+    ):
+        path = tmp_path / f"{name}.safetensors"
+        _plant(path, save_safetensors(state | bad))
+        with pytest.raises(CheckpointError, match=r"non-finite|dtype"):
+            load_checkpoint(path)
+
+
+def test_sidecar_claiming_a_huge_model_allocates_nothing(
+    saved: tuple[Path, torch.nn.Module],
+) -> None:
+    path, _ = saved
+    side = sidecar_path(path)
+    side.write_text(json.dumps(json.loads(side.read_text()) | {"num_classes": 10**9}))
+    with pytest.raises(CheckpointError, match=r"fc\.weight has shape"):
+        load_checkpoint(path)  # a real 10**9-class head would need 512 GB

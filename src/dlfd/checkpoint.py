@@ -2,9 +2,11 @@
 
 ``model.safetensors`` holds the tensors; ``model.json`` beside it records what they are:
 architecture, classes, input size and normalisation, scenario, split seed, role, the sha256 of
-the weights file and of the forget list, the training recipe and dlfd's version. The sidecar is
-written after the weights, both atomically; on load the weights' hash is checked against the
-sidecar, so a torn or tampered pair is refused.
+the weights file and of the forget list, the training recipe and dlfd's version. Both files are
+written atomically, the sidecar first: the weights file appears only once its sidecar is in
+place, so a run killed in between leaves no ``NAME.safetensors`` to be mistaken for a finished
+checkpoint. On load the weights' hash is checked against the sidecar, so a torn pair (an
+overwrite killed between the two renames) or a tampered one is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from dlfd import __version__
+from dlfd.data.records import is_regular_file
 from dlfd.data.transforms import InputSpec
 from dlfd.errors import CheckpointError, ConfigError
 from dlfd.io import atomic_write_bytes, atomic_write_text, sha256_bytes
@@ -30,6 +33,7 @@ from dlfd.io import atomic_write_bytes, atomic_write_text, sha256_bytes
 SIDECAR_FORMAT = "dlfd-checkpoint/1"
 WEIGHTS_SUFFIX = ".safetensors"
 _MAX_SIDECAR_BYTES = 4 << 20
+_MAX_CLASSES = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -102,9 +106,17 @@ class CheckpointMeta:
                 raise CheckpointError(f"{source}: field {key!r} missing or of the wrong type")
             return value
 
+        def seed(key: str) -> int | None:
+            value = need(key, int, optional=True)
+            if value is not None and not 0 <= value < 2**63:
+                raise CheckpointError(f"{source}: field {key!r} must be in [0, 2**63), got {value}")
+            return value
+
         num_classes = need("num_classes", int)
-        if num_classes < 1:
-            raise CheckpointError(f"{source}: num_classes must be >= 1, got {num_classes}")
+        if not 1 <= num_classes <= _MAX_CLASSES:
+            raise CheckpointError(
+                f"{source}: num_classes must be in [1, {_MAX_CLASSES}], got {num_classes}"
+            )
         task = need("task", str)
         if task not in ("multiclass", "multilabel"):
             raise CheckpointError(f"{source}: unknown task {task!r}")
@@ -117,6 +129,12 @@ class CheckpointMeta:
         options = need("scenario_options", dict, optional=True) or {}
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
             raise CheckpointError(f"{source}: field 'scenario_options' must map strings to strings")
+        model_kwargs = need("model_kwargs", dict, optional=True) or {}
+        if not all(k.isidentifier() for k in model_kwargs):
+            raise CheckpointError(f"{source}: field 'model_kwargs' has keys that are not names")
+        taken = sorted({"num_classes", "in_channels"} & set(model_kwargs))
+        if taken:
+            raise CheckpointError(f"{source}: field 'model_kwargs' may not set {taken}")
         try:
             spec = InputSpec.from_dict(need("input", dict))
         except ConfigError as exc:
@@ -128,14 +146,14 @@ class CheckpointMeta:
             input_spec=spec,
             role=need("role", str),
             scenario=need("scenario", str, optional=True),
-            split_seed=need("split_seed", int, optional=True),
-            train_seed=need("train_seed", int, optional=True),
+            split_seed=seed("split_seed"),
+            train_seed=seed("train_seed"),
             forget_sha256=need("forget_sha256", str, optional=True),
             forget_keys=None if forget_keys is None else tuple(forget_keys),
             data_sha256=need("data_sha256", str, optional=True),
             data_root=need("data_root", str, optional=True),
             scenario_options=options,
-            model_kwargs=need("model_kwargs", dict, optional=True) or {},
+            model_kwargs=model_kwargs,
             config_sha256=need("config_sha256", str, optional=True),
             recipe=need("recipe", dict, optional=True) or {},
             extra=need("extra", dict, optional=True) or {},
@@ -163,18 +181,29 @@ def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, meta: CheckpointMeta) -> CheckpointMeta:
-    """Write weights then sidecar atomically; returns the meta with hash and time filled in.
-
-    The sidecar text is built before anything is written, so a metadata problem never leaves
-    weights without their sidecar.
-    """
-    path = check_weights_path(path)
+def weights_bytes(model: nn.Module, arch: str) -> bytes:
+    """The safetensors file content :func:`save_checkpoint` writes for ``model``; non-finite
+    weights are refused."""
     tensors = _state_tensors(model)
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"refusing to save non-finite weights ({', '.join(bad[:3])})")
-    data = save_safetensors(tensors, metadata={"format": SIDECAR_FORMAT, "arch": meta.arch})
+    return save_safetensors(tensors, metadata={"format": SIDECAR_FORMAT, "arch": arch})
+
+
+def weights_sha256(model: nn.Module, arch: str) -> str:
+    """The ``weights_sha256`` a checkpoint of ``model`` would record (without writing it)."""
+    return sha256_bytes(weights_bytes(model, arch))
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, meta: CheckpointMeta) -> CheckpointMeta:
+    """Write sidecar then weights, each atomically; returns the meta with hash and time filled in.
+
+    Everything is built before anything is written, so a metadata problem writes nothing; the
+    weights go last, so ``path`` exists only with its sidecar beside it.
+    """
+    path = check_weights_path(path)
+    data = weights_bytes(model, meta.arch)
     final = CheckpointMeta(
         **{
             **meta.__dict__,
@@ -186,25 +215,39 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: CheckpointMeta) ->
         sidecar_text = json.dumps(final.to_dict(), indent=2, allow_nan=False) + "\n"
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint metadata is not valid JSON: {exc}") from None
-    atomic_write_bytes(path, data)
     atomic_write_text(sidecar_path(path), sidecar_text)
+    atomic_write_bytes(path, data)
     return final
+
+
+def _read_bytes(path: Path, missing: str, limit: int | None = None) -> bytes:
+    """The content of file ``path``; missing, unreadable or over ``limit`` bytes raises
+    :class:`CheckpointError` (``missing`` is the message for a file that is not there)."""
+    if not is_regular_file(path):
+        raise CheckpointError(missing)
+    try:
+        if limit is not None and path.stat().st_size > limit:
+            raise CheckpointError(f"{path} is implausibly large for a checkpoint sidecar")
+        return path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def read_meta(path: str | Path) -> CheckpointMeta:
     """Read and validate the sidecar of checkpoint ``path``."""
     side = sidecar_path(path)
-    if not side.is_file():
-        raise CheckpointError(
-            f"checkpoint sidecar not found: {side} (a dlfd checkpoint is "
-            f"NAME.safetensors plus NAME.json)"
-        )
-    if side.stat().st_size > _MAX_SIDECAR_BYTES:
-        raise CheckpointError(f"checkpoint sidecar {side} is implausibly large")
+    raw = _read_bytes(
+        side,
+        f"checkpoint sidecar not found: {side} (a dlfd checkpoint is "
+        f"NAME.safetensors plus NAME.json)",
+        limit=_MAX_SIDECAR_BYTES,
+    )
     try:
-        data = json.loads(side.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+        data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint sidecar {side} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"checkpoint sidecar {side} is nested too deeply") from None
     return CheckpointMeta.from_dict(data, source=str(side))
 
 
@@ -215,9 +258,7 @@ def _refuse_constant(name: str) -> float:
 def read_weights(path: str | Path, meta: CheckpointMeta) -> dict[str, torch.Tensor]:
     """Read the safetensors file, verifying its sha256 against the sidecar first."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    data = path.read_bytes()
+    data = _read_bytes(path, f"checkpoint not found: {path}")
     if sha256_bytes(data) != meta.weights_sha256:
         raise CheckpointError(
             f"checkpoint {path} does not match its sidecar (sha256 differs): "
@@ -229,8 +270,9 @@ def read_weights(path: str | Path, meta: CheckpointMeta) -> dict[str, torch.Tens
         raise CheckpointError(f"checkpoint {path} is not a valid safetensors file: {exc}") from None
 
 
-def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` strictly; a mismatch names the differing keys or shapes."""
+def check_state_fits(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse ``state`` unless it has exactly ``model``'s keys, shapes and kinds of dtype, and
+    finite floating-point values; the message names the first difference."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -245,7 +287,31 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: st
             f"{source} does not fit this model: {k} has shape "
             f"{tuple(state[k].shape)}, model expects {tuple(own[k].shape)}"
         )
+    for k, value in state.items():
+        if value.is_complex() or value.is_floating_point() != own[k].is_floating_point():
+            raise CheckpointError(
+                f"{source} does not fit this model: {k} has dtype {value.dtype}, "
+                f"model expects {own[k].dtype}"
+            )
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"{source} holds non-finite values in {k}")
+
+
+def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` strictly (see :func:`check_state_fits`)."""
+    check_state_fits(model, state, source)
     model.load_state_dict(state, strict=True)
+
+
+def _build_model(meta: CheckpointMeta, path: str | Path) -> nn.Module:
+    from dlfd.models import create_model
+
+    try:
+        return create_model(
+            meta.arch, meta.num_classes, in_channels=meta.input_spec.channels, **meta.model_kwargs
+        )
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path}: {exc}") from None
 
 
 def load_checkpoint(
@@ -255,9 +321,11 @@ def load_checkpoint(
     expect_num_classes: int | None = None,
     expect_arch: str | None = None,
 ) -> tuple[nn.Module, CheckpointMeta]:
-    """Rebuild a registered model from its checkpoint (in eval mode, on ``device``)."""
-    from dlfd.models import create_model
+    """Rebuild a registered model from its checkpoint (in eval mode, on ``device``).
 
+    The model is first built without memory (on the ``meta`` device) and checked against the
+    weights file, so a sidecar claiming a huge model allocates nothing before it is refused.
+    """
     meta = read_meta(path)
     if expect_arch is not None and meta.arch != expect_arch:
         raise CheckpointError(f"checkpoint {path} is a {meta.arch!r}, expected {expect_arch!r}")
@@ -266,13 +334,12 @@ def load_checkpoint(
             f"checkpoint {path} has {meta.num_classes} classes, the dataset "
             f"has {expect_num_classes}"
         )
-    try:
-        model = create_model(
-            meta.arch, meta.num_classes, in_channels=meta.input_spec.channels, **meta.model_kwargs
-        )
-    except ConfigError as exc:
-        raise CheckpointError(f"checkpoint {path}: {exc}") from None
-    load_state_into(model, read_weights(path, meta), str(path))
+    with torch.device("meta"):
+        shape_only = _build_model(meta, path)
+    state = read_weights(path, meta)
+    check_state_fits(shape_only, state, str(path))
+    model = _build_model(meta, path)
+    model.load_state_dict(state, strict=True)
     return model.to(device).eval(), meta
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dlfd.checkpoint import CheckpointMeta, read_meta
+from dlfd.checkpoint import CheckpointMeta, check_weights_path, read_meta
 from dlfd.config import parse_overrides
 from dlfd.data.splits import apply_forget_request, read_forget_list
 from dlfd.errors import CheckpointError, ConfigError
@@ -116,3 +117,26 @@ def refuse_unfit(meta: CheckpointMeta, path: Path, scenario: Scenario) -> None:
         raise CheckpointError(
             f"{path} is a {meta.task} model but {scenario.name} is {scenario.task}"
         )
+
+
+def check_output_file(path: Path, what: str) -> Path:
+    """Refuse, before any work, an output file that could not be written: a folder, or a place
+    whose folder cannot be created or written. The folder is created."""
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give a file name")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{what} {path}: {folder} is a file, not a folder") from None
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise ConfigError(f"{what} {path}: cannot create its folder ({reason})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: the folder {folder} is not writable")
+    return path
+
+
+def check_output_checkpoint(path: Path, what: str = "--out") -> Path:
+    """:func:`check_output_file` for a checkpoint, whose name must end with .safetensors."""
+    return check_output_file(check_weights_path(path), what)

@@ -18,6 +18,7 @@ from dlfd.cli.common import (
     ForgetOpt,
     OptionOpt,
     SplitSeedOpt,
+    check_output_file,
     refuse_unfit,
     scenario_for_checkpoint,
 )
@@ -37,6 +38,7 @@ def _check_json_target(json_out: Path, inputs: list[Path]) -> None:
     protected = {p.resolve() for path in inputs for p in (path, sidecar_path(path))}
     if json_out.resolve() in protected:
         raise ConfigError(f"--json {json_out} would overwrite an input checkpoint or its sidecar")
+    check_output_file(json_out, "--json")
 
 
 def _check_matches(meta: CheckpointMeta, path: Path, scenario: Scenario, strict: bool) -> None:

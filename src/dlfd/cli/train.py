@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from dlfd.checkpoint import check_weights_path
 from dlfd.cli.app import app, err
 from dlfd.cli.common import (
     DataRootOpt,
@@ -18,6 +17,7 @@ from dlfd.cli.common import (
     OptionOpt,
     QuietOpt,
     SplitSeedOpt,
+    check_output_checkpoint,
     load_scenario,
 )
 from dlfd.cli.progress import RichTrainProgress
@@ -51,11 +51,20 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run.")
     ] = True,
+    resume_every: Annotated[
+        float,
+        typer.Option(
+            "--resume-every",
+            min=0,
+            help="Save the resume state after an epoch when this many seconds have passed "
+            "since the last save (0: after every epoch).",
+        ),
+    ] = 30.0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a scenario's original model or its retrained reference, resumably."""
-    check_weights_path(out)
+    check_output_checkpoint(out)
     scenario = load_scenario(
         dataset,
         split_seed=seed if split_seed is None else split_seed,
@@ -89,6 +98,7 @@ def train(
         resume=resume,
         force=force,
         progress=progress,
+        resume_every_s=resume_every,
     )
     if result.reused:
         err.print(f"{out} is up to date (same configuration); nothing to do")

@@ -19,6 +19,7 @@ from dlfd.cli.common import (
     OptionOpt,
     QuietOpt,
     SplitSeedOpt,
+    check_output_checkpoint,
     refuse_unfit,
     scenario_for_checkpoint,
 )
@@ -72,6 +73,7 @@ def unlearn_command(
         raise ConfigError("--out must differ from --model: the original is never overwritten")
     if out_path.exists() and not force:
         raise ConfigError(f"{out_path} exists; use --force to overwrite it")
+    check_output_checkpoint(out_path)
     torch_device = resolve_device(device)
     scenario = scenario_for_checkpoint(
         model,

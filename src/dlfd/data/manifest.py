@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from dlfd.data.problem import SPLITS
-from dlfd.data.records import ImageRecords, check_listed_files, safe_relative_path
+from dlfd.data.records import (
+    ImageRecords,
+    check_listed_files,
+    is_regular_file,
+    safe_relative_path,
+    shown,
+)
 from dlfd.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
@@ -43,7 +49,7 @@ def _class_order(values: list[str]) -> list[str]:
 def read_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
     """Parse a manifest CSV into :class:`ImageRecords` (and its ``split`` column, if any)."""
     path = Path(path)
-    if not path.is_file():
+    if not is_regular_file(path):
         raise DataError(
             f"manifest not found: {path} (expected a CSV with columns "
             f"path,label[,identity][,split])"
@@ -62,18 +68,24 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
                 rows.append((line_no, {k.strip(): v.strip() for k, v in row.items()}))
     except UnicodeDecodeError as exc:
         raise DataError(f"manifest {path} is not UTF-8 text: {exc.reason}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
     except csv.Error as exc:
         raise DataError(f"manifest {path} is not valid CSV: {exc}") from None
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise DataError(f"manifest {path} names column(s) {twice} twice")
     if "path" not in columns:
         raise DataError(
-            f"manifest {path} has no 'path' column (found: {', '.join(columns) or 'none'})"
+            f"manifest {path} has no 'path' column "
+            f"(found: {', '.join(map(shown, columns)) or 'none'})"
         )
     label_columns = [c for c in columns if c.startswith("label_")]
     multilabel = "label" not in columns
     if multilabel and not label_columns:
         raise DataError(
             f"manifest {path} has no 'label' column nor 'label_<name>' columns "
-            f"(found: {', '.join(columns)})"
+            f"(found: {', '.join(map(shown, columns))})"
         )
     if not rows:
         raise DataError(f"manifest {path} has a header but no rows")

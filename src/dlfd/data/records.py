@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -40,18 +42,36 @@ def safe_relative_path(path: str, root: Path, *, what: str = "path") -> str:
     return "/".join(parts)
 
 
+def shown(text: str) -> str:
+    """``text`` for a one-line message: as is when printable, else quoted with escapes."""
+    return text if text.isprintable() else repr(text)
+
+
+def _leads_inside(root: Path, key: str) -> bool:
+    """True when ``root/key``, links followed, stays inside ``root`` (a link loop stays put)."""
+    return Path(os.path.realpath(root / key)).is_relative_to(root)
+
+
+def is_regular_file(path: Path) -> bool:
+    """``path.is_file()`` that also answers False for names too long or otherwise unusable."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def check_listed_files(root: Path, keys: Sequence[str], dataset: str) -> None:
     """Refuse listed images that are missing or that lead outside ``root`` through links."""
     root = Path(root).resolve()
-    escaping = [key for key in keys if not (root / key).resolve().is_relative_to(root)]
+    escaping = [key for key in keys if not _leads_inside(root, key)]
     if escaping:
         raise DataError(f"{dataset}: paths lead outside {root} through links: {escaping[:3]}")
-    missing = [key for key in keys if not (root / key).is_file()]
+    missing = [key for key in keys if not is_regular_file(root / key)]
     if missing:
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
         raise DataError(
             f"{dataset}: {len(missing)} image files listed but not found (missing under "
-            f"{root}): {', '.join(missing[:3])}{more}"
+            f"{root}): {', '.join(map(shown, missing[:3]))}{more}"
         )
 
 

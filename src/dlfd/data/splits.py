@@ -249,8 +249,12 @@ def read_forget_list(path: str | Path) -> list[str]:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"forget list not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read forget list {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"cannot read forget list {path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise DataError(f"cannot read forget list {path}: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte in the name
+        raise DataError(f"forget list name {str(path)!r} is not a valid file name") from None
     entries = []
     for line in text.splitlines():
         entry = line.split("#", 1)[0].strip()

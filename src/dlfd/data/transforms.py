@@ -19,6 +19,9 @@ import torch.nn.functional as F
 
 from dlfd.errors import ConfigError
 
+#: Largest accepted input side: beyond it a sidecar or option is a mistake, not a model.
+MAX_INPUT_SIZE = 4096
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -35,15 +38,23 @@ class InputSpec:
     grayscale: bool = False
 
     def __post_init__(self) -> None:
-        size = tuple(int(s) for s in self.size)
-        if len(size) != 2 or min(size) < 8:
-            raise ConfigError(f"input size must be (height, width) >= 8 pixels, got {self.size}")
+        try:
+            size = tuple(int(s) for s in self.size)
+        except OverflowError:  # int(inf)
+            size = ()
+        if len(size) != 2 or min(size) < 8 or max(size) > MAX_INPUT_SIZE:
+            raise ConfigError(
+                f"input size must be (height, width) of 8 to {MAX_INPUT_SIZE} pixels, "
+                f"got {self.size}"
+            )
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         mean = tuple(float(m) for m in self.mean)
         std = tuple(float(s) for s in self.std)
         if len(mean) != self.channels or len(std) != self.channels:
             raise ConfigError(f"mean/std need {self.channels} values, got {mean} / {std}")
+        if not all(math.isfinite(m) for m in mean):
+            raise ConfigError(f"mean must be finite, got {mean}")
         if any(s <= 0 or not math.isfinite(s) for s in std):
             raise ConfigError(f"std must be positive, got {std}")
         object.__setattr__(self, "size", size)
@@ -65,7 +76,7 @@ class InputSpec:
                 std=tuple(data["std"]),
                 grayscale=bool(data.get("grayscale", False)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ConfigError(f"malformed input spec {data!r}: {exc}") from None
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -110,13 +110,18 @@ def cycle(loader: DataLoader, name: str = "forget") -> Iterator[tuple[torch.Tens
 
 def reinitialise(module: nn.Module) -> int:
     """Reset every submodule that has ``reset_parameters`` (fresh random init from the global
-    seed); returns how many were reset."""
+    seed), then apply each model's own scheme where it defines ``init_weights()`` (so a
+    retrained ``resnet18`` starts like a freshly created one); returns how many were reset."""
     count = 0
     for sub in module.modules():
         reset = getattr(sub, "reset_parameters", None)
         if callable(reset):
             reset()
             count += 1
+    for sub in module.modules():
+        init_weights = getattr(sub, "init_weights", None)
+        if callable(init_weights):
+            init_weights()
     return count
 
 

@@ -56,13 +56,13 @@ class ResNet18(nn.Module):
         self.fc: nn.Module = (
             nn.Identity() if num_classes is None else nn.Linear(self.feature_dim, num_classes)
         )
-        self._init_weights()
+        self.init_weights()
 
     @staticmethod
     def _make_layer(in_planes: int, planes: int, stride: int) -> nn.Sequential:
         return nn.Sequential(BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes))
 
-    def _init_weights(self) -> None:
+    def init_weights(self) -> None:
         """torchvision's scheme: He-normal (fan_out) convs, unit BN; Linear keeps its default."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):

@@ -38,6 +38,10 @@ class SmallCNN(nn.Module):
         )
         self.pool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(self.feature_dim, num_classes)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """He-normal (fan_out) convolutions; BatchNorm and Linear keep their defaults."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

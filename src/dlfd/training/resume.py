@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
@@ -110,16 +111,25 @@ def load_resume_state(
         meta = json.loads(paths.meta.read_text(encoding="utf-8"))
         data = paths.tensors.read_bytes()
         if (
-            meta.get("format") != _FORMAT
+            not isinstance(meta, dict)
+            or meta.get("format") != _FORMAT
             or meta.get("config_sha256") != config_sha256
             or meta.get("sha256") != sha256_bytes(data)
         ):
             return None
+        epoch, history = int(meta["epoch"]), list(meta.get("history", []))
         tensors = load_safetensors(data)
         model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        optim_state = {k: v for k, v in tensors.items() if k.startswith("optim.")}
-        load_state_into(model, model_state, str(paths.tensors))
-        optimizer.load_state_dict(_join_optimizer_state(optim_state, meta["optimizer"]))
-        return int(meta["epoch"]), list(meta.get("history", []))
-    except (OSError, ValueError, KeyError, TypeError, CheckpointError):
+        optim_state = _join_optimizer_state(
+            {k: v for k, v in tensors.items() if k.startswith("optim.")}, meta["optimizer"]
+        )
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, SafetensorError):
         return None
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        load_state_into(model, model_state, str(paths.tensors))
+        optimizer.load_state_dict(optim_state)
+    except (ValueError, KeyError, TypeError, RuntimeError, CheckpointError):
+        model.load_state_dict(initial)  # start over from the untouched initial weights
+        return None
+    return epoch, history

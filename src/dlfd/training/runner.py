@@ -21,7 +21,7 @@ from dlfd.checkpoint import CheckpointMeta, check_weights_path, read_meta, save_
 from dlfd.config import to_dict
 from dlfd.data.loaders import ProblemLoaders
 from dlfd.errors import ConfigError
-from dlfd.io import sha256_bytes
+from dlfd.io import sha256_bytes, sha256_file
 from dlfd.models import create_model
 from dlfd.runtime import derive_seed, seed_everything
 from dlfd.training.loop import EpochStats, make_optimizer, train_epochs
@@ -107,7 +107,8 @@ def train_checkpoint(
 
     if out.exists() and not force:
         existing = read_meta(out)
-        if existing.config_sha256 == digest:
+        if existing.config_sha256 == digest and sha256_file(out) == existing.weights_sha256:
+            ResumePaths.for_checkpoint(out).remove()  # left if killed just after the save
             return TrainResult(
                 out,
                 existing,
@@ -116,10 +117,13 @@ def train_checkpoint(
                 resumed_from_epoch=existing.recipe.get("epochs", 0),
                 seconds=0.0,
             )
-        raise ConfigError(
-            f"{out} exists and was trained with a different configuration; "
-            f"use --force to overwrite it or choose another --out"
-        )
+        if existing.config_sha256 != digest:
+            raise ConfigError(
+                f"{out} exists and was trained with a different configuration; "
+                f"use --force to overwrite it or choose another --out"
+            )
+        # same configuration but weights that do not match their sidecar: an overwrite of this
+        # very run was killed between its two writes; train it again
 
     split = ROLES[role]
     seed_everything(derive_seed(seed, "init"))
