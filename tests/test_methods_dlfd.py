@@ -214,3 +214,12 @@ def test_invalid_settings_are_refused() -> None:
     for key, value in {"steps": 0, "mode": "fast", "budget": -1.0, "epsilon": 0.0}.items():
         with pytest.raises(ConfigError, match=key):
             spec.make_params({key: value})
+
+
+def test_auto_features_are_the_penultimate_layer_or_the_logits_of_a_plain_module() -> None:
+    assert _run(val=False, steps=1).info["features"] == "penultimate"
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+    result = unlearn(
+        plain, _loader(16, 1), _loader(8, 2), None, method="dlfd", steps=1, input_bounds=BOUNDS
+    )
+    assert result.info["features"] == "logits"

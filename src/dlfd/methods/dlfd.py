@@ -31,10 +31,18 @@ Sinkhorn iterations) except the perturbation step, which the official code sets 
 normalised units (~0.1 in pixels at ImageNet statistics, ~0.2 at mean/std 0.5), where 15
 steps saturate the images; here ``step_size`` is in pixel units with default 2/255 and
 ``budget`` 16/255 (see docs/dlfd.md for the measurements behind these and the features choice).
+
+Data-parallel (``torchrun``, see docs/distributed.md): each rank synthesises its share of the
+retain batch against the whole global forget batch; the OT distance is computed on the
+gathered global features (the same value on every rank) and the classification term is the
+rank's share of the global batch mean, so each perturbation step follows the single-process
+gradient. The forgetting score is read on rank 0 and broadcast, so every rank switches from
+synthesis to fine-tuning at the same batch. ``mode="official"`` runs on one process only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -54,7 +62,13 @@ from dlfd.methods.base import (
 )
 from dlfd.methods.common import cycle, sgd
 from dlfd.methods.registry import register_method
-from dlfd.models.features import LOGITS, forward_with_features, validate_feature_layer
+from dlfd.models.features import (
+    LOGITS,
+    PENULTIMATE,
+    forward_with_features,
+    has_split_forward,
+    validate_feature_layer,
+)
 from dlfd.ot import entropic_ot_loss
 
 Mode = Literal["paper", "official"]
@@ -65,7 +79,7 @@ class DLFDParams(MethodParams):
     """DLFD's hyperparameters (``--set KEY=VALUE``); see the module docstring for defaults."""
 
     mode: Mode = "paper"
-    features: str = LOGITS
+    features: str = "auto"
     lr: float = 0.008
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -86,7 +100,9 @@ class DLFDParams(MethodParams):
         require(
             {
                 "mode (paper or official)": self.mode in ("paper", "official"),
-                "features (logits, penultimate or a layer name)": isinstance(self.features, str)
+                "features (auto, logits, penultimate or a layer name)": isinstance(
+                    self.features, str
+                )
                 and bool(self.features),
                 "lr": positive(self.lr),
                 "momentum": non_negative(self.momentum) and self.momentum < 1,
@@ -107,6 +123,16 @@ class DLFDParams(MethodParams):
             },
             self,
         )
+
+
+def feature_layer(model: nn.Module, requested: str) -> str:
+    """The features DLFD compares: ``auto`` is the penultimate layer (the input of the
+    classification head) when the model exposes ``forward_features``/``forward_head``, else the
+    logits; any other value is checked against the model."""
+    if requested == "auto":
+        return PENULTIMATE if has_split_forward(model) else LOGITS
+    validate_feature_layer(model, requested)
+    return requested
 
 
 def classification_weight(params: DLFDParams, batch: int, batches: int) -> float:
@@ -158,7 +184,11 @@ class PixelProjection:
 )
 def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunContext) -> dict:
     official = params.mode == "official"
-    validate_feature_layer(model, params.features)
+    if official:
+        ctx.single_process_only("mode=official reproduces a single-process reference code")
+    features = feature_layer(model, params.features)
+    if features != params.features:
+        params = dataclasses.replace(params, features=features)
     use_amp = params.amp and ctx.device.type == "cuda"
     if params.channels_last and ctx.device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -169,6 +199,7 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
             seed=0, balance=False,
         )  # fmt: skip
     optimizer = sgd(model.parameters(), params.lr, params.momentum, params.weight_decay)
+    net = ctx.parallel(model)  # training steps; synthesis and monitoring use the plain model
     forget_batches = cycle(data.forget)
     batches = len(data.retain)
     forgetting = True  # the score is unknown before the first reading: start synthesising
@@ -200,7 +231,7 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
         started = time.perf_counter()
         model.train(train_mode)
         with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = task_loss(model(x_train), y_r, data.task)
+            loss = task_loss(net(x_train), y_r, data.task)
         ctx.check_loss(loss, where=f"batch {b + 1} ({'synthesis' if forgetting else 'retain'})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -230,7 +261,7 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
 
     return {
         "mode": params.mode,
-        "features": params.features,
+        "features": features,
         "batches": batches,
         "synthesis_batches": synthesis_batches,
         "switched_to_finetune_at_batch": switched_at,
@@ -254,7 +285,11 @@ def _synthesise(
     use_amp: bool,
 ) -> torch.Tensor:
     """Paper form: K sign-gradient steps on delta maximising OT(phi(x_r+delta), phi(x_f)) -
-    weight * CE(f(x_r+delta), y_r), in eval mode; returns the projected perturbed batch."""
+    weight * CE(f(x_r+delta), y_r), in eval mode; returns the projected perturbed batch.
+
+    In a distributed run OT is taken between the gathered global batches and CE is this
+    rank's share of the global mean, so the objective is the single-process one.
+    """
     model.eval()
     project = PixelProjection(data.input_bounds, params.budget, params.step_size, x_r)
     with (
@@ -262,14 +297,19 @@ def _synthesise(
         torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp),
     ):
         _, forget_features = forward_with_features(model, x_f, params.features)
+        forget_features = ctx.gather(forget_features)
     delta = torch.zeros_like(x_r, requires_grad=True)
     for step in range(params.steps):
         with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits, features = forward_with_features(
                 model, project.image(x_r + delta), params.features
             )
+            features = ctx.gather(features)
             ot = entropic_ot_loss(features, forget_features, params.epsilon, params.sinkhorn_iters)
-            objective = params.ot_weight * ot - weight * task_loss(logits, y_r, data.task)
+            ce = task_loss(logits, y_r, data.task)
+            if features.shape[0] != x_r.shape[0]:
+                ce = ce * (x_r.shape[0] / features.shape[0])  # this rank's share of the mean
+            objective = params.ot_weight * ot - weight * ce
         ctx.check_loss(objective, where=f"synthesis step {step + 1}")
         (grad,) = torch.autograd.grad(objective, delta)
         with torch.no_grad():

@@ -22,7 +22,7 @@ LOGITS = "logits"
 _SHOWN_NAMES = 8
 
 
-def _has_split_forward(model: nn.Module) -> bool:
+def has_split_forward(model: nn.Module) -> bool:
     return callable(getattr(model, "forward_features", None)) and callable(
         getattr(model, "forward_head", None)
     )
@@ -43,7 +43,7 @@ def _unknown_layer_message(layer: str, names: list[str]) -> str:
 def validate_feature_layer(model: nn.Module, layer: str | None) -> None:
     """Raise :class:`ConfigError` now if ``layer`` cannot be extracted from ``model``."""
     if layer is None or layer == PENULTIMATE:
-        if not _has_split_forward(model):
+        if not has_split_forward(model):
             raise ConfigError(
                 f"feature layer 'penultimate' needs a model with forward_features/forward_head, "
                 f"which {type(model).__name__} lacks; name a layer instead (one of "
@@ -117,5 +117,6 @@ __all__ = [
     "PENULTIMATE",
     "extract_features",
     "forward_with_features",
+    "has_split_forward",
     "validate_feature_layer",
 ]
