@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
 from dlfd.checkpoint import CheckpointMeta, check_weights_path, read_meta
+from dlfd.cli.app import err
 from dlfd.config import parse_overrides
 from dlfd.data.splits import apply_forget_request, read_forget_list
+from dlfd.distributed import DistributedContext, distributed_from_env
 from dlfd.errors import CheckpointError, ConfigError
 from dlfd.scenarios import Scenario, get_scenario
 
@@ -140,3 +145,19 @@ def check_output_file(path: Path, what: str) -> Path:
 def check_output_checkpoint(path: Path, what: str = "--out") -> Path:
     """:func:`check_output_file` for a checkpoint, whose name must end with .safetensors."""
     return check_output_file(check_weights_path(path), what)
+
+
+@contextlib.contextmanager
+def torchrun_context(device: torch.device) -> Iterator[DistributedContext | None]:
+    """The data-parallel context of a torchrun worker (None in a plain run).
+
+    Inside the block ranks other than 0 print nothing (rank 0 speaks for the job); an error
+    that ends the block is still printed by every rank that raises it.
+    """
+    with distributed_from_env(device) as dist:
+        quiet = err.quiet
+        err.quiet = quiet or (dist is not None and not dist.is_main)
+        try:
+            yield dist
+        finally:
+            err.quiet = quiet

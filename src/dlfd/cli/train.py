@@ -1,4 +1,8 @@
-"""``dlfd train``: the original model (all of train) or the retrained reference (retain only)."""
+"""``dlfd train``: the original model (all of train) or the retrained reference (retain only).
+
+Under ``torchrun --nproc_per_node=N -m dlfd train ...`` it trains data-parallel on N processes
+(one per GPU with NCCL, or CPU processes with gloo); rank 0 alone prints and writes.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from dlfd.cli.common import (
     SplitSeedOpt,
     check_output_checkpoint,
     load_scenario,
+    torchrun_context,
 )
 from dlfd.cli.progress import RichTrainProgress
 from dlfd.config import apply_overrides, parse_overrides
@@ -63,7 +68,11 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a scenario's original model or its retrained reference, resumably."""
+    """Train a scenario's original model or its retrained reference, resumably.
+
+    Run under torchrun to train data-parallel: the recipe's batch size is the global batch,
+    split evenly over the processes.
+    """
     check_output_checkpoint(out)
     scenario = load_scenario(
         dataset,
@@ -83,30 +92,36 @@ def train(
     sizes = scenario.problem.sizes()
     split = "retain" if role == "retrained" else "train"
     n_train = sizes["retain"] + (sizes["forget"] if split == "train" else 0)
-    err.print(
-        f"[bold]{scenario.name}[/] {role}: {recipe.model}, {recipe.epochs} epochs on "
-        f"{n_train} {split} images, {torch_device}, seed {seed}"
-    )
-    progress = None if quiet else RichTrainProgress(err, role)
-    result = train_checkpoint(
-        scenario,
-        role=role,
-        out=out,
-        seed=seed,  # type: ignore[arg-type]
-        device=torch_device,
-        recipe=recipe,
-        resume=resume,
-        force=force,
-        progress=progress,
-        resume_every_s=resume_every,
-    )
-    if result.reused:
-        err.print(f"{out} is up to date (same configuration); nothing to do")
-        return
-    if result.resumed_from_epoch:
-        err.print(f"resumed after epoch {result.resumed_from_epoch}")
-    last = result.history[-1] if result.history else {}
-    err.print(
-        f"wrote {out} in {result.seconds:.1f}s (final train loss "
-        f"{last.get('loss', float('nan')):.3f}, acc {last.get('acc', float('nan')):.3f})"
-    )
+    with torchrun_context(torch_device) as dist:
+        quiet = quiet or err.quiet
+        where = str(torch_device)
+        if dist is not None:
+            where = f"{dist.world_size} processes ({dist.backend}, {dist.device.type})"
+        err.print(
+            f"[bold]{scenario.name}[/] {role}: {recipe.model}, {recipe.epochs} epochs on "
+            f"{n_train} {split} images, {where}, seed {seed}"
+        )
+        progress = None if quiet else RichTrainProgress(err, role)
+        result = train_checkpoint(
+            scenario,
+            role=role,
+            out=out,
+            seed=seed,  # type: ignore[arg-type]
+            device=torch_device,
+            recipe=recipe,
+            resume=resume,
+            force=force,
+            progress=progress,
+            resume_every_s=resume_every,
+            dist=dist,
+        )
+        if result.reused:
+            err.print(f"{out} is up to date (same configuration); nothing to do")
+            return
+        if result.resumed_from_epoch:
+            err.print(f"resumed after epoch {result.resumed_from_epoch}")
+        last = result.history[-1] if result.history else {}
+        err.print(
+            f"wrote {out} in {result.seconds:.1f}s (final train loss "
+            f"{last.get('loss', float('nan')):.3f}, acc {last.get('acc', float('nan')):.3f})"
+        )

@@ -1,4 +1,8 @@
-"""``dlfd unlearn``: run a registered method on an original checkpoint; ``dlfd methods``."""
+"""``dlfd unlearn``: run a registered method on an original checkpoint; ``dlfd methods``.
+
+Under ``torchrun --nproc_per_node=N -m dlfd unlearn ...`` the method runs data-parallel on N
+processes; rank 0 alone prints and writes.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from dlfd.cli.common import (
     check_output_checkpoint,
     refuse_unfit,
     scenario_for_checkpoint,
+    torchrun_context,
 )
 from dlfd.config import parse_overrides, to_dict
 from dlfd.errors import ConfigError
@@ -63,7 +68,8 @@ def unlearn_command(
     """Unlearn the scenario's forget set from an original checkpoint with one method.
 
     The original is never modified; the result is written atomically with a sidecar that
-    records the method, its settings, the selected state and the wall time.
+    records the method, its settings, the selected state and the wall time. Run under torchrun
+    to unlearn data-parallel (--batch-size is then the global batch, split evenly).
     """
     spec = get_method(method)
     overrides = parse_overrides(settings or [])
@@ -83,50 +89,63 @@ def unlearn_command(
         forget=forget,
         option=option,
     )
-    original, meta = load_checkpoint(model, device=torch_device)
-    refuse_unfit(meta, model, scenario)
-    if meta.forget_sha256 not in (None, scenario.problem.forget_sha256) or meta.role == "retrained":
+    with torchrun_context(torch_device) as dist:
+        if dist is not None:
+            torch_device = dist.device
+        original, meta = load_checkpoint(model, device=torch_device)
+        refuse_unfit(meta, model, scenario)
+        if (
+            meta.forget_sha256 not in (None, scenario.problem.forget_sha256)
+            or meta.role == "retrained"
+        ):
+            err.print(
+                f"[yellow]note:[/] {model} is not this split's original (role {meta.role!r}); "
+                "unlearning from it anyway"
+            )
+        recipe = TrainRecipe.from_dict(meta.recipe) if meta.recipe else scenario.recipe
+        sizes = scenario.problem.sizes()
+        where = str(torch_device)
+        if dist is not None:
+            where = f"{dist.world_size} processes ({dist.backend}, {dist.device.type})"
         err.print(
-            f"[yellow]note:[/] {model} is not this split's original (role {meta.role!r}); "
-            "unlearning from it anyway"
+            f"[bold]{method}[/] on {scenario.name}: forget {sizes['forget']}, retain "
+            f"{sizes['retain']}, val {sizes['val']} images; {where}, seed {seed}"
         )
-    recipe = TrainRecipe.from_dict(meta.recipe) if meta.recipe else scenario.recipe
-    sizes = scenario.problem.sizes()
-    err.print(
-        f"[bold]{method}[/] on {scenario.name}: forget {sizes['forget']}, retain "
-        f"{sizes['retain']}, val {sizes['val']} images; {torch_device}, seed {seed}"
-    )
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=quiet,
-    )
-    with progress:
-        task = progress.add_task(method, total=None)
-
-        def on_progress(done: int, total: int, phase: str) -> None:
-            progress.update(task, completed=done, total=total, description=f"{method} {phase}")
-
-        result = unlearn_on_scenario(
-            original,
-            scenario,
-            method,
-            seed=seed,
-            device=torch_device,
-            hparams=overrides,
-            batch_size=batch_size,
-            recipe=recipe,
-            on_progress=on_progress,
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=quiet or err.quiet,
         )
-    save_unlearned(result, out_path, meta, source=str(model))
-    err.print(f"selected: {result.selected}")
-    err.print(
-        f"wrote {out_path} in {result.wall_s:.1f}s "
-        f"(training {result.train_s:.1f}s, monitoring {result.monitor_s:.1f}s)"
-    )
+        with progress:
+            task = progress.add_task(method, total=None)
+
+            def on_progress(done: int, total: int, phase: str) -> None:
+                progress.update(task, completed=done, total=total, description=f"{method} {phase}")
+
+            result = unlearn_on_scenario(
+                original,
+                scenario,
+                method,
+                seed=seed,
+                device=torch_device,
+                hparams=overrides,
+                batch_size=batch_size,
+                recipe=recipe,
+                on_progress=on_progress,
+                dist=dist,
+            )
+        if dist is None:
+            save_unlearned(result, out_path, meta, source=str(model))
+        else:
+            dist.on_main(lambda: save_unlearned(result, out_path, meta, source=str(model)))
+        err.print(f"selected: {result.selected}")
+        err.print(
+            f"wrote {out_path} in {result.wall_s:.1f}s "
+            f"(training {result.train_s:.1f}s, monitoring {result.monitor_s:.1f}s)"
+        )
 
 
 @app.command()

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from dlfd.data.images import load_image
 from dlfd.data.problem import UnlearningProblem
 from dlfd.data.records import ImageRecords
 from dlfd.data.transforms import AugmentConfig, BatchTransform, InputSpec
+from dlfd.distributed import ShardSampler
 from dlfd.errors import ConfigError
-from dlfd.runtime import torch_generator
+from dlfd.runtime import derive_seed, torch_generator
 
 
 class ImageCache:
@@ -98,17 +99,28 @@ class ProblemLoaders:
         drop_last: bool | None = None,
         sampler: Sampler[int] | None = None,
         num_workers: int = 0,
+        shard: tuple[int, int] | None = None,
     ) -> DataLoader:
         """A loader over ``split``; ``train=True`` shuffles and augments, seeded by ``seed``.
 
         ``drop_last=None`` drops a final training batch of one sample (BatchNorm cannot train
         on it) and keeps everything else. ``sampler`` replaces the seeded shuffle (e.g. a
         ``DistributedSampler``); ``num_workers`` decodes images in worker processes.
+
+        ``shard=(rank, world_size)``: this process's share of a data-parallel run
+        (:class:`dlfd.distributed.ShardSampler` over the same seeded order on every rank;
+        ``batch_size`` is then the per-process batch). Rank 0 draws its augmentation like the
+        unsharded loader, the other ranks from seeds of their own; with world size 1 the loader
+        is the unsharded one, batch for batch.
         """
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        if shard is not None and sampler is not None:
+            raise ConfigError("give a loader either a sampler or a shard, not both")
         dataset = self.dataset(split)
         if not train:
+            if shard is not None:
+                sampler = ShardSampler(SequentialSampler(dataset), *shard, drop_tail=False)
             return DataLoader(
                 dataset,
                 batch_size=batch_size,
@@ -117,16 +129,27 @@ class ProblemLoaders:
                 num_workers=num_workers,
                 collate_fn=CollateTransform(BatchTransform(self.spec)),
             )
+        generator = torch_generator(seed)
+        augment_seed = seed + 1
+        if shard is not None:
+            rank, world_size = shard
+            # exactly the sampler ``shuffle=True`` builds, drawn from the loader's generator
+            sampler = ShardSampler(
+                RandomSampler(dataset, generator=generator), rank, world_size, drop_tail=True
+            )
+            if rank > 0:
+                augment_seed = derive_seed(seed + 1, "rank", rank)
+        size = len(dataset) if sampler is None else len(sampler)  # type: ignore[arg-type]
         if drop_last is None:
-            drop_last = len(dataset) % batch_size == 1 and len(dataset) > 1
-        transform = BatchTransform(self.spec, self.augment, torch_generator(seed + 1))
+            drop_last = size % batch_size == 1 and size > 1
+        transform = BatchTransform(self.spec, self.augment, torch_generator(augment_seed))
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=sampler is None,
             sampler=sampler,
             drop_last=drop_last,
-            generator=torch_generator(seed) if sampler is None else None,
+            generator=generator if sampler is None or shard is not None else None,
             num_workers=num_workers,
             collate_fn=CollateTransform(transform),
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from dlfd.methods.base import (
 from dlfd.methods.registry import get_method
 from dlfd.runtime import derive_seed, resolve_device, seed_everything
 from dlfd.training.recipe import TrainRecipe
+
+if TYPE_CHECKING:
+    from dlfd.distributed import DistributedContext
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -45,6 +48,7 @@ def unlearn(
     input_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     recipe: TrainRecipe | None = None,
     on_progress: ProgressFn | None = None,
+    dist: DistributedContext | None = None,
     **hparams: Any,
 ) -> UnlearnResult:
     """Unlearn ``forget_loader``'s samples from ``model`` with ``method``; ``model`` is untouched.
@@ -55,6 +59,12 @@ def unlearn(
     never trained on and never reported on) the shared selection rule applies; see
     :class:`dlfd.methods.base.MethodParams`. ``device=None`` uses the model's device.
     Same seed, same inputs -> the same model, bit for bit on CPU.
+
+    ``dist``: a data-parallel run (see :mod:`dlfd.distributed`): every rank calls this with
+    its own shard loaders (:meth:`dlfd.data.loaders.ProblemLoaders.loader`'s ``shard``: rank r
+    holds positions r, r + W, ... of each global batch) and runs on ``dist.device``; rank 0
+    monitors and broadcasts its readings; every rank returns the same weights. Methods that
+    cannot run data-parallel refuse with a ConfigError.
     """
     spec = get_method(method)
     if task not in spec.tasks:
@@ -62,12 +72,17 @@ def unlearn(
             f"method {method!r} supports {' and '.join(spec.tasks)} tasks, not {task!r}"
         )
     params = spec.make_params(hparams)
-    target = resolve_device(device) if device is not None else _model_device(model)
+    if dist is not None:
+        target = dist.device
+    else:
+        target = resolve_device(device) if device is not None else _model_device(model)
     started = time.perf_counter()
 
     working = copy.deepcopy(model).to(target)
     for parameter in working.parameters():
         parameter.requires_grad_(True)
+    if dist is not None:
+        dist.broadcast_module(working)  # every rank starts from rank 0's weights
     data = UnlearnData(
         retain=retain_loader,
         forget=forget_loader,
@@ -85,6 +100,7 @@ def unlearn(
             device=target,
             samples=params.monitor_samples,
             seed=derive_seed(seed, "monitor"),
+            dist=dist,
         )
         selector = Selector(params.save_threshold) if params.select else None
     ctx = RunContext(
@@ -95,6 +111,7 @@ def unlearn(
         monitor=monitor,
         selector=selector,
         on_progress=on_progress,
+        dist=dist,
     )
     seed_everything(derive_seed(seed, method))
     info = spec.fn(working, data, params, ctx) or {}
@@ -104,6 +121,8 @@ def unlearn(
         selected = "last state: no validation loader, so no selection"
     else:
         selected = "last state: selection disabled (select=false)"
+    if dist is not None:
+        dist.sync_buffers(working)  # BatchNorm statistics ran per rank: keep rank 0's
     working.eval()
     for parameter in working.parameters():
         parameter.requires_grad_(True)  # a method's freezing never leaks to the caller
@@ -129,4 +148,5 @@ def unlearn(
             for r in ctx.readings
         ],
         info=info,
+        world_size=1 if dist is None else dist.world_size,
     )

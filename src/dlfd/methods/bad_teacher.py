@@ -132,6 +132,7 @@ def run_bad_teacher(
     optimizer = adam(model.parameters(), params.lr, params.weight_decay)
     steps = max(math.ceil(params.retain_fraction * len(data.retain)), len(data.forget))
     retain_batches, forget_batches = cycle(data.retain, "retain"), cycle(data.forget)
+    student = ctx.parallel(model)
     for epoch in range(params.epochs):
         model.train()
         loss_sum, seen = 0.0, 0
@@ -148,7 +149,7 @@ def run_bad_teacher(
             with torch.no_grad():
                 good_logits, bad_logits = good(inputs), bad(inputs)
             loss = bad_teacher_loss(
-                model(inputs), good_logits, bad_logits, is_forget, data.task, params.temperature
+                student(inputs), good_logits, bad_logits, is_forget, data.task, params.temperature
             )
             ctx.check_loss(loss, where=f"epoch {epoch + 1}, step {step + 1}")
             optimizer.zero_grad(set_to_none=True)

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from dlfd.errors import ConfigError, DlfdError
 from dlfd.losses import correct_predictions, task_loss
 from dlfd.metrics.mia import loss_attack_fold_accuracies
 from dlfd.training.recipe import TrainRecipe
+
+if TYPE_CHECKING:
+    from dlfd.distributed import DistributedContext
 
 Task = Literal["multiclass", "multilabel"]
 #: ``on_progress(done, total, phase)``: called as a method advances (batches or epochs).
@@ -128,6 +131,10 @@ class Monitor:
     as tensors, so each reading costs one forward pass over at most ``2 * samples`` images.
     ``balance=False`` and ``samples=None`` reproduce the official DLFD code's attack (whole
     splits, unbalanced).
+
+    With ``dist`` (loaders yielding this rank's shard) every rank takes part in drawing the
+    subsamples, which are assembled on rank 0 exactly as one process would draw them from the
+    whole splits; only rank 0 can :meth:`read` (:meth:`RunContext.checkpoint` broadcasts).
     """
 
     def __init__(
@@ -140,18 +147,24 @@ class Monitor:
         samples: int | None,
         seed: int,
         balance: bool = True,
+        dist: DistributedContext | None = None,
     ) -> None:
         self.task = task
         self.device = device
         self.balance = balance
-        self.forget = _subsample(forget, samples, seed)
-        self.val = _subsample(val, samples, seed + 1)
-        for name, (inputs, _) in (("forget", self.forget), ("validation", self.val)):
-            if inputs.shape[0] < MIN_MONITOR_SAMPLES:
+        forget_data, forget_size = _subsample(forget, samples, seed, dist)
+        val_data, val_size = _subsample(val, samples, seed + 1, dist)
+        for name, size in (("forget", forget_size), ("validation", val_size)):
+            if size == 0:
+                raise ConfigError("a loader given for monitoring is empty")
+            if size < MIN_MONITOR_SAMPLES:
                 raise ConfigError(
-                    f"the {name} split has {inputs.shape[0]} sample(s); monitoring the "
+                    f"the {name} split has {size} sample(s); monitoring the "
                     f"forgetting score needs at least {MIN_MONITOR_SAMPLES}"
                 )
+        #: (inputs, labels) of the subsamples; None on ranks other than 0
+        self.forget = forget_data
+        self.val = val_data
 
     @torch.no_grad()
     def _losses(
@@ -169,6 +182,8 @@ class Monitor:
 
     def read(self, model: nn.Module, where: str) -> MonitorReading:
         """Score ``model`` now (eval mode; its train/eval mode is restored)."""
+        if self.forget is None or self.val is None:
+            raise RuntimeError("in a distributed run only rank 0 holds the monitor's samples")
         started = time.perf_counter()
         was_training = model.training
         model.eval()
@@ -190,21 +205,29 @@ class Monitor:
 
 
 def _subsample(
-    loader: DataLoader, samples: int | None, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """All (inputs, labels) of one pass over ``loader``, then a seeded subset of ``samples``."""
+    loader: DataLoader, samples: int | None, seed: int, dist: DistributedContext | None = None
+) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, int]:
+    """All (inputs, labels) of one pass over ``loader``, then a seeded subset of ``samples``;
+    also the subset's size (with ``dist``: the data on rank 0 only, the size everywhere)."""
     inputs, labels = [], []
     for x, y in loader:
         inputs.append(x)
         labels.append(y)
+    if dist is not None and dist.world_size > 1:
+        return dist.gather_subsample(
+            torch.cat(inputs) if inputs else None,
+            torch.cat(labels) if labels else None,
+            samples,
+            seed,
+        )
     if not inputs:
-        raise ConfigError("a loader given for monitoring is empty")
+        return None, 0
     x, y = torch.cat(inputs), torch.cat(labels)
     if samples is not None and x.shape[0] > samples:
         order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
         keep = order[:samples].sort().values
         x, y = x[keep], y[keep]
-    return x, y
+    return (x, y), int(x.shape[0])
 
 
 class Selector:
@@ -244,6 +267,13 @@ class RunContext:
 
     Methods call :meth:`checkpoint` where they offer a candidate state (the end of an epoch),
     :meth:`check_loss` on every loss they minimise, and :meth:`progress` as they advance.
+
+    Data-parallel runs (``dist``, see :mod:`dlfd.distributed`): the loaders yield this rank's
+    shard of every global batch; methods run their *training* forward passes through
+    :meth:`parallel` (gradients averaged over ranks) and everything else (no-grad passes,
+    synthesis, statistics) on the plain model; :meth:`gather` joins per-rank tensors into the
+    global batch. Randomness every rank must share comes from :meth:`generator`; the global
+    generators may differ per rank once :meth:`parallel` has been called.
     """
 
     method: str
@@ -256,19 +286,75 @@ class RunContext:
     trace: list[dict[str, Any]] = field(default_factory=list)
     readings: list[MonitorReading] = field(default_factory=list)
     monitor_s: float = 0.0
+    dist: DistributedContext | None = None
+    _wrapped: int = 0
 
-    def generator(self, *parts: int | str) -> torch.Generator:
-        """A CPU generator seeded from the run seed and ``parts`` (one per random purpose)."""
+    @property
+    def world_size(self) -> int:
+        return 1 if self.dist is None else self.dist.world_size
+
+    def generator(self, *parts: int | str, per_rank: bool = False) -> torch.Generator:
+        """A CPU generator seeded from the run seed and ``parts`` (one per random purpose).
+
+        The same on every rank of a distributed run, unless ``per_rank`` (draws about this
+        rank's own samples, e.g. random labels); rank 0's is always the single-process one.
+        """
         from dlfd.runtime import derive_seed
 
+        if per_rank and self.dist is not None and self.dist.rank > 0:
+            parts = (*parts, "rank", self.dist.rank)
         return torch.Generator().manual_seed(derive_seed(self.seed, self.method, *parts))
 
+    def parallel(self, model: nn.Module) -> nn.Module:
+        """What to run training forward passes through: ``model`` under DistributedDataParallel
+        in a distributed run, ``model`` itself otherwise (the same parameters either way).
+
+        Call it once per training phase, after deciding which parameters train. Ranks other
+        than 0 then reseed the global generators (dropout) with seeds of their own.
+        """
+        if self.dist is None or self.dist.world_size == 1:
+            return model
+        wrapped = self.dist.wrap(model)
+        self._wrapped += 1
+        if self.dist.rank > 0:
+            from dlfd.runtime import derive_seed, seed_everything
+
+            seed_everything(
+                derive_seed(self.seed, self.method, "rank", self.dist.rank, self._wrapped)
+            )
+        return wrapped
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The global batch of a per-rank tensor (gradients flow back to this rank's rows);
+        ``tensor`` itself in a single-process run."""
+        return tensor if self.dist is None else self.dist.gather(tensor)
+
+    def single_process_only(self, reason: str) -> None:
+        """Refuse to run on more than one process, saying why."""
+        if self.world_size > 1:
+            raise ConfigError(
+                f"method {self.method!r} cannot run data-parallel ({reason}); "
+                f"run it with one process"
+            )
+
     def checkpoint(self, model: nn.Module, where: str) -> MonitorReading | None:
-        """Score the current state (when monitoring) and offer it to the selector."""
+        """Score the current state (when monitoring) and offer it to the selector.
+
+        In a distributed run rank 0 reads the monitor and broadcasts the reading, so every
+        rank takes the same decisions (and keeps the same state: weights are equal on all
+        ranks, and BatchNorm statistics are set to rank 0's first).
+        """
         if self.monitor is None:
             return None
-        reading = self.monitor.read(model, where)
-        self.monitor_s += reading.seconds
+        if self.dist is not None and self.dist.world_size > 1:
+            started = time.perf_counter()
+            self.dist.sync_buffers(model)
+            reading = self.monitor.read(model, where) if self.dist.is_main else None
+            reading = self.dist.broadcast_object(reading)
+            self.monitor_s += time.perf_counter() - started
+        else:
+            reading = self.monitor.read(model, where)
+            self.monitor_s += reading.seconds
         self.readings.append(reading)
         if self.selector is not None:
             started = time.perf_counter()
@@ -310,6 +396,8 @@ class UnlearnResult:
     trace: list[dict[str, Any]]
     readings: list[dict[str, Any]]
     info: dict[str, Any]
+    #: Processes of a data-parallel run (1: a single process).
+    world_size: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (everything but the model)."""

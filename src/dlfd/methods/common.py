@@ -74,8 +74,10 @@ def run_epochs(
 
     The learning rate follows ``schedule`` per epoch; after each epoch the state is offered
     to the selector (``ctx.checkpoint``) and the mean loss is traced. ``after_step`` runs
-    after every optimiser step (e.g. restoring masked parameters).
+    after every optimiser step (e.g. restoring masked parameters). ``loss_fn`` receives the
+    module to run forward (``ctx.parallel(model)``: data-parallel in a distributed run).
     """
+    net = ctx.parallel(model)
     batches = len(loader)
     for epoch in range(epochs):
         set_lr(optimizer, scheduled_lr(lr, schedule, epoch, epochs))
@@ -83,7 +85,7 @@ def run_epochs(
         loss_sum, seen = 0.0, 0
         for step, (inputs, labels) in enumerate(loader):
             inputs, labels = inputs.to(ctx.device), labels.to(ctx.device)
-            loss = loss_fn(model, inputs, labels)
+            loss = loss_fn(net, inputs, labels)
             ctx.check_loss(loss, where=f"{phase} epoch {epoch + 1}, batch {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -210,10 +212,20 @@ class ParamMask:
 
 
 def fisher_diagonal(
-    model: nn.Module, loader: DataLoader, task: str, device: torch.device
+    model: nn.Module,
+    loader: DataLoader,
+    task: str,
+    device: torch.device,
+    *,
+    forward: nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
     """Diagonal of the empirical Fisher information: mean over batches of squared gradients
-    of the task loss, per parameter (eval mode, so BatchNorm statistics stay untouched)."""
+    of the task loss, per parameter (eval mode, so BatchNorm statistics stay untouched).
+
+    ``forward``: the module to run forward, if not ``model`` (``ctx.parallel(model)``: in a
+    distributed run each batch's gradient is then the global batch's, the same on every rank).
+    """
+    forward = model if forward is None else forward
     was_training = model.training
     model.eval()
     importance = {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
@@ -221,7 +233,7 @@ def fisher_diagonal(
     try:
         for inputs, labels in loader:
             model.zero_grad(set_to_none=True)
-            loss = task_loss(model(inputs.to(device)), labels.to(device), task)
+            loss = task_loss(forward(inputs.to(device)), labels.to(device), task)
             loss.backward()
             for name, p in model.named_parameters():
                 if p.grad is not None and name in importance:

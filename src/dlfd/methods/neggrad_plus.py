@@ -62,6 +62,7 @@ def run_neggrad_plus(
     optimizer = sgd(model.parameters(), params.lr, params.momentum, params.weight_decay)
     forget_batches = cycle(data.forget)
     batches = len(data.retain)
+    net = ctx.parallel(model)
     for epoch in range(params.epochs):
         set_lr(optimizer, scheduled_lr(params.lr, params.schedule, epoch, params.epochs))
         model.train()
@@ -69,9 +70,9 @@ def run_neggrad_plus(
         seen = 0
         for step, (inputs, labels) in enumerate(data.retain):
             forget_inputs, forget_labels = next(forget_batches)
-            retain_loss = task_loss(model(inputs.to(ctx.device)), labels.to(ctx.device), data.task)
+            retain_loss = task_loss(net(inputs.to(ctx.device)), labels.to(ctx.device), data.task)
             forget_loss = task_loss(
-                model(forget_inputs.to(ctx.device)), forget_labels.to(ctx.device), data.task
+                net(forget_inputs.to(ctx.device)), forget_labels.to(ctx.device), data.task
             )
             loss = retain_loss - params.beta * forget_loss
             ctx.check_loss(loss, where=f"neggrad_plus epoch {epoch + 1}, batch {step + 1}")

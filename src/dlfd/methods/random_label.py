@@ -69,6 +69,7 @@ def relabel_epochs(
     """
     total = epochs * (len(data.forget) + len(data.retain))
     done = 0
+    net = ctx.parallel(model)
     for epoch in range(epochs):
         set_lr(optimizer, scheduled_lr(lr, schedule, epoch, epochs))
         model.train()
@@ -77,7 +78,7 @@ def relabel_epochs(
         for part, loader in (("forget", data.forget), ("retain", data.retain)):
             for step, (inputs, labels) in enumerate(loader):
                 inputs, labels = inputs.to(ctx.device), labels.to(ctx.device)
-                logits = model(inputs)
+                logits = net(inputs)
                 if part == "forget":
                     labels = random_wrong_labels(labels, logits.shape[1], data.task, generator)
                 loss = task_loss(logits, labels, data.task)
@@ -117,6 +118,6 @@ def run_random_label(
         epochs=params.epochs,
         lr=params.lr,
         schedule=params.schedule,
-        generator=ctx.generator("labels"),
+        generator=ctx.generator("labels", per_rank=True),
         phase="random_label",
     )

@@ -70,15 +70,20 @@ def saliency_mask(
     ctx: RunContext | None = None,
 ) -> dict[str, torch.Tensor]:
     """Boolean masks of the salient elements: the top ``1 - sparsity`` fraction of all
-    parameter elements by the magnitude of the forget loss's gradient (eval mode)."""
+    parameter elements by the magnitude of the forget loss's gradient (eval mode).
+
+    In a distributed run (``ctx.dist``) the gradients are summed over every rank's batches
+    (each step's gradient averaged across ranks), so every rank gets the same masks.
+    """
     parameters = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    net = model if ctx is None else ctx.parallel(model)
     was_training = model.training
     model.eval()
     model.zero_grad(set_to_none=True)
     batches = 0
     try:
         for inputs, labels in loader:
-            loss = task_loss(model(inputs.to(device)), labels.to(device), task)
+            loss = task_loss(net(inputs.to(device)), labels.to(device), task)
             if ctx is not None:
                 ctx.check_loss(loss, where=f"saliency, forget batch {batches + 1}")
             loss.backward()
@@ -123,7 +128,7 @@ def run_salun(
         epochs=params.epochs,
         lr=params.lr,
         schedule=params.schedule,
-        generator=ctx.generator("labels"),
+        generator=ctx.generator("labels", per_rank=True),
         phase="salun",
         after_step=mask.restore,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,6 +19,9 @@ from dlfd.methods.base import ProgressFn, UnlearnResult
 from dlfd.runtime import derive_seed
 from dlfd.scenarios import Scenario
 from dlfd.training.recipe import TrainRecipe
+
+if TYPE_CHECKING:
+    from dlfd.distributed import DistributedContext
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,17 +36,33 @@ class MethodLoaders:
 
 
 def method_loaders(
-    scenario: Scenario, *, batch_size: int, seed: int, recipe: TrainRecipe | None = None
+    scenario: Scenario,
+    *,
+    batch_size: int,
+    seed: int,
+    recipe: TrainRecipe | None = None,
+    dist: DistributedContext | None = None,
 ) -> MethodLoaders:
-    """Loaders over ``scenario``'s retain, forget and val splits for one unlearning run."""
+    """Loaders over ``scenario``'s retain, forget and val splits for one unlearning run.
+
+    With ``dist``, this rank's shards: ``batch_size`` is the global batch, split evenly.
+    """
     recipe = recipe or scenario.recipe
+    shard = None
+    if dist is not None:
+        batch_size = dist.per_rank_batch(batch_size)
+        shard = dist.shard
     augmented = ProblemLoaders(scenario.problem, scenario.input_spec, recipe.augment)
     plain = ProblemLoaders(scenario.problem, scenario.input_spec, None)
     plain.cache = augmented.cache  # decode every image once
     has_val = len(scenario.problem.split("val")) > 0
     return MethodLoaders(
         retain=augmented.loader(
-            "retain", batch_size=batch_size, train=True, seed=derive_seed(seed, "retain")
+            "retain",
+            batch_size=batch_size,
+            train=True,
+            seed=derive_seed(seed, "retain"),
+            shard=shard,
         ),
         forget=plain.loader(
             "forget",
@@ -51,8 +70,9 @@ def method_loaders(
             train=True,
             seed=derive_seed(seed, "forget"),
             drop_last=False,
+            shard=shard,
         ),
-        val=plain.loader("val", batch_size=batch_size) if has_val else None,
+        val=plain.loader("val", batch_size=batch_size, shard=shard) if has_val else None,
     )
 
 
@@ -67,15 +87,21 @@ def unlearn_on_scenario(
     batch_size: int | None = None,
     recipe: TrainRecipe | None = None,
     on_progress: ProgressFn | None = None,
+    dist: DistributedContext | None = None,
 ) -> UnlearnResult:
     """Run ``method`` on ``model`` (the scenario's original) with the scenario's loaders.
 
     Pixel bounds come from the scenario's normalisation, so perturbation methods stay within
-    valid images; ``recipe`` (the original's) supplies defaults to ``retrain``.
+    valid images; ``recipe`` (the original's) supplies defaults to ``retrain``. With ``dist``
+    every rank calls this and gets its shard of each global batch of ``batch_size``.
     """
     recipe = recipe or scenario.recipe
     loaders = method_loaders(
-        scenario, batch_size=batch_size or recipe.batch_size, seed=seed, recipe=recipe
+        scenario,
+        batch_size=batch_size or recipe.batch_size,
+        seed=seed,
+        recipe=recipe,
+        dist=dist,
     )
     low, high = scenario.input_spec.input_bounds(torch.zeros(1))
     return unlearn(
@@ -90,6 +116,7 @@ def unlearn_on_scenario(
         input_bounds=(low, high),
         recipe=recipe,
         on_progress=on_progress,
+        dist=dist,
         **(hparams or {}),
     )
 

@@ -108,7 +108,10 @@ def distill_pass(
     *,
     phase: str,
 ) -> float:
-    """One pass over ``loader`` minimising ``loss_fn`` (student in train mode); its mean loss."""
+    """One pass over ``loader`` minimising ``loss_fn`` (student in train mode); its mean loss.
+
+    ``model`` is the module to run forward (``ctx.parallel(student)`` in a distributed run).
+    """
     model.train()
     loss_sum, seen = 0.0, 0
     batches = len(loader)
@@ -135,13 +138,14 @@ def distill_pass(
 def run_scrub(model: nn.Module, data: UnlearnData, params: ScrubParams, ctx: RunContext) -> None:
     teacher = frozen_copy(model)
     optimizer = sgd(model.parameters(), params.lr, params.momentum, params.weight_decay)
+    student = ctx.parallel(model)
     maximise = max_loss(data.task, params.temperature)
     minimise = min_loss(data.task, params.temperature, params.alpha, params.gamma)
     for epoch in range(params.epochs):
         set_lr(optimizer, scheduled_lr(params.lr, params.schedule, epoch, params.epochs))
         if epoch < params.msteps:
             loss = distill_pass(
-                model,
+                student,
                 teacher,
                 data.forget,
                 optimizer,
@@ -151,7 +155,7 @@ def run_scrub(model: nn.Module, data: UnlearnData, params: ScrubParams, ctx: Run
             )
             ctx.log(phase="max", epoch=epoch + 1, loss=loss)
         loss = distill_pass(
-            model, teacher, data.retain, optimizer, ctx, minimise, phase=f"min epoch {epoch + 1}"
+            student, teacher, data.retain, optimizer, ctx, minimise, phase=f"min epoch {epoch + 1}"
         )
         ctx.log(phase="min", epoch=epoch + 1, loss=loss)
         ctx.checkpoint(model, f"epoch {epoch + 1}")

@@ -103,9 +103,10 @@ def dampen(
 def run_ssd(
     model: nn.Module, data: UnlearnData, params: SsdParams, ctx: RunContext
 ) -> dict[str, float]:
-    forget = fisher_diagonal(model, data.forget, data.task, ctx.device)
+    net = ctx.parallel(model)  # per-batch gradients averaged over ranks: the global batch's
+    forget = fisher_diagonal(model, data.forget, data.task, ctx.device, forward=net)
     ctx.progress(1, 3, "forget importance")
-    retain = fisher_diagonal(model, data.retain, data.task, ctx.device)
+    retain = fisher_diagonal(model, data.retain, data.task, ctx.device, forward=net)
     ctx.progress(2, 3, "retain importance")
     for name in forget:
         ctx.check_loss(forget[name], where=f"forget importance of {name}")

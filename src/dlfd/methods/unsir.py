@@ -144,7 +144,7 @@ def run_unsir(
     noise_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
     total = len(data.forget)
     for index, (inputs, labels) in enumerate(data.forget):
-        init = torch.randn(inputs.shape, generator=ctx.generator("noise", index))
+        init = torch.randn(inputs.shape, generator=ctx.generator("noise", index, per_rank=True))
         noise = error_maximising_noise(
             model,
             init.to(ctx.device),
@@ -164,6 +164,7 @@ def run_unsir(
     optimizer = adam(model.parameters(), params.impair_lr)
     retain_batches = cycle(data.retain, "retain") if params.impair_retain else None
     batches = len(noise_batches)
+    net = ctx.parallel(model)
     for epoch in range(params.impair_epochs):
         model.train()
         order = torch.randperm(batches, generator=ctx.generator("impair order", epoch))
@@ -175,7 +176,7 @@ def run_unsir(
                 retain_x, retain_y = next(retain_batches)
                 inputs = torch.cat([inputs, retain_x.to(ctx.device)])
                 labels = torch.cat([labels, retain_y.to(ctx.device)])
-            loss = task_loss(model(inputs), labels, data.task)
+            loss = task_loss(net(inputs), labels, data.task)
             ctx.check_loss(loss, where=f"impair epoch {epoch + 1}, batch {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -21,6 +22,9 @@ from dlfd.errors import DlfdError
 from dlfd.losses import correct_predictions, task_loss
 from dlfd.runtime import derive_seed, seed_everything
 from dlfd.training.recipe import TrainRecipe
+
+if TYPE_CHECKING:
+    from dlfd.distributed import DistributedContext
 
 BatchCallback = Callable[[int, int], None]
 #: ``loss_fn(model, inputs, labels) -> (loss, logits)``: what one training step minimises.
@@ -80,15 +84,21 @@ def train_epochs(
     start_epoch: int = 0,
     on_batch: BatchCallback | None = None,
     loss_fn: LossFn | None = None,
+    dist: DistributedContext | None = None,
 ) -> Iterator[EpochStats]:
     """Train from ``start_epoch`` to ``recipe.epochs``, yielding after each epoch.
 
     The caller decides what to do between epochs (save a resume state, report progress).
     ``loss_fn`` replaces the plain task loss (methods that fine-tune with another objective).
+    With ``dist`` (``model`` wrapped by :meth:`~dlfd.distributed.DistributedContext.wrap`,
+    loaders yielding this rank's shard), each rank draws dropout from its own seed (rank 0's is
+    the single-process one) and the epoch's loss and accuracy are over all ranks' samples.
     """
     loss_fn = loss_fn or task_loss_fn(task)
+    rank = 0 if dist is None else dist.rank
     for epoch in range(start_epoch, recipe.epochs):
-        seed_everything(derive_seed(seed, "dropout", epoch))
+        dropout = ("dropout", epoch) if rank == 0 else ("dropout", epoch, "rank", rank)
+        seed_everything(derive_seed(seed, *dropout))
         lr = learning_rate(recipe, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -114,6 +124,8 @@ def train_epochs(
             correct_sum += correct_predictions(logits.detach(), labels, task).sum().item()
             if on_batch is not None:
                 on_batch(step + 1, len(loader))
+        if dist is not None:
+            loss_sum, correct_sum, seen = dist.all_reduce_sum([loss_sum, correct_sum, seen])
         yield EpochStats(
             epoch=epoch + 1,
             loss=loss_sum / max(seen, 1),

@@ -3,6 +3,8 @@
 :func:`train_checkpoint` is what ``dlfd train`` runs: it builds the model from the recipe,
 trains with progress reporting, saves a resume state after every epoch, and writes the final
 checkpoint atomically. A finished checkpoint with the same configuration hash is reused.
+Under ``torchrun`` it runs data-parallel (see :mod:`dlfd.distributed`): file checks and resume
+states are read on rank 0 and broadcast, and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dlfd.training.recipe import TrainRecipe
 from dlfd.training.resume import ResumePaths, load_resume_state, save_resume_state
 
 if TYPE_CHECKING:
+    from dlfd.distributed import DistributedContext
     from dlfd.scenarios.registry import Scenario
 
 Role = Literal["original", "retrained"]
@@ -90,11 +93,17 @@ def train_checkpoint(
     progress: TrainProgress | None = None,
     resume_every_s: float = 30.0,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
+    dist: DistributedContext | None = None,
 ) -> TrainResult:
     """Train and save the ``role`` model of ``scenario`` to ``out`` (``*.safetensors``).
 
     A resume state is written after an epoch when ``resume_every_s`` seconds have passed since
     the last one (0: after every epoch), so short epochs are not slowed down by disk writes.
+
+    With ``dist`` (every rank calls this with the same arguments; ``device`` is replaced by the
+    rank's device) the recipe's batch size is the global batch, split evenly across ranks; the
+    existing checkpoint and any resume state are read by rank 0 and broadcast; rank 0 alone
+    writes; every rank returns the same result and holds the same weights.
     """
     if role not in ROLES:
         raise ConfigError(f"role must be one of {sorted(ROLES)}, got {role!r}")
@@ -104,8 +113,18 @@ def train_checkpoint(
     digest = config_hash(config)
     progress = progress or TrainProgress()
     started = time.perf_counter()
+    main = dist is None or dist.is_main
+    world_size = 1 if dist is None else dist.world_size
+    if dist is not None:
+        device = dist.device
+        batch_size = dist.per_rank_batch(recipe.batch_size)
+    else:
+        batch_size = recipe.batch_size
 
-    if out.exists() and not force:
+    def finished() -> TrainResult | None:
+        """The existing checkpoint if it is this very run, finished; None to train."""
+        if not out.exists() or force:
+            return None
         existing = read_meta(out)
         if existing.config_sha256 == digest and sha256_file(out) == existing.weights_sha256:
             ResumePaths.for_checkpoint(out).remove()  # left if killed just after the save
@@ -124,6 +143,11 @@ def train_checkpoint(
             )
         # same configuration but weights that do not match their sidecar: an overwrite of this
         # very run was killed between its two writes; train it again
+        return None
+
+    reused = finished() if dist is None else dist.on_main(finished)
+    if reused is not None:
+        return reused
 
     split = ROLES[role]
     seed_everything(derive_seed(seed, "init"))
@@ -135,17 +159,29 @@ def train_checkpoint(
     loaders.cache.preload(scenario.problem.split(split))
 
     resume_paths = ResumePaths.for_checkpoint(out)
-    first_epoch, history = 0, []
-    if resume:
-        restored = load_resume_state(resume_paths, model, optimizer, config_sha256=digest)
-        if restored is not None:
-            first_epoch, history = restored
-    else:
+
+    def restore() -> tuple[int, list[dict]] | None:
+        if resume:
+            return load_resume_state(resume_paths, model, optimizer, config_sha256=digest)
         resume_paths.remove()
+        return None
+
+    restored = restore() if dist is None else dist.on_main(restore)
+    first_epoch, history = restored if restored is not None else (0, [])
+    if dist is not None and restored is not None:
+        dist.broadcast_module(model)
+        state = dist.broadcast_object(_cpu_state(optimizer.state_dict()) if main else None)
+        if not main:
+            optimizer.load_state_dict(state)
+    net = model if dist is None else dist.wrap(model)
 
     def loader_for_epoch(epoch: int) -> torch.utils.data.DataLoader:
         return loaders.loader(
-            split, batch_size=recipe.batch_size, train=True, seed=derive_seed(seed, "data", epoch)
+            split,
+            batch_size=batch_size,
+            train=True,
+            seed=derive_seed(seed, "data", epoch),
+            shard=None if dist is None else dist.shard,
         )
 
     batches = len(loader_for_epoch(first_epoch)) if first_epoch < recipe.epochs else 0
@@ -153,7 +189,7 @@ def train_checkpoint(
     last_saved = time.perf_counter()
     try:
         for stats in train_epochs(
-            model,
+            net,
             loader_for_epoch,
             optimizer,
             recipe,
@@ -162,6 +198,7 @@ def train_checkpoint(
             device=device,
             start_epoch=first_epoch,
             on_batch=progress.batch,
+            dist=dist,
         ):
             history.append(
                 {
@@ -172,7 +209,11 @@ def train_checkpoint(
                     "seconds": round(stats.seconds, 3),
                 }
             )
-            if stats.epoch < recipe.epochs and time.perf_counter() - last_saved >= resume_every_s:
+            if (
+                main
+                and stats.epoch < recipe.epochs
+                and time.perf_counter() - last_saved >= resume_every_s
+            ):
                 last_saved = time.perf_counter()
                 save_resume_state(
                     resume_paths,
@@ -187,6 +228,8 @@ def train_checkpoint(
                 on_epoch_end(stats)
     finally:
         progress.stop()
+    if dist is not None:
+        dist.sync_buffers(model)  # BatchNorm statistics ran per rank: keep rank 0's
 
     meta = CheckpointMeta(
         arch=recipe.model,
@@ -208,10 +251,17 @@ def train_checkpoint(
             "train_split": split,
             "n_train": len(scenario.problem.split(split)),
             "history": history,
+            "world_size": world_size,
         },
     )
-    saved = save_checkpoint(model.eval(), out, meta)
-    resume_paths.remove()
+
+    def write() -> CheckpointMeta:
+        saved = save_checkpoint(model.eval(), out, meta)
+        resume_paths.remove()
+        return saved
+
+    saved = write() if dist is None else dist.on_main(write)
+    model.eval()
     return TrainResult(
         out,
         saved,
@@ -220,3 +270,14 @@ def train_checkpoint(
         resumed_from_epoch=first_epoch,
         seconds=time.perf_counter() - started,
     )
+
+
+def _cpu_state(state: dict) -> dict:
+    """An optimizer state dict with its tensors on the CPU (to broadcast as an object)."""
+    return {
+        "param_groups": state["param_groups"],
+        "state": {
+            key: {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+            for key, s in state["state"].items()
+        },
+    }
