@@ -316,3 +316,12 @@ def test_sidecar_claiming_a_huge_model_allocates_nothing(
     side.write_text(json.dumps(json.loads(side.read_text()) | {"num_classes": 10**9}))
     with pytest.raises(CheckpointError, match=r"fc\.weight has shape"):
         load_checkpoint(path)  # a real 10**9-class head would need 512 GB
+
+
+def test_same_weights_same_sha256() -> None:
+    """The file bytes, hence weights_sha256, depend on the weights only (safetensors writes
+    several metadata entries in a random order, so there is just one)."""
+    from dlfd.checkpoint import weights_sha256
+
+    model = torch.nn.Linear(3, 2)
+    assert len({weights_sha256(model, "linear") for _ in range(20)}) == 1

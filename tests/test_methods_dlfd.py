@@ -79,7 +79,9 @@ def test_synthesis_increases_the_ot_distance_to_the_forget_features() -> None:
     model = _model().eval()
     x_r, y_r = next(iter(_loader(8, 4, shuffle=False)))
     x_f, _ = next(iter(_loader(8, 5, shuffle=False)))
-    params = DLFDParams(steps=10, budget=0.2, step_size=0.02, ot_weight=1.0, w0=0.0, w1=0.0)
+    params = DLFDParams(
+        steps=10, budget=0.2, step_size=0.02, ot_weight=1.0, w0=0.0, w1=0.0, features="logits"
+    )
     data = UnlearnData(retain=_loader(8, 4), forget=_loader(8, 5), input_bounds=BOUNDS)
     x_s = _synthesise(model, x_r, y_r, x_f, 0.0, params, data, _context(), use_amp=False)
 
@@ -102,7 +104,7 @@ def test_classification_term_keeps_synthesised_samples_correct() -> None:
     x_r, y_r = next(iter(_loader(8, 4, shuffle=False)))
     x_f, _ = next(iter(_loader(8, 5, shuffle=False)))
     data = UnlearnData(retain=_loader(8, 4), forget=_loader(8, 5), input_bounds=BOUNDS)
-    params = DLFDParams(steps=10, budget=0.3, step_size=0.03, ot_weight=0.0)
+    params = DLFDParams(steps=10, budget=0.3, step_size=0.03, ot_weight=0.0, features="logits")
     x_s = _synthesise(model, x_r, y_r, x_f, 1.0, params, data, _context(), use_amp=False)
     with torch.no_grad():
         before = task_loss(model(x_r), y_r, "multiclass")

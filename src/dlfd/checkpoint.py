@@ -183,12 +183,13 @@ def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def weights_bytes(model: nn.Module, arch: str) -> bytes:
     """The safetensors file content :func:`save_checkpoint` writes for ``model``; non-finite
-    weights are refused."""
+    weights are refused. The same weights always give the same bytes (and sha256): the header
+    holds one metadata entry, since safetensors writes several in a random order."""
     tensors = _state_tensors(model)
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"refusing to save non-finite weights ({', '.join(bad[:3])})")
-    return save_safetensors(tensors, metadata={"format": SIDECAR_FORMAT, "arch": arch})
+    return save_safetensors(tensors, metadata={"format": f"{SIDECAR_FORMAT} arch={arch}"})
 
 
 def weights_sha256(model: nn.Module, arch: str) -> str:

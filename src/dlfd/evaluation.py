@@ -28,6 +28,48 @@ from dlfd.models.features import forward_with_features
 
 
 @torch.no_grad()
+def split_outputs_and_features(
+    model: nn.Module,
+    loaders: ProblemLoaders,
+    *,
+    device: torch.device,
+    splits: Sequence[str] = SPLITS,
+    feature_splits: Sequence[str] = (),
+    layer: str | None = "penultimate",
+    batch_size: int = 128,
+) -> tuple[dict[str, SplitOutputs], dict[str, torch.Tensor]]:
+    """Logits and labels of every sample of each split, in split order, in eval mode, and the
+    ``layer`` features of the samples of ``feature_splits`` from the same forward pass.
+
+    The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        outputs: dict[str, SplitOutputs] = {}
+        features: dict[str, torch.Tensor] = {}
+        for split in splits:
+            if len(loaders.problem.split(split)) == 0:
+                continue
+            logits, labels, feats = [], [], []
+            for inputs, target in loaders.loader(split, batch_size=batch_size):
+                if split in feature_splits:
+                    batch_logits, batch_feats = forward_with_features(
+                        model, inputs.to(device), layer
+                    )
+                    feats.append(batch_feats.float().cpu())
+                else:
+                    batch_logits = model(inputs.to(device))
+                logits.append(batch_logits.float().cpu())
+                labels.append(target)
+            outputs[split] = SplitOutputs(torch.cat(logits), torch.cat(labels))
+            if feats:
+                features[split] = torch.cat(feats)
+        return outputs, features
+    finally:
+        model.train(was_training)
+
+
 def split_outputs(
     model: nn.Module,
     loaders: ProblemLoaders,
@@ -40,21 +82,10 @@ def split_outputs(
 
     The model's train/eval mode is restored afterwards.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        outputs: dict[str, SplitOutputs] = {}
-        for split in splits:
-            if len(loaders.problem.split(split)) == 0:
-                continue
-            logits, labels = [], []
-            for inputs, target in loaders.loader(split, batch_size=batch_size):
-                logits.append(model(inputs.to(device)).float().cpu())
-                labels.append(target)
-            outputs[split] = SplitOutputs(torch.cat(logits), torch.cat(labels))
-        return outputs
-    finally:
-        model.train(was_training)
+    outputs, _ = split_outputs_and_features(
+        model, loaders, device=device, splits=splits, batch_size=batch_size
+    )
+    return outputs
 
 
 @torch.no_grad()
@@ -116,6 +147,23 @@ def attack_metrics(
     return result
 
 
+def metrics_from_outputs(
+    outputs: dict[str, SplitOutputs],
+    task: str,
+    *,
+    reference: dict[str, SplitOutputs] | None = None,
+    lam: float = 0.5,
+    mia_seed: int = BENCHMARK_SHUFFLE_SEED,
+    attacks: bool = False,
+) -> dict[str, float]:
+    """The protocol's metrics of a model's ``outputs`` (gaps to ``reference`` outputs when
+    given); with ``attacks`` also :func:`attack_metrics`."""
+    metrics = protocol_metrics(outputs, task=task, reference=reference, lam=lam, mia_seed=mia_seed)
+    if attacks:
+        metrics.update(attack_metrics(outputs, task, lam=lam, mia_seed=mia_seed))
+    return metrics
+
+
 def evaluate_model(
     model: nn.Module,
     loaders: ProblemLoaders,
@@ -134,16 +182,13 @@ def evaluate_model(
     reference_outputs = None
     if reference is not None:
         reference_outputs = split_outputs(reference, loaders, device=device, batch_size=batch_size)
-    metrics = protocol_metrics(
+    metrics = metrics_from_outputs(
         outputs,
-        task=loaders.problem.records.task,
+        loaders.problem.records.task,
         reference=reference_outputs,
         lam=lam,
         mia_seed=mia_seed,
+        attacks=attacks,
     )
-    if attacks:
-        metrics.update(
-            attack_metrics(outputs, loaders.problem.records.task, lam=lam, mia_seed=mia_seed)
-        )
     metrics["eval_s"] = time.perf_counter() - started
     return metrics

@@ -6,69 +6,49 @@ and people appear only under the ids the dataset gave them.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dlfd.io import atomic_write_bytes, atomic_write_text
 from dlfd.metrics import SplitOutputs, per_sample_loss
 from dlfd.metrics.protocol import MAIN_METRICS
+from dlfd.report.pages import (
+    Figure,
+    PageTable,
+    figure_png,
+    html_figure,
+    html_page,
+    html_table,
+    md_figure,
+    md_table,
+    pyplot,
+    write_figures,
+    write_text,
+)
+from dlfd.report.plots import loss_histograms
 
-COLORS = {"forget": "#d62728", "unseen": "#1f77b4", "retain": "#7f7f7f"}
 MODEL_ORDER = ("original", "unlearned", "reference")
-
-
-def _figure_bytes(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return buffer.getvalue()
 
 
 def loss_figure(outputs: dict[str, dict[str, SplitOutputs]], task: str) -> bytes:
     """Per-sample loss distributions of forget, unseen and retain for each model: forgetting
     shows as the red (forget) curve moving onto the blue (never seen) one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharey=True)
-    for ax, name in zip(axes, MODEL_ORDER, strict=True):
-        for split in ("retain", "unseen", "forget"):
-            if split not in outputs[name]:
-                continue
-            out = outputs[name][split]
-            losses = np.log10(per_sample_loss(out.logits, out.labels, task) + 1e-6)
-            ax.hist(
-                losses,
-                bins=25,
-                density=True,
-                histtype="step",
-                linewidth=1.8,
-                color=COLORS[split],
-                label=split,
-            )
-        ax.set_title(name)
-        ax.set_xlabel("log10 per-sample loss")
-    axes[0].set_ylabel("density")
-    axes[0].legend()
-    fig.tight_layout()
-    data = _figure_bytes(fig)
-    plt.close(fig)
-    return data
+    panels = {
+        name: {
+            split: per_sample_loss(out.logits, out.labels, task)
+            for split, out in outputs[name].items()
+            if split in ("retain", "unseen", "forget")
+        }
+        for name in MODEL_ORDER
+    }
+    return loss_histograms(panels, ncols=3)
 
 
 def people_figure(people: list[dict[str, Any]]) -> bytes:
     """Mean exposure of each forgotten person's photos, per model (0.5 = like a stranger)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [p["person"] for p in people]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(names) + 2), 3.2))
@@ -80,7 +60,7 @@ def people_figure(people: list[dict[str, Any]]) -> bytes:
     ax.set_ylim(0, 1)
     ax.legend(ncol=3, fontsize=8)
     fig.tight_layout()
-    data = _figure_bytes(fig)
+    data = figure_png(fig)
     plt.close(fig)
     return data
 
@@ -93,7 +73,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _tables(cert: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+def _tables(cert: dict[str, Any]) -> list[PageTable]:
     """(title, header, rows) of every table of the page."""
     tables = []
     keys = MAIN_METRICS
@@ -165,16 +145,26 @@ def _tables(cert: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
             [[e["image"], e["person"], _fmt(e["score"])] for e in cert["most_exposed"]],
         )
     )
-    return tables
+    return [PageTable(title, header, rows) for title, header, rows in tables]
 
 
 def write_pages(
     cert: dict[str, Any], outputs: dict[str, dict[str, SplitOutputs]], task: str, out_dir: Path
 ) -> dict[str, Path]:
     """Write ``figures/*.png``, ``audit.md`` and a self-contained ``audit.html``."""
-    figures = {"losses": loss_figure(outputs, task), "people": people_figure(cert["people"])}
-    for name, data in figures.items():
-        atomic_write_bytes(out_dir / "figures" / f"{name}.png", data)
+    figures = [
+        Figure(
+            "losses",
+            loss_figure(outputs, task),
+            "Per-sample losses: forget (red) vs unseen (blue) vs retain",
+        ),
+        Figure(
+            "people",
+            people_figure(cert["people"]),
+            "Forgotten people, before and after unlearning",
+        ),
+    ]
+    write_figures(figures, out_dir / "figures")
     title = f"Unlearning audit: {cert['scenario']['name']}"
     sha = {name: model["weights_sha256"][:16] for name, model in cert["models"].items()}
     scenario = cert["scenario"]
@@ -187,44 +177,13 @@ def write_pages(
     )
     md = [f"# {title}", "", intro, ""]
     body = [f"<h1>{html.escape(title)}</h1>", "<p>" + html.escape(intro).replace("**", "") + "</p>"]
-    for name, caption in (
-        ("losses", "Per-sample losses: forget (red) vs unseen (blue) vs retain"),
-        ("people", "Forgotten people, before and after unlearning"),
-    ):
-        md += [f"![{caption}](figures/{name}.png)", ""]
-        encoded = base64.b64encode(figures[name]).decode()
-        body.append(
-            f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,"
-            f"{encoded}'><figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
-    for caption, header, rows in _tables(cert):
-        md += [
-            f"## {caption}",
-            "",
-            "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
-            *("| " + " | ".join(r) + " |" for r in rows),
-            "",
-        ]
-        body.append(
-            f"<h2>{html.escape(caption)}</h2><table><tr>"
-            + "".join(f"<th>{html.escape(h)}</th>" for h in header)
-            + "</tr>"
-            + "".join(
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
-            )
-            + "</table>"
-        )
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
-        "collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:"
-        "right}th{background:#f3f3f3}img{max-width:100%}"
-    )
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-        f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
-    )
+    for figure in figures:
+        md += md_figure(figure, f"figures/{figure.name}.png")
+        body.append(html_figure(figure))
+    for table in _tables(cert):
+        md += md_table(table)
+        body.append(html_table(table))
     paths = {"markdown": out_dir / "audit.md", "html": out_dir / "audit.html"}
-    atomic_write_text(paths["markdown"], "\n".join(md))
-    atomic_write_text(paths["html"], page)
+    write_text(paths["markdown"], "\n".join(md))
+    write_text(paths["html"], html_page(title, body))
     return paths

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from dlfd.cli import audit, check, evaluate, listing, train  # noqa: F401  (commands register on import)
+from dlfd.cli import (  # noqa: F401  (commands register on import)
+    audit,
+    bench,
+    check,
+    evaluate,
+    listing,
+    report,
+    train,
+    unlearn,
+)
 from dlfd.cli.app import app, err
 from dlfd.errors import DlfdError
 

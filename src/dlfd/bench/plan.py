@@ -1,0 +1,166 @@
+"""What a benchmark runs: scenario, seeds, methods and every setting, checked before any work.
+
+A :class:`BenchPlan` is plain, picklable data: the command line and recipe files
+(:mod:`dlfd.bench.recipe_file`) build one, and every run of the benchmark reads its settings
+from it, so a run can execute in another process. Settings are ``HEAD.KEY=VALUE`` items:
+``recipe.KEY`` changes how the original and the retrained reference are trained,
+``all.KEY`` one of the settings every method shares (``select``, ``save_threshold``,
+``monitor_samples``), ``METHOD.KEY`` one method's setting (``dlfd methods METHOD`` lists them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlfd.config import apply_overrides
+from dlfd.errors import ConfigError
+from dlfd.methods import MethodParams, get_method, list_methods
+from dlfd.training.recipe import TrainRecipe
+
+#: Rows taken from the two trained checkpoints of each seed, not from an unlearning run:
+#: ``original`` is the original model (wall time 0), ``retrain`` the retrained reference
+#: (wall time = its training time).
+CHECKPOINT_ROWS: tuple[str, ...] = ("original", "retrain")
+RECIPE_HEAD = "recipe"
+ALL_HEAD = "all"
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """Everything a benchmark needs; ``methods`` are resolved keys in table order.
+
+    ``split_seed=None`` makes each seed its own split seed (seeded scenarios then vary their
+    split with the seed); a number fixes one split for every seed. ``settings`` maps a method
+    key (or ``all``) to its overrides; ``recipe`` holds the training recipe's overrides.
+    """
+
+    dataset: str
+    out: Path
+    seeds: tuple[int, ...] = (0,)
+    methods: tuple[str, ...] = CHECKPOINT_ROWS
+    data_root: Path | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+    image_size: int | None = None
+    split_seed: int | None = None
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    lam: float = 0.5
+    attacks: bool = False
+    save_models: bool = True
+    device: str = "auto"
+    cache_dir: Path | None = None
+    jobs: int = 1
+
+    def split_seed_for(self, seed: int) -> int:
+        return seed if self.split_seed is None else self.split_seed
+
+    def method_overrides(self, method: str) -> dict[str, Any]:
+        """The overrides of ``method``: the shared ``all.*`` ones, then its own."""
+        return {**self.settings.get(ALL_HEAD, {}), **self.settings.get(method, {})}
+
+    def method_params(self, method: str) -> MethodParams:
+        """``method``'s resolved settings (defaults with the plan's overrides)."""
+        return get_method(method).make_params(self.method_overrides(method))
+
+    def train_recipe(self, base: TrainRecipe) -> TrainRecipe:
+        """The scenario's recipe ``base`` with the plan's ``recipe.*`` overrides."""
+        return apply_overrides(base, self.recipe)
+
+
+def parse_seeds(text: str | Iterable[int]) -> tuple[int, ...]:
+    """``"0,1,2"`` (or a list) -> ``(0, 1, 2)``: non-negative, distinct, in the given order."""
+    items = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
+    seeds: list[int] = []
+    for item in items:
+        try:
+            seed = int(item)
+        except (TypeError, ValueError):
+            raise ConfigError(f"seeds must be non-negative integers, got {item!r}") from None
+        if isinstance(item, bool) or seed < 0 or str(seed) != str(item).strip():
+            raise ConfigError(f"seeds must be non-negative integers, got {item!r}")
+        if seed in seeds:
+            raise ConfigError(f"seed {seed} is listed twice")
+        seeds.append(seed)
+    if not seeds:
+        raise ConfigError("give at least one seed")
+    return tuple(seeds)
+
+
+def available_methods() -> tuple[str, ...]:
+    """Every row a benchmark can have: the two checkpoint rows, then each registered method."""
+    return (*CHECKPOINT_ROWS, *(k for k in list_methods() if k not in CHECKPOINT_ROWS))
+
+
+def resolve_methods(spec: str | Iterable[str]) -> tuple[str, ...]:
+    """``"all"`` or ``"k1,k2"`` (or a list) -> method keys, unknown keys refused by name."""
+    known = available_methods()
+    if isinstance(spec, str):
+        if spec.strip() == "all":
+            return known
+        items = [p.strip() for p in spec.split(",") if p.strip()]
+    else:
+        items = [str(p).strip() for p in spec]
+    if items == ["all"]:
+        return known
+    unknown = [k for k in items if k not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown method {unknown[0]!r} in --methods; known: {', '.join(known)} (or all)"
+        )
+    if not items:
+        raise ConfigError("--methods is empty; give method keys or 'all'")
+    return tuple(dict.fromkeys(items))
+
+
+def split_settings(
+    items: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``{"recipe.epochs": 1, "dlfd.lr": 0.01}`` -> (recipe overrides, per-head overrides)."""
+    recipe: dict[str, Any] = {}
+    settings: dict[str, dict[str, Any]] = {}
+    for key, value in items.items():
+        head, dot, rest = key.partition(".")
+        if not dot or not head or not rest:
+            raise ConfigError(
+                f"bench setting {key!r} must be HEAD.KEY: recipe.KEY, all.KEY or METHOD.KEY"
+            )
+        if head == RECIPE_HEAD:
+            recipe[rest] = value
+        else:
+            settings.setdefault(head, {})[rest] = value
+    return recipe, settings
+
+
+def validate_plan(plan: BenchPlan) -> None:
+    """Refuse, before any work, settings that name nothing or have bad values."""
+    if not plan.methods:
+        raise ConfigError("no methods to run")
+    apply_overrides(TrainRecipe(), plan.recipe)  # names and values of recipe.* settings
+    shared = {f.name for f in dataclasses.fields(MethodParams)}
+    for head, overrides in plan.settings.items():
+        if head in CHECKPOINT_ROWS:
+            raise ConfigError(
+                f"'{head}.*' settings have no effect: the {head} row is the "
+                f"{'original model' if head == 'original' else 'retrained reference'} "
+                "checkpoint; change how it is trained with recipe.KEY"
+            )
+        if head == ALL_HEAD:
+            bad = sorted(set(overrides) - shared)
+            if bad:
+                raise ConfigError(
+                    f"'all.{bad[0]}' is not a setting every method shares; "
+                    f"shared: {', '.join(sorted(shared))}"
+                )
+            continue
+        get_method(head)  # unknown method keys raise, naming the known ones
+    for method in plan.methods:
+        if method not in CHECKPOINT_ROWS:
+            plan.method_params(method)
+    if plan.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {plan.jobs}")
+    if not 0.0 <= plan.lam <= 1.0:
+        raise ConfigError(f"lambda must be in [0, 1], got {plan.lam}")

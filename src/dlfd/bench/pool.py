@@ -1,0 +1,98 @@
+"""``--jobs N``: whole runs in a pool of spawned processes; only the parent writes results.
+
+Each seed's two checkpoints are trained (or found in the cache) first, one task per seed; then
+every (method, seed) is a task. Workers split the machine's threads between them and keep each
+seed's context for the runs they get.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Protocol
+
+import torch
+
+from dlfd.bench.plan import BenchPlan
+from dlfd.bench.progress import BenchLog, BenchProgress
+from dlfd.bench.references import ROLE_OF_ROW
+from dlfd.bench.unit import SeedContext, prepare_seed, run_unit
+from dlfd.errors import DlfdError
+
+
+class Collector(Protocol):
+    """Where finished and failed runs go (the parent's bookkeeping)."""
+
+    def finish(self, seed: int, method: str, record: dict[str, Any] | None, ran: bool) -> None: ...
+    def fail(self, seed: int, method: str, error: BaseException | str) -> None: ...
+
+
+_WORKER_SEEDS: dict[int, SeedContext] = {}
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _worker_prepare(plan: BenchPlan, seed: int) -> list[str]:
+    """Pool task: train (or reuse) the seed's two checkpoints; returns log lines."""
+    lines: list[str] = []
+    _WORKER_SEEDS[seed] = prepare_seed(plan, seed, log=lines.append)
+    return lines
+
+
+def _worker_run(
+    plan: BenchPlan, seed: int, method: str
+) -> tuple[dict[str, Any] | None, bool, list[str], str | None]:
+    """Pool task: one whole run; returns (summary, ran now, log lines, error text)."""
+    lines: list[str] = []
+    try:
+        ctx = _WORKER_SEEDS.get(seed) or prepare_seed(plan, seed)
+        _WORKER_SEEDS[seed] = ctx
+        record, ran = run_unit(ctx, method, log=lines.append)
+        return record, ran, lines, None
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, DlfdError):
+            text += "\n" + "".join(traceback.format_exception(exc))
+        return None, False, lines, text
+
+
+def run_pool(plan: BenchPlan, progress: BenchProgress, log: BenchLog, collector: Collector) -> None:
+    """Seeds' checkpoints first (one task per seed), then every run, ``plan.jobs`` at a time,
+    in spawned processes that split this machine's threads between them."""
+    threads = max(1, torch.get_num_threads() // plan.jobs)
+    context = multiprocessing.get_context("spawn")
+    worker_plan = dataclasses.replace(plan, jobs=1)
+    with ProcessPoolExecutor(
+        max_workers=plan.jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)
+    ) as pool:
+        pending: dict[Future, tuple[str, int, str]] = {
+            pool.submit(_worker_prepare, worker_plan, seed): ("prepare", seed, "")
+            for seed in plan.seeds
+        }
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                kind, seed, method = pending.pop(future)
+                if kind == "prepare":
+                    for line in future.result():
+                        log(line)
+                    for _ in ROLE_OF_ROW:
+                        progress.end(f"seed {seed}: checkpoints")
+                    for name in plan.methods:
+                        task = pool.submit(_worker_run, worker_plan, seed, name)
+                        pending[task] = ("run", seed, name)
+                    continue
+                record, ran, lines, error = future.result()
+                for line in lines:
+                    log(line)
+                if error is not None:
+                    first, _, rest = error.partition("\n")
+                    collector.fail(seed, method, first)
+                    if rest:
+                        log(rest, echo=False)
+                collector.finish(seed, method, record, ran)
+                progress.end(f"seed {seed}: {method}")

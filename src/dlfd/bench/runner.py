@@ -1,0 +1,144 @@
+"""Run a benchmark: per seed, the two trained checkpoints, then every method from the same
+original, each result evaluated with the protocol and recorded atomically.
+
+Every (method, seed) is an independent unit (:func:`dlfd.bench.unit.run_unit`). Units run in
+this process or, with ``jobs > 1``, in a pool of spawned processes that each run whole units
+(:mod:`dlfd.bench.pool`); only this process writes ``results.json`` and the log.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlfd.bench.plan import BenchPlan, validate_plan
+from dlfd.bench.pool import run_pool
+from dlfd.bench.progress import BenchLog, BenchProgress
+from dlfd.bench.records import RESULTS_FILE, write_results
+from dlfd.bench.references import ROLE_OF_ROW
+from dlfd.bench.unit import prepare_seed, run_unit
+from dlfd.errors import ConfigError, DlfdError
+from dlfd.io import file_lock
+
+LOG_FILE = "bench.log"
+LOCK_FILE = ".bench.lock"
+
+
+class BenchError(DlfdError):
+    """Some runs failed (the others finished and are recorded)."""
+
+
+@dataclass
+class BenchOutcome:
+    """What :func:`run_bench` did: the plan's finished records (results.json, in plan order),
+    how many runs ran now or were reused, and the failed runs."""
+
+    results: Path
+    log: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    ran: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+class _Collector:
+    """The parent's bookkeeping: records in plan order, rewritten to results.json after every
+    finished run (atomically), and failures."""
+
+    def __init__(self, plan: BenchPlan, log: BenchLog) -> None:
+        self.plan = plan
+        self.log = log
+        self.done: dict[tuple[int, str], dict[str, Any]] = {}
+        self.outcome = BenchOutcome(plan.out / RESULTS_FILE, log.path)
+
+    def finish(self, seed: int, method: str, record: dict[str, Any] | None, ran: bool) -> None:
+        if record is not None:
+            self.done[(seed, method)] = record
+            self.outcome.ran += ran
+            self.outcome.skipped += not ran
+        plan = self.plan
+        self.outcome.records = [
+            self.done[(s, m)] for s in plan.seeds for m in plan.methods if (s, m) in self.done
+        ]
+        write_results(plan.out, self.outcome.records)
+
+    def fail(self, seed: int, method: str, error: BaseException | str) -> None:
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self.outcome.failed.append(f"seed {seed} {method}: {text}")
+        self.log(f"seed {seed}: {method} FAILED: {text}")
+        if isinstance(error, BaseException) and not isinstance(error, DlfdError):
+            self.log("".join(traceback.format_exception(error)), echo=False)
+
+
+def run_bench(
+    plan: BenchPlan,
+    *,
+    progress: BenchProgress | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> BenchOutcome:
+    """Run every (method, seed) of ``plan``; finished runs are reused. Failed runs are logged
+    and named in the outcome (the rest still run); :class:`BenchError` is not raised here."""
+    validate_plan(plan)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    progress = progress or BenchProgress()
+    try:
+        with file_lock(plan.out / LOCK_FILE, wait=False):
+            return _run_locked(plan, progress, BenchLog(plan.out / LOG_FILE, echo))
+    except BlockingIOError:
+        raise ConfigError(
+            f"another dlfd bench is writing to {plan.out}; wait for it or choose another --out"
+        ) from None
+
+
+def _clean_temporaries(out: Path, log: BenchLog) -> None:
+    """Remove temporary files an interrupted bench left (never read; safe under the lock)."""
+    for path in sorted(out.rglob(".*.tmp")):
+        if path.is_file():
+            path.unlink()
+            log(f"removed a leftover temporary file {path.relative_to(out)}", echo=False)
+
+
+def _run_locked(plan: BenchPlan, progress: BenchProgress, log: BenchLog) -> BenchOutcome:
+    _clean_temporaries(plan.out, log)
+    log(
+        f"bench {plan.dataset}: methods {', '.join(plan.methods)}; seeds "
+        f"{', '.join(map(str, plan.seeds))}; out {plan.out}; jobs {plan.jobs}",
+        echo=False,
+    )
+    collector = _Collector(plan, log)
+    progress.start(len(plan.seeds) * (len(ROLE_OF_ROW) + len(plan.methods)))
+    try:
+        if plan.jobs > 1:
+            run_pool(plan, progress, log, collector)
+        else:
+            _run_here(plan, progress, log, collector)
+    finally:
+        progress.stop()
+    collector.finish(-1, "", None, False)  # results.json even when nothing finished
+    outcome = collector.outcome
+    log(
+        f"bench done: {outcome.ran} run(s) now, {outcome.skipped} reused, "
+        f"{len(outcome.failed)} failed; {outcome.results}",
+        echo=False,
+    )
+    return outcome
+
+
+def _run_here(
+    plan: BenchPlan, progress: BenchProgress, log: BenchLog, collector: _Collector
+) -> None:
+    for seed in plan.seeds:
+        ctx = prepare_seed(plan, seed, progress=progress, log=log)
+        for method in plan.methods:
+            label = f"seed {seed}: {method}"
+            progress.begin(label)
+            try:
+                record, ran = run_unit(ctx, method, progress=progress, log=log)
+            except Exception as exc:  # one failed method must not lose the others' runs
+                collector.fail(seed, method, exc)
+                record, ran = None, False
+            collector.finish(seed, method, record, ran)
+            progress.end(label)

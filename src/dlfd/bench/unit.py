@@ -1,0 +1,247 @@
+"""One benchmark run: a (method, seed) unit, from the seed's shared context to its record.
+
+:func:`prepare_seed` builds what every run of a seed shares (the scenario, the recipe, the two
+trained checkpoints); :func:`run_unit` reuses a finished record (see
+:mod:`dlfd.bench.records`) or runs the method from the original, evaluates the result once
+(outputs and penultimate features in one pass), writes the model and then the record, both
+atomically. A unit needs nothing but the plan and the seed, so it can run in another process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dlfd.bench.details import PROJECTION_SPLITS, projection_2d, sample_losses
+from dlfd.bench.plan import CHECKPOINT_ROWS, BenchPlan
+from dlfd.bench.progress import BenchProgress, TrainAdapter
+from dlfd.bench.records import (
+    RUN_FORMAT,
+    RunPaths,
+    finished_record,
+    json_safe,
+    run_config,
+    run_config_sha256,
+    summary,
+    write_record,
+)
+from dlfd.bench.references import ROLE_OF_ROW, Reference, ensure_reference, place_checkpoint
+from dlfd.checkpoint import load_checkpoint, sidecar_path, weights_sha256
+from dlfd.config import to_dict
+from dlfd.data.loaders import ProblemLoaders
+from dlfd.evaluation import metrics_from_outputs, split_outputs, split_outputs_and_features
+from dlfd.methods.scenario_run import save_unlearned, unlearn_on_scenario
+from dlfd.metrics import SplitOutputs
+from dlfd.runtime import hardware_info, resolve_device, software_versions
+from dlfd.scenarios import Scenario, get_scenario
+from dlfd.training.recipe import TrainRecipe
+
+
+@dataclass
+class SeedContext:
+    """What every run of one seed shares: the scenario, the recipe, the two checkpoints, one
+    image cache for evaluation, and the reference's outputs (computed once)."""
+
+    plan: BenchPlan
+    seed: int
+    scenario: Scenario
+    recipe: TrainRecipe
+    device: torch.device
+    original: Reference
+    reference: Reference
+    loaders: ProblemLoaders = field(init=False)
+    _reference_outputs: dict[str, SplitOutputs] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.loaders = ProblemLoaders(self.scenario.problem, self.scenario.input_spec)
+
+    def reference_outputs(self) -> dict[str, SplitOutputs]:
+        if self._reference_outputs is None:
+            model, _ = load_checkpoint(self.reference.path, device=self.device)
+            self._reference_outputs = split_outputs(model, self.loaders, device=self.device)
+        return self._reference_outputs
+
+
+def build_scenario(plan: BenchPlan, seed: int) -> tuple[Scenario, TrainRecipe]:
+    """The scenario of ``seed`` (split seed per the plan) and the plan's training recipe."""
+    scenario = get_scenario(
+        plan.dataset,
+        split_seed=plan.split_seed_for(seed),
+        data_root=plan.data_root,
+        image_size=plan.image_size,
+        options=dict(plan.options),
+    )
+    return scenario, plan.train_recipe(scenario.recipe)
+
+
+def prepare_seed(
+    plan: BenchPlan,
+    seed: int,
+    *,
+    progress: BenchProgress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> SeedContext:
+    """Build the seed's scenario and train (or reuse from the cache) its two checkpoints."""
+    progress = progress or BenchProgress()
+    scenario, recipe = build_scenario(plan, seed)
+    device = resolve_device(plan.device)
+    refs: dict[str, Reference] = {}
+    for row, role in ROLE_OF_ROW.items():
+        label = f"seed {seed}: train {role}"
+        progress.begin(label)
+        ref = ensure_reference(
+            scenario,
+            role=role,
+            seed=seed,
+            recipe=recipe,
+            device=device,
+            cache_dir=plan.cache_dir,
+            progress=TrainAdapter(progress),
+        )
+        refs[row] = ref
+        if log is not None:
+            how = f"trained in {ref.training_s:.1f}s" if ref.trained_now else "reused from cache"
+            log(f"seed {seed}: {role} model {how} ({ref.path.name})")
+        progress.end(label)
+    return SeedContext(
+        plan, seed, scenario, recipe, device, original=refs["original"], reference=refs["retrain"]
+    )
+
+
+def _remove_model(paths: RunPaths) -> None:
+    for path in (paths.model, sidecar_path(paths.model)):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def run_unit(
+    ctx: SeedContext,
+    method: str,
+    *,
+    progress: BenchProgress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Run (or reuse) one (method, seed); returns (its summary for results.json, ran now)."""
+    plan, seed, scenario = ctx.plan, ctx.seed, ctx.scenario
+    progress = progress or BenchProgress()
+    log = log or (lambda message: None)
+    checkpoint_row = method in CHECKPOINT_ROWS
+    params = {} if checkpoint_row else to_dict(plan.method_params(method))
+    config = run_config(
+        method=method,
+        seed=seed,
+        scenario=scenario,
+        recipe=ctx.recipe,
+        params=params,
+        original_config=ctx.original.meta.config_sha256 or "",
+        reference_config=ctx.reference.meta.config_sha256 or "",
+        lam=plan.lam,
+        attacks=plan.attacks,
+    )
+    digest = run_config_sha256(config)
+    paths = RunPaths(plan.out, seed, method)
+    record, why = finished_record(paths, digest, save_models=plan.save_models)
+    if record is not None:
+        log(f"seed {seed}: {method} finished earlier (config {digest[:12]}); skipped")
+        return summary(record, paths), False
+    log(f"seed {seed}: {method} running ({why})")
+    with contextlib.suppress(FileNotFoundError):
+        paths.record.unlink()
+    _remove_model(paths)
+
+    details: dict[str, Any] = {}
+    if checkpoint_row:
+        source = ctx.original if method == "original" else ctx.reference
+        model, _ = load_checkpoint(source.path, device=ctx.device)
+        wall_s = 0.0 if method == "original" else source.training_s
+        train_s, monitor_s = wall_s, 0.0
+        selected = f"the {'original model' if method == 'original' else 'retrained reference'}"
+    else:
+        original, _ = load_checkpoint(ctx.original.path, device=ctx.device)
+        result = unlearn_on_scenario(
+            original,
+            scenario,
+            method,
+            seed=seed,
+            device=ctx.device,
+            hparams=plan.method_overrides(method),
+            recipe=ctx.recipe,
+            on_progress=progress.advance,
+        )
+        model = result.model
+        wall_s, train_s, monitor_s = result.wall_s, result.train_s, result.monitor_s
+        selected = result.selected
+        details.update(readings=result.readings, trace=result.trace, info=result.info)
+
+    progress.advance(0, 0, "evaluating")
+    started = time.perf_counter()
+    outputs, features = split_outputs_and_features(
+        model, ctx.loaders, device=ctx.device, feature_splits=PROJECTION_SPLITS
+    )
+    metrics = metrics_from_outputs(
+        outputs,
+        scenario.task,
+        reference=ctx.reference_outputs(),
+        lam=plan.lam,
+        attacks=plan.attacks,
+    )
+    details["losses"] = sample_losses(outputs, scenario.task, seed)
+    details["projection"] = projection_2d(features, seed)
+    eval_s = time.perf_counter() - started
+
+    model_file = None
+    if plan.save_models:
+        if checkpoint_row:
+            source = ctx.original if method == "original" else ctx.reference
+            weights = place_checkpoint(source.path, paths.model).weights_sha256
+        else:
+            weights = save_unlearned(
+                result, paths.model, ctx.original.meta, source=str(ctx.original.path)
+            ).weights_sha256
+        model_file = paths.relative(paths.model)
+    elif checkpoint_row:
+        weights = (ctx.original if method == "original" else ctx.reference).meta.weights_sha256
+    else:
+        weights = weights_sha256(model, ctx.original.meta.arch)
+
+    record = {
+        "format": RUN_FORMAT,
+        "method": method,
+        "seed": seed,
+        "dataset": scenario.name,
+        "config": config,
+        "config_sha256": digest,
+        "metrics": metrics,
+        "wall_s": wall_s,
+        "train_s": train_s,
+        "monitor_s": monitor_s,
+        "eval_s": eval_s,
+        "selected": selected,
+        "split_sizes": scenario.problem.sizes(),
+        "model": model_file,
+        "hardware": hardware_info(),
+        "versions": software_versions(),
+        "hashes": {
+            "weights_sha256": weights,
+            "original_sha256": ctx.original.meta.weights_sha256,
+            "reference_sha256": ctx.reference.meta.weights_sha256,
+            "forget_sha256": scenario.problem.forget_sha256,
+            "data_sha256": scenario.problem.records.fingerprint,
+            "config_sha256": digest,
+        },
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "details": details,
+    }
+    record = json_safe(record)
+    write_record(paths, record)
+    log(
+        f"seed {seed}: {method} done in {wall_s:.1f}s (+{eval_s:.1f}s evaluation): "
+        f"test_acc {metrics['test_acc']:.4f}, forgetting_score "
+        f"{metrics['forgetting_score']:.4f}, nomus {metrics['nomus']:.4f}"
+    )
+    return summary(record, paths), True

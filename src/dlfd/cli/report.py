@@ -1,0 +1,53 @@
+"""``dlfd report``: tables, figures, one self-contained HTML file and a Markdown file, built
+only from a ``dlfd bench`` folder's JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dlfd.cli.app import app, err, out
+from dlfd.report import PageTable, build_report, main_table
+
+
+def rich_table(table: PageTable) -> Table:
+    """A :class:`PageTable` for the terminal (best cells in bold green)."""
+    shown = Table(title=table.title)
+    for k, name in enumerate(table.header):
+        shown.add_column(name, justify="left" if k == 0 else "right", no_wrap=k == 0)
+    for r, row in enumerate(table.rows):
+        shown.add_row(
+            *(
+                f"[bold green]{text}[/]" if (r, c) in table.best else text
+                for c, text in enumerate(row)
+            )
+        )
+    return shown
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="A `dlfd bench --out` folder.")],
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="HTML file to write (default DIR/report.html).")
+    ] = None,
+    md_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--md", help="Markdown file to write (default DIR/report.md; figures/ beside it)."
+        ),
+    ] = None,
+) -> None:
+    """Build the benchmark report from DIR/results.json and the run records it names.
+
+    Main table (mean ± std over seeds, best per column marked, retrain as the reference row),
+    the published MUFAC numbers beside it for MUFAC, the stronger attacks when they were run,
+    loss distributions, NoMUS vs wall time, DLFD's forgetting-score trace and 2-D feature
+    projections; one self-contained HTML file (opens offline) and a Markdown version.
+    """
+    result = build_report(folder, html_path=html_out, md_path=md_out)
+    out.print(rich_table(main_table(result.records, digits=3, sep="±")))
+    err.print(f"wrote {result.html} (self-contained) and {result.markdown}")

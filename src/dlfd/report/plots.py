@@ -1,0 +1,172 @@
+"""Figures of a benchmark or an audit, drawn from numbers only (never from images or models).
+
+Each function returns PNG bytes. Colours: forget red, unseen (never seen) blue, retain grey, so
+forgetting shows as the red curve or cloud moving onto the blue one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from dlfd.report.pages import figure_png, pyplot
+
+COLORS = {"forget": "#d62728", "unseen": "#1f77b4", "retain": "#7f7f7f", "test": "#2ca02c"}
+LOSS_SPLITS = ("retain", "unseen", "forget")
+
+
+def _grid(
+    n: int, ncols: int | None, width: float, height: float, *, sharex: bool = False
+) -> tuple[object, list, int]:
+    """A figure with ``n`` panels in rows of ``ncols`` (default 4); unused axes hidden."""
+    plt = pyplot()
+    ncols = max(1, min(n, ncols or 4))
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, sharex=sharex
+    )
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n], ncols
+
+
+def _finish(fig: object) -> bytes:
+    plt = pyplot()
+    fig.tight_layout()  # type: ignore[attr-defined]
+    data = figure_png(fig)
+    plt.close(fig)
+    return data
+
+
+def loss_histograms(
+    panels: Mapping[str, Mapping[str, Sequence[float] | np.ndarray]],
+    *,
+    ncols: int | None = None,
+    splits: Sequence[str] = LOSS_SPLITS,
+) -> bytes:
+    """Per-sample loss distributions (log10) of ``splits`` for each model: one panel per model,
+    the same bins everywhere so panels compare."""
+    logs = {
+        name: {
+            s: np.log10(np.asarray(v, dtype=np.float64) + 1e-6)
+            for s, v in by_split.items()
+            if s in splits and len(v)
+        }
+        for name, by_split in panels.items()
+    }
+    every = [v for by_split in logs.values() for v in by_split.values()]
+    low = min((float(v.min()) for v in every), default=-6.0)
+    high = max((float(v.max()) for v in every), default=1.0)
+    bins = np.linspace(low, high if high > low else low + 1.0, 26)
+    fig, axes, columns = _grid(len(panels), ncols, 4.0, 3.2, sharex=True)
+    for k, (ax, (name, by_split)) in enumerate(zip(axes, logs.items(), strict=True)):
+        for split in splits:
+            if split in by_split:
+                ax.hist(
+                    by_split[split],
+                    bins=bins,
+                    density=True,
+                    histtype="step",
+                    linewidth=1.8,
+                    color=COLORS.get(split),
+                    label=split,
+                )
+        ax.set_title(name)
+        ax.set_xlabel("log10 per-sample loss")
+        ax.tick_params(labelbottom=True)
+        if k % columns == 0:
+            ax.set_ylabel("density")
+    if axes:
+        axes[0].legend()
+    return _finish(fig)
+
+
+def nomus_vs_time(points: Sequence[Mapping[str, float | str]]) -> bytes:
+    """NoMUS against wall time, one point per method (mean over seeds with std bars).
+
+    Each point: ``label``, ``wall``, ``wall_std``, ``nomus``, ``nomus_std``. The x axis is
+    logarithmic above 1 s and linear below (the original model costs 0 s).
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for point in points:
+        label = str(point["label"])
+        color = {"original": "#7f7f7f", "retrain": "#000000"}.get(label.split(" ")[0])
+        ax.errorbar(
+            float(point["wall"]),
+            float(point["nomus"]),
+            xerr=float(point["wall_std"]),
+            yerr=float(point["nomus_std"]),
+            fmt="o",
+            capsize=3,
+            color=color,
+        )
+        ax.annotate(
+            label,
+            (float(point["wall"]), float(point["nomus"])),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=8,
+        )
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("wall time of the unlearning call (s; retrain: its training)")
+    ax.set_ylabel("NoMUS (higher is better)")
+    ax.grid(alpha=0.3)
+    return _finish(fig)
+
+
+def _positions(wheres: Sequence[str]) -> tuple[list[float], str]:
+    """x positions of monitor readings: the batch number in ``where`` when every reading names
+    one, else the reading's index."""
+    numbers = [re.findall(r"\d+", w) for w in wheres]
+    if wheres and all(numbers) and all("batch" in w for w in wheres):
+        return [float(n[-1]) for n in numbers], "batch"
+    return [float(i + 1) for i in range(len(wheres))], "monitored state"
+
+
+def forgetting_trace(
+    traces: Mapping[str, Sequence[Mapping[str, object]]],
+    thresholds: Mapping[str, float] | None = None,
+    title: str = "",
+) -> bytes:
+    """The forgetting score at each monitored state (one line per seed), with thresholds."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    xlabel = "monitored state"
+    for label, readings in traces.items():
+        wheres = [str(r.get("where", "")) for r in readings]
+        x, xlabel = _positions(wheres)
+        y = [float(r["forgetting_score"]) for r in readings]  # type: ignore[arg-type]
+        ax.plot(x, y, marker=".", linewidth=1.2, label=label)
+    for k, (name, value) in enumerate((thresholds or {}).items()):
+        ax.axhline(value, color="black", linestyle=("--", ":", "-.")[k % 3], linewidth=0.9)
+        ax.annotate(name, (0.01, value), xycoords=("axes fraction", "data"), fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("forgetting score |mia - 0.5|")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _finish(fig)
+
+
+def projections(
+    panels: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], *, ncols: int | None = None
+) -> bytes:
+    """2-D projections of penultimate features of forget (red) and unseen (blue) samples, one
+    panel per model (each fitted on that model's features)."""
+    fig, axes, _ = _grid(len(panels), ncols, 3.6, 3.4)
+    for ax, (name, sides) in zip(axes, panels.items(), strict=True):
+        for split in ("unseen", "forget"):
+            points = np.asarray(sides.get(split) or [], dtype=np.float64).reshape(-1, 2)
+            ax.scatter(points[:, 0], points[:, 1], s=9, alpha=0.6, color=COLORS[split], label=split)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if axes:
+        axes[0].legend(fontsize=8)
+    return _finish(fig)
