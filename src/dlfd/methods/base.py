@@ -96,6 +96,30 @@ class MethodParams:
         """Method-specific checks (override; raise via :func:`require`)."""
 
 
+@dataclass(frozen=True)
+class SGDParams(MethodParams):
+    """Settings of methods that train with SGD for a number of epochs (subclasses change the
+    defaults by redeclaring a field, and add their own checks after ``super().validate()``)."""
+
+    epochs: int = 2
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["constant", "cosine"] = "cosine"
+
+    def validate(self) -> None:
+        require(
+            {
+                "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
+                "lr": positive(self.lr),
+                "momentum": non_negative(self.momentum) and self.momentum < 1,
+                "weight_decay": non_negative(self.weight_decay),
+                "schedule": self.schedule in ("constant", "cosine"),
+            },
+            self,
+        )
+
+
 @dataclass
 class UnlearnData:
     """What a method may read: loaders over retain, forget and (optionally) validation.

@@ -22,10 +22,14 @@ from typing import Any
 
 from torch import nn
 
-from dlfd.methods.base import MethodParams, RunContext, UnlearnData, non_negative, positive, require
+from dlfd.methods.base import (
+    RunContext,
+    SGDParams,
+    UnlearnData,
+    require,
+)
 from dlfd.methods.common import (
     ParamMask,
-    Schedule,
     last_blocks,
     plain_task_loss,
     run_epochs,
@@ -36,40 +40,38 @@ from dlfd.methods.registry import register_method
 
 
 @dataclass(frozen=True)
-class CfkParams(MethodParams):
+class CfkParams(SGDParams):
     k: int = 1
-    epochs: int = 2
-    lr: float = 0.001
-    momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: Schedule = "cosine"
     frozen_train_mode: bool = False
 
     def validate(self) -> None:
+        super().validate()
         require(
             {
                 "k must be >= 1": isinstance(self.k, int) and self.k >= 1,
-                "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-                "lr": positive(self.lr),
-                "momentum": non_negative(self.momentum) and self.momentum < 1,
-                "weight_decay": non_negative(self.weight_decay),
-                "schedule": self.schedule in ("constant", "cosine"),
             },
             self,
         )
 
 
-@register_method("cf_k", "fine-tune only the last k blocks on retain", CfkParams)
-def run_cf_k(
-    model: nn.Module, data: UnlearnData, params: CfkParams, ctx: RunContext
-) -> dict[str, Any]:
-    blocks = last_blocks(model, params.k)
-    mask = ParamMask.for_modules(model, [module for _, module in blocks])
+def train_last_blocks(
+    model: nn.Module,
+    blocks: list[tuple[str, nn.Module]],
+    data: UnlearnData,
+    params: CfkParams,
+    ctx: RunContext,
+    phase: str,
+) -> ParamMask:
+    """Train only ``blocks`` on retain (everything else frozen; frozen blocks in eval mode
+    unless ``frozen_train_mode``); shared by ``cf_k`` and ``eu_k``."""
+    modules = [module for _, module in blocks]
+    mask = ParamMask.for_modules(model, modules)
     mask.apply()
     optimizer = sgd(model.parameters(), params.lr, params.momentum, params.weight_decay)
     loss_fn = plain_task_loss(data.task)
     if not params.frozen_train_mode:
-        loss_fn = train_only(loss_fn, [module for _, module in blocks])
+        loss_fn = train_only(loss_fn, modules)
     run_epochs(
         model,
         data.retain,
@@ -79,6 +81,15 @@ def run_cf_k(
         loss_fn=loss_fn,
         lr=params.lr,
         schedule=params.schedule,
-        phase="cf_k",
+        phase=phase,
     )
+    return mask
+
+
+@register_method("cf_k", "fine-tune only the last k blocks on retain", CfkParams)
+def run_cf_k(
+    model: nn.Module, data: UnlearnData, params: CfkParams, ctx: RunContext
+) -> dict[str, Any]:
+    blocks = last_blocks(model, params.k)
+    mask = train_last_blocks(model, blocks, data, params, ctx, "cf_k")
     return {"trained_blocks": [name for name, _ in blocks], "trained_fraction": mask.fraction()}

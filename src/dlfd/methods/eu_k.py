@@ -28,43 +28,22 @@ from typing import Any
 from torch import nn
 
 from dlfd.errors import ConfigError
-from dlfd.methods.base import MethodParams, RunContext, UnlearnData, non_negative, positive, require
+from dlfd.methods.base import (
+    RunContext,
+    UnlearnData,
+)
+from dlfd.methods.cf_k import CfkParams, train_last_blocks
 from dlfd.methods.common import (
-    ParamMask,
-    Schedule,
     last_blocks,
-    plain_task_loss,
     reinitialise,
-    run_epochs,
-    sgd,
-    train_only,
     unresettable_parameters,
 )
 from dlfd.methods.registry import register_method
 
 
 @dataclass(frozen=True)
-class EukParams(MethodParams):
-    k: int = 1
-    epochs: int = 2
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: Schedule = "cosine"
-    frozen_train_mode: bool = False
-
-    def validate(self) -> None:
-        require(
-            {
-                "k must be >= 1": isinstance(self.k, int) and self.k >= 1,
-                "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-                "lr": positive(self.lr),
-                "momentum": non_negative(self.momentum) and self.momentum < 1,
-                "weight_decay": non_negative(self.weight_decay),
-                "schedule": self.schedule in ("constant", "cosine"),
-            },
-            self,
-        )
+class EukParams(CfkParams):
+    """CF-k's settings: k, the SGD settings, ``frozen_train_mode``."""
 
 
 @register_method("eu_k", "re-initialise the last k blocks and train only them on retain", EukParams)
@@ -81,23 +60,7 @@ def run_eu_k(
             + (f", ... ({len(kept)} in all)" if len(kept) > 8 else "")
         )
     reinitialised = sum(reinitialise(module) for module in modules)
-    mask = ParamMask.for_modules(model, modules)
-    mask.apply()
-    optimizer = sgd(model.parameters(), params.lr, params.momentum, params.weight_decay)
-    loss_fn = plain_task_loss(data.task)
-    if not params.frozen_train_mode:
-        loss_fn = train_only(loss_fn, modules)
-    run_epochs(
-        model,
-        data.retain,
-        optimizer,
-        ctx,
-        epochs=params.epochs,
-        loss_fn=loss_fn,
-        lr=params.lr,
-        schedule=params.schedule,
-        phase="eu_k",
-    )
+    mask = train_last_blocks(model, blocks, data, params, ctx, "eu_k")
     return {
         "trained_blocks": [name for name, _ in blocks],
         "reinitialised_modules": reinitialised,

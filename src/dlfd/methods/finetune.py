@@ -12,30 +12,18 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from dlfd.methods.base import MethodParams, RunContext, UnlearnData, non_negative, positive, require
-from dlfd.methods.common import Schedule, plain_task_loss, run_epochs, sgd
+from dlfd.methods.base import (
+    RunContext,
+    SGDParams,
+    UnlearnData,
+)
+from dlfd.methods.common import plain_task_loss, run_epochs, sgd
 from dlfd.methods.registry import register_method
 
 
 @dataclass(frozen=True)
-class FinetuneParams(MethodParams):
-    epochs: int = 2
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: Schedule = "cosine"
-
-    def validate(self) -> None:
-        require(
-            {
-                "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-                "lr": positive(self.lr),
-                "momentum": non_negative(self.momentum) and self.momentum < 1,
-                "weight_decay": non_negative(self.weight_decay),
-                "schedule": self.schedule in ("constant", "cosine"),
-            },
-            self,
-        )
+class FinetuneParams(SGDParams):
+    """The shared SGD settings with their defaults (2 epochs, lr 0.001, cosine)."""
 
 
 @register_method("finetune", "a few epochs of the task loss on retain", FinetuneParams)

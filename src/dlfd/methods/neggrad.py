@@ -20,30 +20,22 @@ import torch
 from torch import nn
 
 from dlfd.losses import task_loss
-from dlfd.methods.base import MethodParams, RunContext, UnlearnData, non_negative, positive, require
+from dlfd.methods.base import (
+    RunContext,
+    SGDParams,
+    UnlearnData,
+)
 from dlfd.methods.common import BatchLoss, Schedule, run_epochs, sgd
 from dlfd.methods.registry import register_method
 
 
 @dataclass(frozen=True)
-class NeggradParams(MethodParams):
+class NeggradParams(SGDParams):
     epochs: int = 1
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
     schedule: Schedule = "constant"
 
     def validate(self) -> None:
-        require(
-            {
-                "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-                "lr": positive(self.lr),
-                "momentum": non_negative(self.momentum) and self.momentum < 1,
-                "weight_decay": non_negative(self.weight_decay),
-                "schedule": self.schedule in ("constant", "cosine"),
-            },
-            self,
-        )
+        super().validate()
 
 
 def ascent_loss(task: str) -> BatchLoss:

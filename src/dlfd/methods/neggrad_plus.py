@@ -23,29 +23,29 @@ from dataclasses import dataclass
 from torch import nn
 
 from dlfd.losses import task_loss
-from dlfd.methods.base import MethodParams, RunContext, UnlearnData, non_negative, positive, require
+from dlfd.methods.base import (
+    RunContext,
+    SGDParams,
+    UnlearnData,
+    non_negative,
+    require,
+)
 from dlfd.methods.common import Schedule, cycle, scheduled_lr, set_lr, sgd
 from dlfd.methods.registry import register_method
 
 
 @dataclass(frozen=True)
-class NeggradPlusParams(MethodParams):
+class NeggradPlusParams(SGDParams):
     beta: float = 1.0
-    epochs: int = 2
-    lr: float = 0.001
     momentum: float = 0.0
     weight_decay: float = 0.0
     schedule: Schedule = "constant"
 
     def validate(self) -> None:
+        super().validate()
         require(
             {
                 "beta must be >= 0": non_negative(self.beta),
-                "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-                "lr": positive(self.lr),
-                "momentum": non_negative(self.momentum) and self.momentum < 1,
-                "weight_decay": non_negative(self.weight_decay),
-                "schedule": self.schedule in ("constant", "cosine"),
             },
             self,
         )

@@ -32,30 +32,30 @@ from torch.utils.data import DataLoader
 
 from dlfd.errors import ConfigError
 from dlfd.losses import task_loss
-from dlfd.methods.base import MethodParams, RunContext, UnlearnData, non_negative, positive, require
+from dlfd.methods.base import (
+    RunContext,
+    SGDParams,
+    UnlearnData,
+    non_negative,
+    require,
+)
 from dlfd.methods.common import ParamMask, Schedule, sgd
 from dlfd.methods.random_label import relabel_epochs
 from dlfd.methods.registry import register_method
 
 
 @dataclass(frozen=True)
-class SalunParams(MethodParams):
+class SalunParams(SGDParams):
     sparsity: float = 0.5
     epochs: int = 10
     lr: float = 0.013
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
     schedule: Schedule = "constant"
 
     def validate(self) -> None:
+        super().validate()
         require(
             {
                 "sparsity must be in [0, 1)": non_negative(self.sparsity) and self.sparsity < 1,
-                "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-                "lr": positive(self.lr),
-                "momentum": non_negative(self.momentum) and self.momentum < 1,
-                "weight_decay": non_negative(self.weight_decay),
-                "schedule": self.schedule in ("constant", "cosine"),
             },
             self,
         )
