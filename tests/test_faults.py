@@ -487,3 +487,29 @@ def test_real_process_with_debug_prints_the_traceback(tmp_path: Path) -> None:
     assert "Traceback (most recent call last)" in debug.stderr
     assert "CheckpointError: checkpoint sidecar not found" in debug.stderr
     assert not out.exists()
+
+
+def test_killed_bench_leaves_only_complete_records_and_a_rerun_completes(tmp_path: Path) -> None:
+    """SIGKILL a real ``dlfd bench`` right after its first finished run: every record on disk
+    is complete JSON (or absent), and a rerun skips what was finished and completes the rest."""
+    out = tmp_path / "bench"
+    args = [
+        "bench", "--dataset", "orl-glasses", "--image-size", "8", "--seeds", "0",
+        "--methods", "original,finetune,neggrad", "--set", "recipe.model=small_cnn",
+        "--set", "recipe.epochs=1", "--set", "finetune.epochs=30", "--quiet",
+        "--out", out, "--cache-dir", tmp_path / "cache", *CPU,
+    ]  # fmt: skip
+    log = out / "bench.log"
+    with spawned(args, tmp_path) as (proc, stderr):
+        wait_until(lambda: log.exists() and " done in " in log.read_text(), proc, stderr)
+        assert proc.poll() is None, f"the bench finished before it could be killed: {stderr}"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+    for record in out.rglob("*.json"):
+        json.loads(record.read_text())  # nothing half-written under a final name
+    assert not (out / "results.json").exists() or json.loads((out / "results.json").read_text())
+    with spawned(args, tmp_path) as (proc, stderr):
+        assert proc.wait() == 0, stderr.read_text()
+    records = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in records] == ["original", "finetune", "neggrad"]
+    assert "finished earlier" in log.read_text()  # the run done before the kill was reused
