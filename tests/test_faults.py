@@ -28,6 +28,7 @@ import torch
 
 from dlfd.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint, sidecar_path
 from dlfd.cli import main
+from dlfd.config import Bounds
 from dlfd.data.transforms import InputSpec
 from dlfd.errors import CheckpointError, DlfdError
 from dlfd.io import sha256_file
@@ -58,10 +59,10 @@ def pair_digest(path: Path) -> tuple[str, str]:
 
 def only_temporaries(folder: Path, *expected: str) -> None:
     """Apart from ``expected`` names, ``folder`` holds at most temporary files (``.*.tmp``),
-    which no command reads."""
+    which no command reads, and the lock files of a killed writer (``.*.lock``)."""
     for entry in folder.iterdir():
         if entry.name not in expected:
-            assert entry.name.startswith(".") and entry.name.endswith(".tmp"), entry.name
+            assert entry.name.startswith(".") and entry.name.endswith((".tmp", ".lock")), entry.name
 
 
 @contextlib.contextmanager
@@ -288,8 +289,14 @@ def test_resume_state_write_killed_at_any_point(tmp_path: Path, point: tuple[int
 
 
 # ------------------------------------------------------------------------------ NaN losses
+@pytest.fixture
+def unbounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let out-of-range settings past validation, as if an in-range combination diverged."""
+    monkeypatch.setattr(Bounds, "__contains__", lambda self, value: True)
+
+
 def test_unlearn_with_exploding_loss_stops_with_one_line_and_no_output(
-    original: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    original: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], unbounded: None
 ) -> None:
     before = pair_digest(original)
     out = tmp_path / "nan.safetensors"
@@ -312,7 +319,7 @@ def test_unlearn_with_exploding_loss_stops_with_one_line_and_no_output(
 
 
 def test_train_with_exploding_loss_stops_with_one_line_and_no_output(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], unbounded: None
 ) -> None:
     out = tmp_path / "nan.safetensors"
     code, _, err = run(
@@ -417,7 +424,7 @@ USER_ERRORS = {
     "evaluate-missing-model": (["evaluate", "--model", MISSING], "not found"),
     "evaluate-json-over-input": (
         ["evaluate", "--model", ORIG, "--json", "{original_sidecar}"],
-        "overwrite an input",
+        "is also an input",
     ),
     "evaluate-json-under-a-file": (
         ["evaluate", "--model", ORIG, "--json", FILE + "/r.json"],

@@ -15,7 +15,7 @@ import numpy as np
 
 from dlfd.data.leakage import LEVELS, Leak, LeakReport, identity_pairs, shared_keys
 from dlfd.data.records import ImageRecords
-from dlfd.errors import LeakError, SplitError
+from dlfd.errors import DataError, LeakError, SplitError
 from dlfd.io import sha256_bytes
 
 SPLITS: tuple[str, ...] = ("retain", "forget", "val", "test", "unseen")
@@ -37,8 +37,12 @@ class UnlearningProblem:
     splits is a leak), ``"instance"`` when images are (identities may repeat across splits), or
     ``"mixed"`` when forget and retain are images of the same people while val/test/unseen hold
     people never trained on (MUFAC's published split). ``check_content`` hashes every image's
-    pixels to refuse identical pictures in two splits. ``dropped`` lists the samples a builder
-    removed as leaks (kept for the record; they are in no split).
+    pixels to refuse identical pictures in two splits. A multiclass problem needs at least two
+    classes (a DataError otherwise: a one-class task would train a one-output model that learns
+    nothing); :meth:`check_trainable`, called before training, also needs two of them present
+    in the training data.
+    ``dropped`` lists the samples a builder removed as leaks (kept for the record; they are in
+    no split).
     """
 
     records: ImageRecords
@@ -153,6 +157,7 @@ class UnlearningProblem:
             if clashes:
                 raise SplitError(f"samples in two splits: {_name_items(clashes)}")
             owner.update((int(i), split) for i in idx)
+        self._check_class_names()
         assignment = {split: self.split(split) for split in SPLITS}
         leaks = shared_keys(
             "identity", self.records.identities, assignment, identity_pairs(self.level)
@@ -166,6 +171,36 @@ class UnlearningProblem:
                 assignment=assignment,
                 records=self.records,
                 level=self.level,
+            )
+
+    def _check_class_names(self) -> None:
+        """Refuse a multiclass task with fewer than two classes."""
+        records = self.records
+        names = records.class_names
+        if records.task == "multiclass" and len(names) < 2:
+            only = f"only the class {names[0]!r}" if names else "no class"
+            raise DataError(
+                f"dataset {self.name or records.name!r} defines {only}: a classification task "
+                f"needs at least 2 (check the label column)"
+            )
+
+    def check_trainable(self, split: str = "train") -> None:
+        """Refuse to train a multiclass model on ``split`` (default: retain + forget, the
+        original's data) when fewer than two classes are present in it, naming the dataset
+        and the class; multilabel problems pass."""
+        self._check_class_names()
+        records = self.records
+        if records.task != "multiclass":
+            return
+        present = np.unique(np.asarray(records.labels)[self.split(split)])
+        if present.size < 2:
+            names = records.class_names
+            only = repr(names[int(present[0])]) if present.size else "none"
+            what = "retain + forget" if split == "train" else split
+            raise DataError(
+                f"the training data ({what}) of {self.name or records.name!r} holds only the "
+                f"class {only} of {len(names)}: a classification task needs at least 2 classes "
+                f"present (check the label column, the forget list or the split options)"
             )
 
     def _describe(self, leaks: list[Leak]) -> str:

@@ -10,6 +10,7 @@ the same :class:`InputSpec`, so pixel bounds and normalisation never disagree.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,10 +18,39 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dlfd.config import check_bounds, setting
 from dlfd.errors import ConfigError
 
-#: Largest accepted input side: beyond it a sidecar or option is a mistake, not a model.
-MAX_INPUT_SIZE = 4096
+#: Input sides accepted (pixels): beyond them a sidecar or option is a mistake, not a model
+#: (a 4096x4096 input would need gigabytes per batch before anything could say so).
+MIN_INPUT_SIZE = 8
+MAX_INPUT_SIZE = 1024
+#: Normalisation statistics accepted, for pixels in [0, 1]: a std below ``MIN_STD`` (or a mean
+#: far outside the pixel range) turns valid images into inputs of astronomic magnitude.
+MAX_ABS_MEAN = 100.0
+MIN_STD, MAX_STD = 1e-3, 100.0
+
+
+def _integer(value: object) -> int | None:
+    """``value`` as an int if it is an integral number (not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _floats(values: object) -> tuple[float, ...] | None:
+    """``values`` as a tuple of floats if it is a sequence of real numbers, else None."""
+    if hasattr(values, "tolist") and not isinstance(values, (str, bytes)):  # numpy/torch
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        return None
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+        return None
+    return tuple(float(v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -29,6 +59,10 @@ class InputSpec:
 
     ``grayscale=True`` turns colour photos into luminance first (then replicated to the
     channels), as DLFD does for RAF-DB.
+
+    Bounds (a :class:`ConfigError` otherwise; checkpoint sidecars get a CheckpointError):
+    each side an integer in [8, 1024]; ``channels`` 1 or 3; one mean and one std per channel,
+    finite, |mean| <= 100 and std in [0.001, 100] (pixels are in [0, 1]).
     """
 
     size: tuple[int, int]
@@ -38,26 +72,40 @@ class InputSpec:
     grayscale: bool = False
 
     def __post_init__(self) -> None:
-        try:
-            size = tuple(int(s) for s in self.size)
-        except OverflowError:  # int(inf)
-            size = ()
-        if len(size) != 2 or min(size) < 8 or max(size) > MAX_INPUT_SIZE:
+        raw = self.size
+        sides = (
+            [_integer(s) for s in raw]
+            if isinstance(raw, Sequence) and not isinstance(raw, (str, bytes))
+            else []
+        )
+        if (
+            len(sides) != 2
+            or None in sides
+            or not all(MIN_INPUT_SIZE <= s <= MAX_INPUT_SIZE for s in sides)  # type: ignore[operator]
+        ):
             raise ConfigError(
-                f"input size must be (height, width) of 8 to {MAX_INPUT_SIZE} pixels, "
-                f"got {self.size}"
+                f"input size must be (height, width) of {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} "
+                f"pixels each, got {raw!r}"
             )
-        if self.channels not in (1, 3):
-            raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
-        mean = tuple(float(m) for m in self.mean)
-        std = tuple(float(s) for s in self.std)
-        if len(mean) != self.channels or len(std) != self.channels:
-            raise ConfigError(f"mean/std need {self.channels} values, got {mean} / {std}")
-        if not all(math.isfinite(m) for m in mean):
-            raise ConfigError(f"mean must be finite, got {mean}")
-        if any(s <= 0 or not math.isfinite(s) for s in std):
-            raise ConfigError(f"std must be positive, got {std}")
+        size = (int(sides[0]), int(sides[1]))  # type: ignore[arg-type]
+        channels = _integer(self.channels)
+        if channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 or 3, got {self.channels!r}")
+        mean, std = _floats(self.mean), _floats(self.std)
+        if mean is None or std is None:
+            raise ConfigError(
+                f"mean/std must be lists of numbers, got {self.mean!r} / {self.std!r}"
+            )
+        if len(mean) != channels or len(std) != channels:
+            raise ConfigError(f"mean/std need {channels} values, got {mean} / {std}")
+        if not all(math.isfinite(m) and abs(m) <= MAX_ABS_MEAN for m in mean):
+            raise ConfigError(f"mean must be finite numbers in [-100, 100], got {mean}")
+        if not all(MIN_STD <= s <= MAX_STD for s in std):  # False for NaN
+            raise ConfigError(f"std must be positive, in [{MIN_STD:g}, {MAX_STD:g}], got {std}")
+        if not isinstance(self.grayscale, bool):
+            raise ConfigError(f"grayscale must be true or false, got {self.grayscale!r}")
         object.__setattr__(self, "size", size)
+        object.__setattr__(self, "channels", channels)
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
 
@@ -68,16 +116,21 @@ class InputSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
         """Inverse of :meth:`to_dict`; raises :class:`ConfigError` on malformed input."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"malformed input spec {data!r}: not a mapping")
+        missing = [key for key in ("size", "channels", "mean", "std") if key not in data]
+        if missing:
+            raise ConfigError(f"malformed input spec {data!r}: missing {', '.join(missing)}")
         try:
             return cls(
-                size=tuple(data["size"]),
-                channels=int(data["channels"]),
-                mean=tuple(data["mean"]),
-                std=tuple(data["std"]),
-                grayscale=bool(data.get("grayscale", False)),
+                size=data["size"],
+                channels=data["channels"],
+                mean=data["mean"],
+                std=data["std"],
+                grayscale=data.get("grayscale", False),
             )
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise ConfigError(f"malformed input spec {data!r}: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"malformed input spec: {exc}") from None
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device).view(-1, 1, 1)
@@ -107,25 +160,25 @@ class AugmentConfig:
     ``crop_padding``: pixels of reflect padding before a random crop back to size;
     ``degrees``/``translate``/``scale``: a small random affine (rotation in degrees,
     translation as a fraction of the size, isotropic scale range).
+
+    Ranges (checked on construction): ``hflip`` (a probability) [0, 1], ``crop_padding``
+    [0, 512] pixels (and below the image size), ``degrees`` [0, 180], ``translate`` [0, 0.5),
+    ``scale`` (low, high) with 0.1 <= low <= high <= 10.
     """
 
-    hflip: float = 0.5
-    crop_padding: int = 0
-    degrees: float = 0.0
-    translate: float = 0.0
-    scale: tuple[float, float] = (1.0, 1.0)
+    hflip: float = setting(0.5, "[0, 1]")
+    crop_padding: int = setting(0, "[0, 512]")
+    degrees: float = setting(0.0, "[0, 180]")
+    translate: float = setting(0.0, "[0, 0.5)")
+    scale: tuple[float, float] = setting((1.0, 1.0), "[0.1, 10]")
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.hflip <= 1.0:
-            raise ConfigError(f"hflip probability must be in [0, 1], got {self.hflip}")
-        numbers = (self.hflip, self.degrees, self.translate, *self.scale)
-        if not all(math.isfinite(float(v)) for v in numbers):
-            raise ConfigError(f"augmentation values must be finite numbers, got {self}")
-        if self.crop_padding < 0 or self.degrees < 0 or not 0 <= self.translate < 0.5:
-            raise ConfigError(f"invalid augmentation {self}")
+        if not isinstance(self.scale, (tuple, list)) or len(self.scale) != 2:
+            raise ConfigError(f"scale must be a (low, high) pair, got {self.scale!r}")
+        check_bounds(self)
         lo, hi = self.scale
-        if not 0 < lo <= hi:
-            raise ConfigError(f"scale range must satisfy 0 < low <= high, got {self.scale}")
+        if not lo <= hi:
+            raise ConfigError(f"scale range must satisfy low <= high, got {self.scale}")
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -115,6 +115,7 @@ def unlearn(
     )
     seed_everything(derive_seed(seed, method))
     info = spec.fn(working, data, params, ctx) or {}
+    ctx.check_model(working, where="the end of the run")  # methods without steps (ssd) too
     if selector is not None:
         selected = selector.restore(working)
     elif val_loader is None:

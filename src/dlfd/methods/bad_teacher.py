@@ -45,16 +45,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dlfd.config import setting
 from dlfd.errors import ConfigError
 from dlfd.losses import distill_kl
 from dlfd.methods.base import (
+    EPOCHS,
+    LR,
+    TEMPERATURE,
+    WEIGHT_DECAY,
     MethodParams,
     RunContext,
     UnlearnData,
     frozen_copy,
-    non_negative,
-    positive,
-    require,
 )
 from dlfd.methods.common import adam, cycle, reinitialise, unresettable_parameters
 from dlfd.methods.registry import register_method
@@ -62,25 +64,15 @@ from dlfd.methods.registry import register_method
 
 @dataclass(frozen=True)
 class BadTeacherParams(MethodParams):
-    epochs: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    temperature: float = 1.0
-    #: Share of the retain loader's batches distilled from the good teacher per epoch.
-    retain_fraction: float = 0.3
+    """Ranges: ``epochs`` [1, 10000], ``lr`` (Adam) (0, 10], ``weight_decay`` [0, 1],
+    ``temperature`` (0, 100], ``retain_fraction`` (0, 1]."""
 
-    def validate(self) -> None:
-        require(
-            {
-                "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-                "lr": positive(self.lr),
-                "weight_decay": non_negative(self.weight_decay),
-                "temperature": positive(self.temperature),
-                "retain_fraction must be in (0, 1]": positive(self.retain_fraction)
-                and self.retain_fraction <= 1,
-            },
-            self,
-        )
+    epochs: int = setting(1, EPOCHS)
+    lr: float = setting(1e-4, LR)
+    weight_decay: float = setting(0.0, WEIGHT_DECAY)
+    temperature: float = setting(1.0, TEMPERATURE)
+    #: Share of the retain loader's batches distilled from the good teacher per epoch.
+    retain_fraction: float = setting(0.3, "(0, 1]")
 
 
 def incompetent_teacher(model: nn.Module, ctx: RunContext) -> nn.Module:
@@ -151,10 +143,12 @@ def run_bad_teacher(
             loss = bad_teacher_loss(
                 student(inputs), good_logits, bad_logits, is_forget, data.task, params.temperature
             )
-            ctx.check_loss(loss, where=f"epoch {epoch + 1}, step {step + 1}")
+            where = f"epoch {epoch + 1}, step {step + 1}"
+            ctx.check_loss(loss, where=where)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            ctx.check_model(model, where=where)
             loss_sum += loss.item() * inputs.shape[0]
             seen += inputs.shape[0]
             ctx.progress(epoch * steps + step + 1, params.epochs * steps, "distil")

@@ -15,17 +15,18 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dlfd.config import to_dict
-from dlfd.errors import ConfigError, DlfdError
+from dlfd.config import check_bounds, setting, to_dict
+from dlfd.errors import ConfigError
 from dlfd.losses import correct_predictions, task_loss
 from dlfd.metrics.mia import loss_attack_fold_accuracies
+from dlfd.training.loop import NonFiniteLossError, describe_tensor, non_finite_tensor
 from dlfd.training.recipe import TrainRecipe
 
 if TYPE_CHECKING:
@@ -39,8 +40,12 @@ ProgressFn = Callable[[int, int, str], None]
 MIN_MONITOR_SAMPLES = 6
 
 
-class NonFiniteUnlearningError(DlfdError):
-    """A method's loss became NaN/inf: the run stops instead of returning a garbage model."""
+#: A method's loss, weights or BatchNorm statistics became NaN/inf: the run stops instead of
+#: returning a garbage model. The same type as training's (one error for divergence).
+NonFiniteUnlearningError = NonFiniteLossError
+
+#: The settings every method shares (not repeated when a divergence names the settings).
+SHARED_SETTINGS = ("select", "save_threshold", "monitor_samples")
 
 
 def require(checks: Mapping[str, bool], params: object) -> None:
@@ -64,6 +69,20 @@ def non_negative(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
 
 
+#: Plausible ranges shared by the methods' settings (interval notation of
+#: :func:`dlfd.config.setting`); each method declares its settings with one of these or its own.
+LR = "(0, 10]"
+EPOCHS = "[1, 10000]"
+MOMENTUM = "[0, 1)"
+WEIGHT_DECAY = "[0, 1]"
+#: Iteration counts (optimisation steps, Sinkhorn iterations, batches between readings).
+COUNT = "[1, 1000000]"
+#: Non-negative loss weights.
+WEIGHT = "[0, 1000]"
+#: Softmax temperatures.
+TEMPERATURE = "(0, 100]"
+
+
 @dataclass(frozen=True)
 class MethodParams:
     """Settings every method has: the shared validation-based selection rule.
@@ -73,51 +92,59 @@ class MethodParams:
     subsamples of forget and validation samples; the method returns the state with the best
     validation accuracy among those whose forgetting score is <= ``save_threshold``, or its
     last state if none qualified (the result says which).
+
+    Every numeric setting of every method is declared with its plausible range
+    (:func:`dlfd.config.setting`) and checked on construction: a value that is not a finite
+    number of the field's type inside the range raises a ConfigError naming the setting, the
+    value and the range. Ranges: ``save_threshold`` [0, 0.5], ``monitor_samples``
+    [6, 1000000]; :func:`dlfd.config.setting_ranges` lists a method's.
     """
 
     select: bool = True
-    save_threshold: float = 0.09
-    monitor_samples: int = 256
+    save_threshold: float = setting(0.09, "[0, 0.5]")
+    monitor_samples: int = setting(256, f"[{MIN_MONITOR_SAMPLES}, 1000000]")
+
+    #: The settings a divergence report names (None: all of the method's own settings).
+    step_settings: ClassVar[tuple[str, ...] | None] = None
 
     def __post_init__(self) -> None:
-        require(
-            {
-                "save_threshold must be in [0, 0.5]": 0 <= self.save_threshold <= 0.5,
-                f"monitor_samples must be >= {MIN_MONITOR_SAMPLES}": isinstance(
-                    self.monitor_samples, int
-                )
-                and self.monitor_samples >= MIN_MONITOR_SAMPLES,
-            },
-            self,
-        )
+        check_bounds(self)
         self.validate()
 
     def validate(self) -> None:
-        """Method-specific checks (override; raise via :func:`require`)."""
+        """Method-specific checks beyond the declared ranges (override; raise via
+        :func:`require`)."""
+
+    def describe_settings(self) -> str:
+        """``"lr=0.001, epochs=2, ..."``: the settings that govern the method's steps."""
+        values = to_dict(self)
+        names = self.step_settings
+        if names is None:
+            names = tuple(name for name in values if name not in SHARED_SETTINGS)
+        return ", ".join(f"{name}={_show(values[name])}" for name in names)
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
 class SGDParams(MethodParams):
     """Settings of methods that train with SGD for a number of epochs (subclasses change the
-    defaults by redeclaring a field, and add their own checks after ``super().validate()``)."""
+    defaults by redeclaring a field, which keeps its range, and add their own checks after
+    ``super().validate()``).
 
-    epochs: int = 2
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    Ranges: ``epochs`` [1, 10000], ``lr`` (0, 10], ``momentum`` [0, 1), ``weight_decay`` [0, 1].
+    """
+
+    epochs: int = setting(2, EPOCHS)
+    lr: float = setting(0.001, LR)
+    momentum: float = setting(0.9, MOMENTUM)
+    weight_decay: float = setting(5e-4, WEIGHT_DECAY)
     schedule: Literal["constant", "cosine"] = "cosine"
 
     def validate(self) -> None:
-        require(
-            {
-                "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-                "lr": positive(self.lr),
-                "momentum": non_negative(self.momentum) and self.momentum < 1,
-                "weight_decay": non_negative(self.weight_decay),
-                "schedule": self.schedule in ("constant", "cosine"),
-            },
-            self,
-        )
+        require({"schedule": self.schedule in ("constant", "cosine")}, self)
 
 
 @dataclass
@@ -216,6 +243,13 @@ class Monitor:
             val_losses, val_correct = self._losses(model, self.val)
         finally:
             model.train(was_training)
+        for name, losses in (("forget", forget_losses), ("validation", val_losses)):
+            bad = int((~np.isfinite(losses)).sum())
+            if bad:
+                raise NonFiniteLossError(
+                    f"the eval-mode losses of {bad} of {losses.size} monitored {name} samples "
+                    f"became non-finite at {where}"
+                )
         mia = float(
             loss_attack_fold_accuracies(forget_losses, val_losses, balance=self.balance).mean()
         )
@@ -368,16 +402,28 @@ class RunContext:
         rank takes the same decisions (and keeps the same state: weights are equal on all
         ranks, and BatchNorm statistics are set to rank 0's first).
         """
+        self.check_model(model, where=where)
         if self.monitor is None:
             return None
         if self.dist is not None and self.dist.world_size > 1:
             started = time.perf_counter()
             self.dist.sync_buffers(model)
-            reading = self.monitor.read(model, where) if self.dist.is_main else None
-            reading = self.dist.broadcast_object(reading)
+            answer: MonitorReading | str | None = None
+            if self.dist.is_main:
+                try:
+                    answer = self.monitor.read(model, where)
+                except NonFiniteLossError as exc:
+                    answer = str(exc)  # every rank stops, not only the one that read
+            answer = self.dist.broadcast_object(answer)
             self.monitor_s += time.perf_counter() - started
+            if isinstance(answer, str):
+                raise self._diverged(answer)
+            reading = answer
         else:
-            reading = self.monitor.read(model, where)
+            try:
+                reading = self.monitor.read(model, where)
+            except NonFiniteLossError as exc:
+                raise self._diverged(str(exc)) from None
             self.monitor_s += reading.seconds
         self.readings.append(reading)
         if self.selector is not None:
@@ -386,14 +432,35 @@ class RunContext:
             self.monitor_s += time.perf_counter() - started
         return reading
 
+    def _diverged(self, what: str) -> NonFiniteLossError:
+        """The error naming the method, what became non-finite where, and its step settings."""
+        settings = self.params.describe_settings()
+        advice = (
+            "lower the learning rate (or the other step settings shown) or check the inputs"
+            if "lr=" in settings
+            else "lower the settings shown or check the inputs"
+        )
+        return NonFiniteLossError(f"method {self.method!r} diverged: {what} ({settings}); {advice}")
+
     def check_loss(self, loss: torch.Tensor, *, where: str) -> None:
         """Stop with a clear message when ``loss`` is NaN or infinite."""
         if not bool(torch.isfinite(loss.detach()).all()):
-            settings = ", ".join(f"{k}={v}" for k, v in to_dict(self.params).items())
-            raise NonFiniteUnlearningError(
-                f"method {self.method!r}: loss became {loss.detach().float().sum().item()} at "
-                f"{where} ({settings}); lower the learning rate or check the inputs"
-            )
+            value = loss.detach().float().sum().item()
+            raise self._diverged(f"loss became {value} at {where}")
+
+    def check_tensor(self, tensor: torch.Tensor, *, what: str, where: str) -> None:
+        """Stop with a clear message when ``tensor`` (``what``: e.g. "the noise") holds a NaN
+        or an infinity."""
+        if not bool(torch.isfinite(tensor.detach()).all()):
+            raise self._diverged(f"{what} became non-finite at {where}")
+
+    def check_model(self, model: nn.Module, *, where: str) -> None:
+        """Stop with a clear message when a parameter or buffer (BatchNorm statistics) of
+        ``model`` holds a NaN or infinity: methods call it after every optimiser step, and
+        :meth:`checkpoint` before the state is scored. One fused reduction over all tensors."""
+        name = non_finite_tensor(model)
+        if name is not None:
+            raise self._diverged(f"{describe_tensor(name)} became non-finite at {where}")
 
     def progress(self, done: int, total: int, phase: str = "") -> None:
         if self.on_progress is not None:

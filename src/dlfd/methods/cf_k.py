@@ -22,11 +22,11 @@ from typing import Any
 
 from torch import nn
 
+from dlfd.config import setting
 from dlfd.methods.base import (
     RunContext,
     SGDParams,
     UnlearnData,
-    require,
 )
 from dlfd.methods.common import (
     ParamMask,
@@ -41,18 +41,12 @@ from dlfd.methods.registry import register_method
 
 @dataclass(frozen=True)
 class CfkParams(SGDParams):
-    k: int = 1
+    """The shared SGD settings and ranges, plus ``k`` (blocks trained, counted from the
+    output) in [1, 1000] and ``frozen_train_mode``."""
+
+    k: int = setting(1, "[1, 1000]")
     weight_decay: float = 0.0
     frozen_train_mode: bool = False
-
-    def validate(self) -> None:
-        super().validate()
-        require(
-            {
-                "k must be >= 1": isinstance(self.k, int) and self.k >= 1,
-            },
-            self,
-        )
 
 
 def train_last_blocks(

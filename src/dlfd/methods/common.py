@@ -76,6 +76,8 @@ def run_epochs(
     to the selector (``ctx.checkpoint``) and the mean loss is traced. ``after_step`` runs
     after every optimiser step (e.g. restoring masked parameters). ``loss_fn`` receives the
     module to run forward (``ctx.parallel(model)``: data-parallel in a distributed run).
+    The loss is checked before every step and the weights and buffers after it, so a
+    divergence stops the run at the batch where it happens.
     """
     net = ctx.parallel(model)
     batches = len(loader)
@@ -86,12 +88,14 @@ def run_epochs(
         for step, (inputs, labels) in enumerate(loader):
             inputs, labels = inputs.to(ctx.device), labels.to(ctx.device)
             loss = loss_fn(net, inputs, labels)
-            ctx.check_loss(loss, where=f"{phase} epoch {epoch + 1}, batch {step + 1}")
+            where = f"{phase} epoch {epoch + 1}, batch {step + 1}"
+            ctx.check_loss(loss, where=where)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if after_step is not None:
                 after_step()
+            ctx.check_model(model, where=where)
             loss_sum += loss.item() * labels.shape[0]
             seen += labels.shape[0]
             ctx.progress(epoch * batches + step + 1, epochs * batches, phase)

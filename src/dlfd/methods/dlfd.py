@@ -45,19 +45,23 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
+from dlfd.config import setting
 from dlfd.losses import task_loss
 from dlfd.methods.base import (
+    COUNT,
+    LR,
+    MOMENTUM,
+    WEIGHT,
+    WEIGHT_DECAY,
     MethodParams,
     Monitor,
     RunContext,
     UnlearnData,
-    non_negative,
-    positive,
     require,
 )
 from dlfd.methods.common import cycle, sgd
@@ -76,25 +80,43 @@ Mode = Literal["paper", "official"]
 
 @dataclass(frozen=True)
 class DLFDParams(MethodParams):
-    """DLFD's hyperparameters (``--set KEY=VALUE``); see the module docstring for defaults."""
+    """DLFD's hyperparameters (``--set KEY=VALUE``); see the module docstring for defaults.
+
+    Ranges: ``lr`` (0, 10], ``momentum`` [0, 1), ``weight_decay`` [0, 1], ``ot_weight``,
+    ``w0``, ``w1`` [0, 1000], ``steps`` [1, 10000], ``step_size`` (0, 1] and ``budget``
+    (0, 1] or None (pixel units: 1 is the whole pixel range; ``mode=official``: normalised
+    units), ``epsilon`` (0, 10] (the cosine cost is in [0, 2]), ``sinkhorn_iters``
+    [1, 100000], ``forget_threshold`` [0, 0.5], ``monitor_every`` [1, 1000000].
+    """
 
     mode: Mode = "paper"
     features: str = "auto"
-    lr: float = 0.008
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    ot_weight: float = 3.0
-    w0: float = 0.0
-    w1: float = 1.0
-    steps: int = 15
-    step_size: float = 2 / 255
-    budget: float | None = 16 / 255
-    epsilon: float = 0.01
-    sinkhorn_iters: int = 50
-    forget_threshold: float = 0.15
-    monitor_every: int = 1
+    lr: float = setting(0.008, LR)
+    momentum: float = setting(0.9, MOMENTUM)
+    weight_decay: float = setting(5e-4, WEIGHT_DECAY)
+    ot_weight: float = setting(3.0, WEIGHT)
+    w0: float = setting(0.0, WEIGHT)
+    w1: float = setting(1.0, WEIGHT)
+    steps: int = setting(15, "[1, 10000]")
+    step_size: float = setting(2 / 255, "(0, 1]")
+    budget: float | None = setting(16 / 255, "(0, 1]")
+    epsilon: float = setting(0.01, "(0, 10]")
+    sinkhorn_iters: int = setting(50, "[1, 100000]")
+    forget_threshold: float = setting(0.15, "[0, 0.5]")
+    monitor_every: int = setting(1, COUNT)
     amp: bool = False
     channels_last: bool = False
+
+    step_settings: ClassVar[tuple[str, ...] | None] = (
+        "mode",
+        "lr",
+        "momentum",
+        "ot_weight",
+        "steps",
+        "step_size",
+        "budget",
+        "epsilon",
+    )
 
     def validate(self) -> None:
         require(
@@ -104,22 +126,6 @@ class DLFDParams(MethodParams):
                     self.features, str
                 )
                 and bool(self.features),
-                "lr": positive(self.lr),
-                "momentum": non_negative(self.momentum) and self.momentum < 1,
-                "weight_decay": non_negative(self.weight_decay),
-                "ot_weight": non_negative(self.ot_weight),
-                "w0": non_negative(self.w0),
-                "w1": non_negative(self.w1),
-                "steps (>= 1)": isinstance(self.steps, int) and self.steps >= 1,
-                "step_size": positive(self.step_size),
-                "budget (> 0 or None)": self.budget is None or positive(self.budget),
-                "epsilon": positive(self.epsilon),
-                "sinkhorn_iters (>= 1)": isinstance(self.sinkhorn_iters, int)
-                and self.sinkhorn_iters >= 1,
-                "forget_threshold (in [0, 0.5])": non_negative(self.forget_threshold)
-                and self.forget_threshold <= 0.5,
-                "monitor_every (>= 1)": isinstance(self.monitor_every, int)
-                and self.monitor_every >= 1,
             },
             self,
         )
@@ -232,10 +238,12 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
         model.train(train_mode)
         with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss = task_loss(net(x_train), y_r, data.task)
-        ctx.check_loss(loss, where=f"batch {b + 1} ({'synthesis' if forgetting else 'retain'})")
+        where = f"batch {b + 1} ({'synthesis' if forgetting else 'retain'})"
+        ctx.check_loss(loss, where=where)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        ctx.check_model(model, where=where)
         step_s += time.perf_counter() - started
 
         record: dict[str, object] = {

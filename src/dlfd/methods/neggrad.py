@@ -31,11 +31,10 @@ from dlfd.methods.registry import register_method
 
 @dataclass(frozen=True)
 class NeggradParams(SGDParams):
+    """The shared SGD settings and ranges, with 1 epoch and a constant learning rate."""
+
     epochs: int = 1
     schedule: Schedule = "constant"
-
-    def validate(self) -> None:
-        super().validate()
 
 
 def ascent_loss(task: str) -> BatchLoss:

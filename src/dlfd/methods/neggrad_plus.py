@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from dlfd.config import setting
 from dlfd.losses import task_loss
 from dlfd.methods.base import (
+    WEIGHT,
     RunContext,
     SGDParams,
     UnlearnData,
-    non_negative,
-    require,
 )
 from dlfd.methods.common import Schedule, cycle, scheduled_lr, set_lr, sgd
 from dlfd.methods.registry import register_method
@@ -36,19 +36,13 @@ from dlfd.methods.registry import register_method
 
 @dataclass(frozen=True)
 class NeggradPlusParams(SGDParams):
-    beta: float = 1.0
+    """The shared SGD settings and ranges, plus ``beta`` (weight of the forget loss ascended)
+    in [0, 1000]."""
+
+    beta: float = setting(1.0, WEIGHT)
     momentum: float = 0.0
     weight_decay: float = 0.0
     schedule: Schedule = "constant"
-
-    def validate(self) -> None:
-        super().validate()
-        require(
-            {
-                "beta must be >= 0": non_negative(self.beta),
-            },
-            self,
-        )
 
 
 @register_method(
@@ -75,10 +69,12 @@ def run_neggrad_plus(
                 net(forget_inputs.to(ctx.device)), forget_labels.to(ctx.device), data.task
             )
             loss = retain_loss - params.beta * forget_loss
-            ctx.check_loss(loss, where=f"neggrad_plus epoch {epoch + 1}, batch {step + 1}")
+            where = f"neggrad_plus epoch {epoch + 1}, batch {step + 1}"
+            ctx.check_loss(loss, where=where)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            ctx.check_model(model, where=where)
             n = labels.shape[0]
             seen += n
             for key, value in (

@@ -35,12 +35,11 @@ from dlfd.methods.registry import register_method
 
 @dataclass(frozen=True)
 class RandomLabelParams(SGDParams):
+    """The shared SGD settings and ranges, with 10 epochs at a constant lr 0.01."""
+
     epochs: int = 10
     lr: float = 0.01
     schedule: Schedule = "constant"
-
-    def validate(self) -> None:
-        super().validate()
 
 
 def relabel_epochs(
@@ -75,12 +74,14 @@ def relabel_epochs(
                 if part == "forget":
                     labels = random_wrong_labels(labels, logits.shape[1], data.task, generator)
                 loss = task_loss(logits, labels, data.task)
-                ctx.check_loss(loss, where=f"{phase} epoch {epoch + 1}, {part} batch {step + 1}")
+                where = f"{phase} epoch {epoch + 1}, {part} batch {step + 1}"
+                ctx.check_loss(loss, where=where)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 if after_step is not None:
                     after_step()
+                ctx.check_model(model, where=where)
                 sums[part] += loss.item() * labels.shape[0]
                 seen[part] += labels.shape[0]
                 done += 1

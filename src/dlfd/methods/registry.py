@@ -37,8 +37,14 @@ class MethodSpec:
     uses_monitor: bool = False
 
     def make_params(self, overrides: Mapping[str, Any] | None = None) -> MethodParams:
-        """Default hyperparameters with ``overrides`` applied (strings are converted)."""
-        return apply_overrides(self.params_cls(), dict(overrides or {}))
+        """Default hyperparameters with ``overrides`` applied (strings are converted).
+
+        Errors name the method: ``dlfd: epsilon must be in (0, 10], got 1e+30``.
+        """
+        try:
+            return apply_overrides(self.params_cls(), dict(overrides or {}))
+        except ConfigError as exc:
+            raise ConfigError(f"{self.key}: {exc}") from None
 
 
 _METHODS: dict[str, MethodSpec] = {}

@@ -22,8 +22,18 @@ from typing import Any
 
 from torch import nn
 
+from dlfd.config import setting
 from dlfd.errors import ConfigError
-from dlfd.methods.base import MethodParams, RunContext, UnlearnData, non_negative, positive, require
+from dlfd.methods.base import (
+    EPOCHS,
+    LR,
+    MOMENTUM,
+    WEIGHT_DECAY,
+    MethodParams,
+    RunContext,
+    UnlearnData,
+    require,
+)
 from dlfd.methods.common import (
     Schedule,
     plain_task_loss,
@@ -39,24 +49,19 @@ _FROM_RECIPE = ("epochs", "lr", "momentum", "weight_decay", "schedule")
 
 @dataclass(frozen=True)
 class RetrainParams(MethodParams):
-    """``None``: take the value from the original's training recipe."""
+    """``None``: take the value from the original's training recipe. Ranges as the shared SGD
+    settings: ``epochs`` [1, 10000], ``lr`` (0, 10], ``momentum`` [0, 1), ``weight_decay``
+    [0, 1]."""
 
-    epochs: int | None = None
-    lr: float | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
+    epochs: int | None = setting(None, EPOCHS)
+    lr: float | None = setting(None, LR)
+    momentum: float | None = setting(None, MOMENTUM)
+    weight_decay: float | None = setting(None, WEIGHT_DECAY)
     schedule: Schedule | None = None
 
     def validate(self) -> None:
         require(
             {
-                "epochs must be >= 1": self.epochs is None
-                or (isinstance(self.epochs, int) and self.epochs >= 1),
-                "lr must be > 0": self.lr is None or positive(self.lr),
-                "momentum must be in [0, 1)": self.momentum is None
-                or (non_negative(self.momentum) and self.momentum < 1),
-                "weight_decay must be >= 0": self.weight_decay is None
-                or non_negative(self.weight_decay),
                 "schedule must be constant or cosine": self.schedule is None
                 or self.schedule in ("constant", "cosine"),
             },

@@ -30,14 +30,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dlfd.config import setting
 from dlfd.errors import ConfigError
 from dlfd.losses import task_loss
 from dlfd.methods.base import (
     RunContext,
     SGDParams,
     UnlearnData,
-    non_negative,
-    require,
 )
 from dlfd.methods.common import ParamMask, Schedule, sgd
 from dlfd.methods.random_label import relabel_epochs
@@ -46,19 +45,13 @@ from dlfd.methods.registry import register_method
 
 @dataclass(frozen=True)
 class SalunParams(SGDParams):
-    sparsity: float = 0.5
+    """The shared SGD settings and ranges, plus ``sparsity`` (the fraction of parameter
+    elements that are not salient) in [0, 1)."""
+
+    sparsity: float = setting(0.5, "[0, 1)")
     epochs: int = 10
     lr: float = 0.013
     schedule: Schedule = "constant"
-
-    def validate(self) -> None:
-        super().validate()
-        require(
-            {
-                "sparsity must be in [0, 1)": non_negative(self.sparsity) and self.sparsity < 1,
-            },
-            self,
-        )
 
 
 def saliency_mask(

@@ -35,13 +35,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dlfd.config import setting
 from dlfd.losses import distill_kl, task_loss
 from dlfd.methods.base import (
+    EPOCHS,
+    LR,
+    MOMENTUM,
+    TEMPERATURE,
+    WEIGHT,
+    WEIGHT_DECAY,
     MethodParams,
     RunContext,
     UnlearnData,
     frozen_copy,
-    non_negative,
     positive,
     require,
 )
@@ -54,31 +60,27 @@ PassLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class ScrubParams(MethodParams):
-    epochs: int = 2
+    """Ranges: ``epochs``/``msteps`` [1, 10000], ``lr`` (0, 10], ``momentum`` [0, 1),
+    ``weight_decay`` [0, 1], ``temperature`` (0, 100], ``alpha``/``gamma`` [0, 1000] (not both
+    0)."""
+
+    epochs: int = setting(2, EPOCHS)
     #: Epochs (the first ones) that begin with a max pass over the forget set.
-    msteps: int = 2
-    lr: float = 0.0005
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    msteps: int = setting(2, EPOCHS)
+    lr: float = setting(0.0005, LR)
+    momentum: float = setting(0.9, MOMENTUM)
+    weight_decay: float = setting(5e-4, WEIGHT_DECAY)
     schedule: Schedule = "constant"
-    temperature: float = 4.0
+    temperature: float = setting(4.0, TEMPERATURE)
     #: Weight of the KL-to-teacher term in the min pass.
-    alpha: float = 0.001
+    alpha: float = setting(0.001, WEIGHT)
     #: Weight of the task loss in the min pass.
-    gamma: float = 0.99
+    gamma: float = setting(0.99, WEIGHT)
 
     def validate(self) -> None:
         require(
             {
-                "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-                "msteps": isinstance(self.msteps, int) and self.msteps >= 1,
-                "lr": positive(self.lr),
-                "momentum": non_negative(self.momentum) and self.momentum < 1,
-                "weight_decay": non_negative(self.weight_decay),
                 "schedule": self.schedule in ("constant", "cosine"),
-                "temperature": positive(self.temperature),
-                "alpha": non_negative(self.alpha),
-                "gamma": non_negative(self.gamma),
                 "alpha or gamma must be > 0": positive(self.alpha + self.gamma),
             },
             self,
@@ -120,10 +122,12 @@ def distill_pass(
         with torch.no_grad():
             teacher_logits = teacher(inputs)
         loss = loss_fn(model(inputs), teacher_logits, labels)
-        ctx.check_loss(loss, where=f"{phase}, batch {step + 1}")
+        where = f"{phase}, batch {step + 1}"
+        ctx.check_loss(loss, where=where)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        ctx.check_model(model, where=where)
         loss_sum += loss.item() * labels.shape[0]
         seen += labels.shape[0]
         ctx.progress(step + 1, batches, phase)

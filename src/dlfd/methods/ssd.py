@@ -29,7 +29,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dlfd.methods.base import MethodParams, RunContext, UnlearnData, positive, require
+from dlfd.config import setting
+from dlfd.methods.base import MethodParams, RunContext, UnlearnData, require
 from dlfd.methods.common import fisher_diagonal
 from dlfd.methods.registry import register_method
 
@@ -38,23 +39,18 @@ Importance = Literal["full", "retain"]
 
 @dataclass(frozen=True)
 class SsdParams(MethodParams):
+    """Ranges: ``alpha`` (0, 1000000], ``lam`` (0, 1000000] (ratios of importances)."""
+
     select: bool = False
     #: Selection weighting: dampen elements with forget importance > alpha * data importance.
-    alpha: float = 10.0
+    alpha: float = setting(10.0, "(0, 1000000]")
     #: Dampening constant: beta = min(lam * data importance / forget importance, 1).
-    lam: float = 1.0
+    lam: float = setting(1.0, "(0, 1000000]")
     #: Data the reference importance is computed on: the full training set or retain only.
     importance: Importance = "full"
 
     def validate(self) -> None:
-        require(
-            {
-                "alpha": positive(self.alpha),
-                "lam": positive(self.lam),
-                "importance": self.importance in ("full", "retain"),
-            },
-            self,
-        )
+        require({"importance": self.importance in ("full", "retain")}, self)
 
 
 def combine_importances(
@@ -109,8 +105,8 @@ def run_ssd(
     retain = fisher_diagonal(model, data.retain, data.task, ctx.device, forward=net)
     ctx.progress(2, 3, "retain importance")
     for name in forget:
-        ctx.check_loss(forget[name], where=f"forget importance of {name}")
-        ctx.check_loss(retain[name], where=f"retain importance of {name}")
+        ctx.check_tensor(forget[name], what=f"the forget importance of {name}", where="start")
+        ctx.check_tensor(retain[name], what=f"the retain importance of {name}", where="start")
     reference = (
         combine_importances(retain, len(data.retain), forget, len(data.forget))
         if params.importance == "full"

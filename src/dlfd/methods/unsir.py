@@ -40,14 +40,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dlfd.config import setting
 from dlfd.errors import ConfigError
 from dlfd.losses import task_loss
 from dlfd.methods.base import (
+    COUNT,
+    EPOCHS,
+    LR,
+    WEIGHT,
     MethodParams,
     RunContext,
     UnlearnData,
-    non_negative,
-    positive,
     require,
 )
 from dlfd.methods.common import adam, cycle, plain_task_loss, run_epochs
@@ -58,30 +61,22 @@ Bounds = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass(frozen=True)
 class UnsirParams(MethodParams):
-    noise_steps: int = 8
-    noise_lr: float = 0.1
-    noise_l2: float = 0.1
-    impair_epochs: int = 1
-    impair_lr: float = 0.001
+    """Ranges: ``noise_steps`` [1, 1000000], ``noise_lr`` (Adam on the noise, in input units)
+    (0, 10], ``noise_l2`` [0, 1000], ``impair_epochs``/``repair_epochs`` [1, 10000],
+    ``impair_lr``/``repair_lr`` (Adam) (0, 10]."""
+
+    noise_steps: int = setting(8, COUNT)
+    noise_lr: float = setting(0.1, LR)
+    noise_l2: float = setting(0.1, WEIGHT)
+    impair_epochs: int = setting(1, EPOCHS)
+    impair_lr: float = setting(0.001, LR)
     #: Concatenate each noise batch with a retain batch in the impair step (the paper).
     impair_retain: bool = True
-    repair_epochs: int = 2
-    repair_lr: float = 0.001
+    repair_epochs: int = setting(2, EPOCHS)
+    repair_lr: float = setting(0.001, LR)
 
     def validate(self) -> None:
-        require(
-            {
-                "noise_steps": isinstance(self.noise_steps, int) and self.noise_steps >= 1,
-                "noise_lr": positive(self.noise_lr),
-                "noise_l2": non_negative(self.noise_l2),
-                "impair_epochs": isinstance(self.impair_epochs, int) and self.impair_epochs >= 1,
-                "impair_lr": positive(self.impair_lr),
-                "impair_retain": isinstance(self.impair_retain, bool),
-                "repair_epochs": isinstance(self.repair_epochs, int) and self.repair_epochs >= 1,
-                "repair_lr": positive(self.repair_lr),
-            },
-            self,
-        )
+        require({"impair_retain": isinstance(self.impair_retain, bool)}, self)
 
 
 def project(inputs: torch.Tensor, bounds: Bounds | None) -> torch.Tensor:
@@ -124,6 +119,8 @@ def error_maximising_noise(
             optimizer.step()
             with torch.no_grad():
                 noise.copy_(project(noise, bounds))
+            if ctx is not None:
+                ctx.check_tensor(noise, what="the noise", where=f"noise step {step + 1}")
     finally:
         model.train(was_training)
     return noise.detach()
@@ -177,10 +174,12 @@ def run_unsir(
                 inputs = torch.cat([inputs, retain_x.to(ctx.device)])
                 labels = torch.cat([labels, retain_y.to(ctx.device)])
             loss = task_loss(net(inputs), labels, data.task)
-            ctx.check_loss(loss, where=f"impair epoch {epoch + 1}, batch {step + 1}")
+            where = f"impair epoch {epoch + 1}, batch {step + 1}"
+            ctx.check_loss(loss, where=where)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            ctx.check_model(model, where=where)
             loss_sum += loss.item() * labels.shape[0]
             seen += labels.shape[0]
             ctx.progress(epoch * batches + step + 1, params.impair_epochs * batches, "impair")

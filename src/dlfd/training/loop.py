@@ -4,10 +4,17 @@ One epoch = one shuffled pass over a loader, SGD steps on the task loss. Everyth
 epoch ``e`` (shuffling, augmentation, dropout) is derived from ``(seed, e)``, so resuming after
 epoch ``e`` reproduces an uninterrupted run bit for bit on CPU. The learning rate is a pure
 function of the epoch (no scheduler state to save).
+
+Divergence is reported when it happens, with its cause: the loss is checked before every step
+and the parameters and floating-point buffers (BatchNorm running statistics, which a too large
+learning rate can blow up while the train-mode loss stays finite) after every step, one fused
+reduction over all tensors; either raises :class:`NonFiniteLossError` naming the epoch, the
+batch, the tensor and the learning rate.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -44,7 +51,48 @@ def task_loss_fn(task: str) -> LossFn:
 
 
 class NonFiniteLossError(DlfdError):
-    """Training produced a NaN/inf loss: the run stops instead of saving a garbage model."""
+    """Training or unlearning diverged: a loss, weight or BatchNorm statistic became NaN/inf.
+
+    The run stops where it happened, naming the step, the tensor and the settings that drive
+    the steps, instead of saving (or scoring) a garbage model.
+    """
+
+
+def non_finite_tensor(model: nn.Module) -> str | None:
+    """Name of the first parameter or floating-point buffer of ``model`` holding a NaN or an
+    infinity, or None when all are finite.
+
+    One fused pass (the norm of every tensor at once, as gradient clipping does); only when a
+    norm is not finite (a NaN/inf, or a finite tensor so large its norm overflows) are the
+    tensors looked at one by one.
+    """
+    named = [
+        (name, tensor.detach())
+        for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers())
+        if tensor.is_floating_point() and tensor.numel()
+    ]
+    if not named:
+        return None
+    tensors = [tensor for _, tensor in named]
+    try:
+        norms = torch._foreach_norm(tensors)
+        if bool(torch.isfinite(torch.stack([n.float().to(norms[0].device) for n in norms])).all()):
+            return None
+    except (RuntimeError, NotImplementedError):  # a device without the fused kernel
+        pass
+    for name, tensor in named:
+        if not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+def describe_tensor(name: str) -> str:
+    """``features.1.1.running_var`` -> ``running_var of features.1.1`` (without the
+    ``module.`` prefix data-parallel wrappers add)."""
+    while name.startswith("module."):
+        name = name[len("module.") :]
+    owner, _, attribute = name.rpartition(".")
+    return f"{attribute} of {owner}" if owner else attribute
 
 
 @dataclass(frozen=True)
@@ -110,14 +158,17 @@ def train_epochs(
         for step, (inputs, labels) in enumerate(loader):
             inputs, labels = inputs.to(device), labels.to(device)
             loss, logits = loss_fn(model, inputs, labels)
+            where = f"at epoch {epoch + 1}, batch {step + 1} (lr={lr:g}); lower the learning rate"
             if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"training loss became {loss.item()} at epoch {epoch + 1}, "
-                    f"batch {step + 1} (lr={lr:g}); lower the learning rate"
-                )
+                raise NonFiniteLossError(f"training diverged: loss became {loss.item()} {where}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            bad = non_finite_tensor(model)
+            if bad is not None:
+                raise NonFiniteLossError(
+                    f"training diverged: {describe_tensor(bad)} became non-finite {where}"
+                )
             n = labels.shape[0]
             seen += n
             loss_sum += loss.item() * n

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from dlfd.config import apply_overrides
+from dlfd.config import apply_overrides, check_bounds, setting
 from dlfd.data.transforms import AugmentConfig
 from dlfd.errors import ConfigError
 
@@ -18,29 +17,27 @@ class TrainRecipe:
 
     SGD with momentum and weight decay, cosine or constant learning-rate schedule over
     ``epochs``, stepped per epoch; ``augment`` is applied to training batches only.
+
+    Ranges (checked on construction, a ConfigError names the setting, value and range):
+    ``epochs`` [1, 10000], ``batch_size`` [1, 65536], ``lr`` (0, 10], ``momentum`` [0, 1),
+    ``weight_decay`` [0, 1]; ``augment.*``: see :class:`~dlfd.data.transforms.AugmentConfig`.
     """
 
     model: str = "resnet18_mlp"
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    epochs: int = setting(40, "[1, 10000]")
+    batch_size: int = setting(32, "[1, 65536]")
+    lr: float = setting(0.01, "(0, 10]")
+    momentum: float = setting(0.9, "[0, 1)")
+    weight_decay: float = setting(5e-4, "[0, 1]")
     schedule: Literal["cosine", "constant"] = "cosine"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": math.isfinite(self.lr) and self.lr > 0,
-            "momentum": 0 <= self.momentum < 1,
-            "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-            "schedule": self.schedule in ("cosine", "constant"),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"invalid recipe value {name}={getattr(self, name)!r}")
+        check_bounds(self)
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"schedule must be cosine or constant, got {self.schedule!r}")
+        if not isinstance(self.augment, AugmentConfig):
+            raise ConfigError(f"augment must be an AugmentConfig, got {self.augment!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainRecipe:

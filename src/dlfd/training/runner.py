@@ -107,6 +107,7 @@ def train_checkpoint(
     """
     if role not in ROLES:
         raise ConfigError(f"role must be one of {sorted(ROLES)}, got {role!r}")
+    scenario.problem.check_trainable()  # a one-class task would train a one-output model
     out = check_weights_path(out)
     recipe = recipe or scenario.recipe
     config = training_config(scenario, role, seed, recipe)
