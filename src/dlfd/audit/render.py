@@ -1,12 +1,15 @@
 """The human-readable side of an audit: figures, a Markdown page and a self-contained HTML page.
 
 Built only from the certificate and the models' outputs; no raw image is drawn or embedded,
-and people appear only under the ids the dataset gave them.
+and people appear only under the ids the dataset gave them. Names (scenario, people, images,
+options) are text from the user's data: they go through :func:`md_text` into Markdown,
+:func:`html.escape` into HTML and :func:`plain` into figures, so none is read as markup.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +25,14 @@ from dlfd.report.pages import (
     html_page,
     html_table,
     md_figure,
+    md_page,
     md_table,
+    md_text,
     pyplot,
     write_figures,
     write_text,
 )
-from dlfd.report.plots import loss_histograms
+from dlfd.report.plots import legend, literal_text, loss_histograms, plain
 
 MODEL_ORDER = ("original", "unlearned", "reference")
 
@@ -46,19 +51,23 @@ def loss_figure(outputs: dict[str, dict[str, SplitOutputs]], task: str) -> bytes
     return loss_histograms(panels, ncols=3)
 
 
+@literal_text
 def people_figure(people: list[dict[str, Any]]) -> bytes:
-    """Mean exposure of each forgotten person's photos, per model (0.5 = like a stranger)."""
+    """Mean exposure of each forgotten person's photos, per model (0.5 = like a stranger);
+    people's ids are drawn literally (:func:`plain`)."""
     plt = pyplot()
-    names = [p["person"] for p in people]
+    names = [plain(p["person"]) for p in people]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(names) + 2), 3.2))
+    entries = []
     for k, model in enumerate(MODEL_ORDER):
-        ax.bar(x + (k - 1) * 0.27, [p["scores"][model] for p in people], width=0.27, label=model)
+        bars = ax.bar(x + (k - 1) * 0.27, [p["scores"][model] for p in people], width=0.27)
+        entries.append((bars, model))
     ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
     ax.set_xticks(x, names, rotation=60 if len(names) > 12 else 0)
     ax.set_ylabel("exposure (share of strangers\nwith a higher loss)")
     ax.set_ylim(0, 1)
-    ax.legend(ncol=3, fontsize=8)
+    legend(ax, entries, ncol=3, fontsize=8)
     fig.tight_layout()
     data = figure_png(fig)
     plt.close(fig)
@@ -148,6 +157,16 @@ def _tables(cert: dict[str, Any]) -> list[PageTable]:
     return [PageTable(title, header, rows) for title, header, rows in tables]
 
 
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
+def _md_code(value: object) -> str:
+    """A hash as inline code; anything that is not hexadecimal as escaped plain text (a code
+    span shows its content verbatim, so it could not carry escapes)."""
+    text = str(value)
+    return f"`{text}`" if _HEX.fullmatch(text) else md_text(text)
+
+
 def write_pages(
     cert: dict[str, Any], outputs: dict[str, dict[str, SplitOutputs]], task: str, out_dir: Path
 ) -> dict[str, Path]:
@@ -168,15 +187,27 @@ def write_pages(
     title = f"Unlearning audit: {cert['scenario']['name']}"
     sha = {name: model["weights_sha256"][:16] for name, model in cert["models"].items()}
     scenario = cert["scenario"]
-    intro = (
-        f"**Verdict: {cert['summary']}**\n\nModels: original `{sha['original']}`, unlearned "
-        f"`{sha['unlearned']}`, reference `{sha['reference']}`; forget list "
-        f"`{scenario['forget_sha256'][:16]}` ({scenario['sizes']['forget']} photos). Intervals: "
-        f"{cert['settings']['confidence_level']:.0%} bootstrap over {cert['settings']['n_boot']} "
-        "rounds; small splits make attack accuracies noisy."
-    )
-    md = [f"# {title}", "", intro, ""]
-    body = [f"<h1>{html.escape(title)}</h1>", "<p>" + html.escape(intro).replace("**", "") + "</p>"]
+    verdict = f"Verdict: {cert['summary']}"
+    settings = cert["settings"]
+
+    def facts(code: Any, text: Any) -> str:
+        """The models and settings line; ``code`` shows a hash, ``text`` any other value."""
+        return (
+            f"Models: original {code(sha['original'])}, unlearned {code(sha['unlearned'])}, "
+            f"reference {code(sha['reference'])}; forget list "
+            f"{code(str(scenario['forget_sha256'])[:16])} ({text(scenario['sizes']['forget'])} "
+            f"photos). Intervals: {settings['confidence_level']:.0%} bootstrap over "
+            f"{text(settings['n_boot'])} rounds; small splits make attack accuracies noisy."
+        )
+
+    def escaped(value: Any) -> str:
+        return html.escape(str(value))
+
+    md = [f"# {md_text(title)}", "", f"**{md_text(verdict)}**", "", facts(_md_code, md_text), ""]
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{escaped(verdict)}</p><p>{facts(escaped, escaped)}</p>",
+    ]
     for figure in figures:
         md += md_figure(figure, f"figures/{figure.name}.png")
         body.append(html_figure(figure))
@@ -184,6 +215,6 @@ def write_pages(
         md += md_table(table)
         body.append(html_table(table))
     paths = {"markdown": out_dir / "audit.md", "html": out_dir / "audit.html"}
-    write_text(paths["markdown"], "\n".join(md))
+    write_text(paths["markdown"], md_page(md))
     write_text(paths["html"], html_page(title, body))
     return paths

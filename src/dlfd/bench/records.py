@@ -17,7 +17,6 @@ unreadable record, a leftover temporary file) means the run is done again.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ import numpy as np
 
 from dlfd import __version__
 from dlfd.config import to_dict
-from dlfd.io import atomic_write_json, sha256_file
+from dlfd.errors import ConfigError, DlfdError
+from dlfd.io import atomic_write_json, read_json_file, sha256_file
 from dlfd.metrics.mia import BENCHMARK_SHUFFLE_SEED
 from dlfd.scenarios import Scenario
 from dlfd.training.recipe import TrainRecipe
@@ -37,6 +37,12 @@ RUN_FORMAT = "dlfd-bench-run/1"
 RESULTS_FILE = "results.json"
 RECORD_SUFFIX = ".result.json"
 BENCH_CONFIG_VERSION = 1
+#: Upper bound of a run record file (its details hold a few thousand numbers, far below this).
+MAX_RECORD_BYTES = 64 << 20
+#: Deepest nesting a bench record may have (the bench writes about five levels).
+MAX_RECORD_DEPTH = 32
+#: Top-level timings of a record (seconds).
+TIMINGS = ("wall_s", "train_s", "monitor_s", "eval_s")
 
 
 @dataclass(frozen=True)
@@ -122,15 +128,165 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
-    """A run record, or None when it is missing, unreadable or not a run record."""
+def _shown(value: Any) -> str:
+    """A short description of a JSON value for an error message."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def finite_number(value: Any) -> float | None:
+    """A finite JSON number as a float (not a boolean; an integer too large for a float is not
+    finite), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        number = float(value)
+    except OverflowError:
         return None
-    if not isinstance(data, dict) or data.get("format") != RUN_FORMAT:
+    return number if math.isfinite(number) else None
+
+
+def _is_number(value: Any) -> bool:
+    return finite_number(value) is not None
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """True when ``value`` nests lists/objects more than ``limit`` levels (checked without
+    recursion, so any depth the JSON parser accepted is safe)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def validate_bench_record(record: Any, where: str) -> dict[str, Any]:
+    """``record`` itself when it is a well-formed bench record (a line of ``results.json`` or a
+    run record file); otherwise :class:`ConfigError` naming ``where`` and the field.
+
+    Required: ``method`` (non-empty string), ``seed`` (integer), ``metrics`` (object of finite
+    numbers or null). Where present: the timings (``wall_s``, ``train_s``, ``monitor_s``,
+    ``eval_s``) finite numbers or null; ``dataset``, ``selected``, ``model`` strings or null;
+    ``run_file`` a non-empty string; ``config``, ``split_sizes``, ``hardware``, ``versions``,
+    ``hashes`` and ``details`` objects; ``config.params``, ``config.recipe``, ``config.input``
+    objects and ``config.scenario_options`` an object or null; ``config.input.size`` a list of
+    numbers, ``config.lambda`` a number or null; ``split_sizes`` values numbers or null;
+    ``details.losses`` an object of lists of numbers (null: a non-finite loss),
+    ``details.readings`` a list of objects whose ``forgetting_score`` is a number or null,
+    ``details.projection`` null or an object whose ``forget``/``unseen`` are lists of [x, y]
+    points (numbers or null).
+    Nesting deeper than :data:`MAX_RECORD_DEPTH` levels is refused.
+    """
+
+    def fail(field: str, expected: str, value: Any) -> ConfigError:
+        return ConfigError(f"{where}: {field} must be {expected}, got {_shown(value)}")
+
+    def present(mapping: dict[str, Any], key: str) -> bool:
+        return mapping.get(key) is not None
+
+    def obj(mapping: dict[str, Any], key: str, field: str, *, null: bool = False) -> dict[str, Any]:
+        if key not in mapping or (null and mapping[key] is None):
+            return {}
+        value = mapping[key]
+        if not isinstance(value, dict):
+            raise fail(field, "an object", value)
+        return value
+
+    def numbers(values: Any, field: str, *, nulls: bool) -> None:
+        if not isinstance(values, list):
+            raise fail(field, "a list of numbers", values)
+        for k, value in enumerate(values):
+            if not (_is_number(value) or (nulls and value is None)):
+                raise fail(f"{field}[{k}]", "a finite number" + " or null" * nulls, value)
+
+    if not isinstance(record, dict):
+        raise fail("the record", "an object", record)
+    if _too_deep(record, MAX_RECORD_DEPTH):
+        raise ConfigError(f"{where}: nested too deeply (more than {MAX_RECORD_DEPTH} levels)")
+    missing = [key for key in ("method", "seed", "metrics") if key not in record]
+    if missing:
+        raise ConfigError(f"{where}: missing {', '.join(missing)} (not a bench record)")
+    method = record["method"]
+    if not isinstance(method, str) or not method.strip():
+        raise fail("method", "a non-empty string", method)
+    seed = record["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise fail("seed", "an integer", seed)
+    metrics = record["metrics"]
+    if not isinstance(metrics, dict):
+        raise fail("metrics", "an object of numbers", metrics)
+    for key, value in metrics.items():
+        if value is not None and not _is_number(value):
+            raise fail(f"metrics.{key}", "a finite number or null", value)
+    for key in TIMINGS:
+        if present(record, key) and not _is_number(record[key]):
+            raise fail(key, "a finite number", record[key])
+    for key in ("dataset", "selected", "model"):
+        if present(record, key) and not isinstance(record[key], str):
+            raise fail(key, "a string", record[key])
+    if "run_file" in record and (not isinstance(record["run_file"], str) or not record["run_file"]):
+        raise fail("run_file", "a non-empty string", record["run_file"])
+    for key in ("hardware", "versions", "hashes"):
+        obj(record, key, key)
+    for key, value in obj(record, "split_sizes", "split_sizes").items():
+        if value is not None and not _is_number(value):
+            raise fail(f"split_sizes.{key}", "a number", value)
+    config = obj(record, "config", "config")
+    for key in ("params", "recipe", "scenario_options"):
+        obj(config, key, f"config.{key}", null=key == "scenario_options")
+    spec = obj(config, "input", "config.input")
+    if present(spec, "size"):
+        numbers(spec["size"], "config.input.size", nulls=False)
+    if present(config, "lambda") and not _is_number(config["lambda"]):
+        raise fail("config.lambda", "a finite number", config["lambda"])
+    details = obj(record, "details", "details")
+    for split, values in obj(details, "losses", "details.losses").items():
+        numbers(values, f"details.losses.{split}", nulls=True)
+    if "readings" in details:
+        readings = details["readings"]
+        if not isinstance(readings, list):
+            raise fail("details.readings", "a list", readings)
+        for k, reading in enumerate(readings):
+            if not isinstance(reading, dict):
+                raise fail(f"details.readings[{k}]", "an object", reading)
+            score = reading.get("forgetting_score")
+            if score is not None and not _is_number(score):
+                raise fail(f"details.readings[{k}].forgetting_score", "a number or null", score)
+    projection = obj(details, "projection", "details.projection", null=True)
+    for side in ("forget", "unseen"):
+        points = projection.get(side)
+        if points is None:
+            continue
+        if not isinstance(points, list):
+            raise fail(f"details.projection.{side}", "a list of [x, y] points", points)
+        for k, point in enumerate(points):
+            field = f"details.projection.{side}[{k}]"
+            if not isinstance(point, list) or len(point) != 2:
+                raise fail(field, "an [x, y] point", point)
+            numbers(point, field, nulls=True)
+    return record
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A run record, or None when it is missing, unreadable (a FIFO, a device, too large, not
+    JSON), not a run record or malformed (see :func:`validate_bench_record`)."""
+    try:
+        data = read_json_file(path, "run record", limit=MAX_RECORD_BYTES, error=ConfigError)
+        if not isinstance(data, dict) or data.get("format") != RUN_FORMAT:
+            return None
+        return validate_bench_record(data, f"run record {path}")
+    except DlfdError:
         return None
-    return data
 
 
 def finished_record(

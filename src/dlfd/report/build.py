@@ -1,20 +1,30 @@
 """``dlfd report``: a benchmark folder's JSON -> tables, figures, one HTML file, one Markdown file.
 
-Only ``DIR/results.json`` and the run records it names are read (never a model or an image).
+Only ``DIR/results.json`` and the run records it names are read (never a model or an image),
+and only inside ``DIR``. Every record is checked (:func:`validate_bench_record`) before any of it
+is used, so a malformed folder ends in one :class:`ConfigError` naming the file, the record and
+the field, never in a traceback.
 """
 
 from __future__ import annotations
 
 import html
-import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from dlfd.bench.records import RESULTS_FILE, read_record
+from dlfd.bench.records import (
+    MAX_RECORD_BYTES,
+    RESULTS_FILE,
+    RUN_FORMAT,
+    finite_number,
+    validate_bench_record,
+)
 from dlfd.errors import ConfigError
+from dlfd.io import read_json_file
 from dlfd.report import plots
 from dlfd.report.pages import (
     Figure,
@@ -23,7 +33,9 @@ from dlfd.report.pages import (
     html_page,
     html_table,
     md_figure,
+    md_page,
     md_table,
+    md_text,
     write_figures,
     write_text,
 )
@@ -41,6 +53,9 @@ from dlfd.report.tables import (
 #: The method whose forgetting-score trace is drawn.
 TRACE_METHOD = "dlfd"
 
+#: Every figure the report may write (as figures/NAME.png beside the Markdown page).
+FIGURE_NAMES = ("losses", "nomus_time", "dlfd_trace", "features")
+
 Details = dict[tuple[str, int], dict[str, Any]]
 
 
@@ -56,32 +71,83 @@ class Report:
 
 
 def load_results(folder: Path) -> list[dict[str, Any]]:
-    """The records of ``folder/results.json``; a missing or malformed file raises."""
-    path = folder / RESULTS_FILE
-    if not path.is_file():
+    """The records of ``folder/results.json``, each checked with :func:`validate_bench_record`.
+
+    A missing, unreadable (a FIFO, a device, a folder, too large), non-JSON (NaN and Infinity
+    included), too deeply nested or empty file, or any malformed record, raises
+    :class:`ConfigError`; a record is named by its 0-based index in the list
+    (``.../results.json record 3: seed must be an integer, got 'abc'``).
+    """
+    path = Path(folder) / RESULTS_FILE
+    if not os.path.lexists(path):
         raise ConfigError(f"{path} not found: run `dlfd bench --out {folder}` first")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, list) or not all(
-        isinstance(r, dict) and {"method", "seed", "metrics"} <= set(r) for r in data
-    ):
+    data = read_json_file(path, RESULTS_FILE, error=ConfigError)
+    if not isinstance(data, list):
         raise ConfigError(f"{path} is not a list of bench records (method, seed, metrics)")
     if not data:
         raise ConfigError(f"{path} holds no finished run")
-    return data
+    return [validate_bench_record(record, f"{path} record {k}") for k, record in enumerate(data)]
+
+
+def run_file_path(folder: Path, run_file: str, where: str) -> Path:
+    """The real path of the run record ``run_file`` (relative to ``folder``, in POSIX form).
+
+    An absolute path, a path with ``..`` or one that resolves (links followed) outside
+    ``folder`` raises :class:`ConfigError` naming ``where``: a results file never makes the
+    report read elsewhere.
+    """
+    shown = repr(run_file) if len(run_file) <= 80 else repr(run_file[:77]) + "..."
+    if "\x00" in run_file:
+        raise ConfigError(f"{where}: run_file {shown} is not a valid file name")
+    relative = PurePosixPath(run_file)
+    if relative.is_absolute() or os.path.isabs(run_file):
+        raise ConfigError(
+            f"{where}: run_file {shown} is an absolute path; it must name a file inside {folder}"
+        )
+    if ".." in relative.parts:
+        raise ConfigError(f"{where}: run_file {shown} leaves the results folder (..)")
+    root = Path(os.path.realpath(folder))
+    real = Path(os.path.realpath(Path(folder) / relative))
+    if real == root or not real.is_relative_to(root):
+        raise ConfigError(f"{where}: run_file {shown} resolves outside {folder} (to {real})")
+    return real
 
 
 def load_details(folder: Path, records: Sequence[Mapping[str, Any]]) -> Details:
-    """Each run's ``details`` (losses, projection, readings) from its record file, if any."""
+    """Each run's ``details`` (losses, projection, readings) from its run record (``run_file``).
+
+    A record without ``run_file``, or whose run file does not exist, has no details (its
+    figures leave that run out). A run file that exists but cannot be used is refused, not
+    skipped, so a damaged folder is noticed rather than silently drawn with runs missing:
+    a ``run_file`` outside the folder (:func:`run_file_path`), a file that is not a regular
+    file (a FIFO or a device is never opened for a blocking read) or is too large, not JSON,
+    not a dlfd run record, or malformed (:func:`validate_bench_record`) raises
+    :class:`ConfigError`.
+    """
+    folder = Path(folder)
     details: Details = {}
-    for record in records:
+    for index, record in enumerate(records):
         run_file = record.get("run_file")
-        full = read_record(folder / run_file) if isinstance(run_file, str) else None
-        if full is not None:
-            details[(record["method"], int(record["seed"]))] = full.get("details") or {}
+        if run_file is None:
+            continue
+        where = f"{folder / RESULTS_FILE} record {index}"
+        if not isinstance(run_file, str) or not run_file:
+            raise ConfigError(f"{where}: run_file must be a non-empty string")
+        real = run_file_path(folder, run_file, where)
+        if not os.path.lexists(real):
+            continue
+        shown = folder / run_file
+        full = read_json_file(real, "run file", limit=MAX_RECORD_BYTES, error=ConfigError)
+        if not isinstance(full, dict) or full.get("format") != RUN_FORMAT:
+            raise ConfigError(f"run file {shown} is not a dlfd bench run record ({RUN_FORMAT})")
+        validate_bench_record(full, f"run file {shown}")
+        details[(str(record["method"]), int(record["seed"]))] = full.get("details") or {}
     return details
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a mapping, else an empty one (absent or null fields)."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def _label(method: str) -> str:
@@ -97,8 +163,10 @@ def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[F
     for method in methods:
         pooled: dict[str, list[float]] = {}
         for seed in seeds:
-            for split, values in details.get((method, seed), {}).get("losses", {}).items():
-                pooled.setdefault(split, []).extend(values)
+            run_losses = _mapping(_mapping(details.get((method, seed))).get("losses"))
+            for split, values in run_losses.items():
+                if isinstance(values, list):
+                    pooled.setdefault(str(split), []).extend(values)
         if pooled:
             losses[_label(method)] = pooled
     if losses:
@@ -132,19 +200,24 @@ def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[F
             )
         )
     traces = {
-        f"seed {seed}": details[(TRACE_METHOD, seed)]["readings"]
+        f"seed {seed}": readings
         for seed in seeds
-        if details.get((TRACE_METHOD, seed), {}).get("readings")
+        if isinstance(readings := _mapping(details.get((TRACE_METHOD, seed))).get("readings"), list)
+        and readings
     }
     if traces:
         params = next(
-            (r.get("config", {}).get("params", {}) for r in records if r["method"] == TRACE_METHOD),
+            (
+                _mapping(_mapping(r.get("config")).get("params"))
+                for r in records
+                if r["method"] == TRACE_METHOD
+            ),
             {},
         )
         thresholds = {
-            k: float(v)
+            str(k): number
             for k, v in params.items()
-            if "threshold" in k and isinstance(v, (int, float)) and not isinstance(v, bool)
+            if "threshold" in str(k) and (number := finite_number(v)) is not None
         }
         figures.append(
             Figure(
@@ -156,9 +229,10 @@ def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[F
         )
     first = seeds[0]
     panels = {
-        _label(m): details[(m, first)]["projection"]
+        _label(m): projection
         for m in methods
-        if details.get((m, first), {}).get("projection")
+        if isinstance(projection := _mapping(details.get((m, first))).get("projection"), Mapping)
+        and projection
     }
     if panels:
         figures.append(
@@ -176,12 +250,16 @@ def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[F
 def _intro(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """Short facts about the benchmark, as text lines."""
     first = records[0]
-    config = first.get("config", {})
-    recipe = config.get("recipe", {})
-    size = "x".join(str(v) for v in config.get("input", {}).get("size", [])) or "?"
-    sizes = first.get("split_sizes", {})
-    hardware = first.get("hardware", {})
-    versions = first.get("versions", {})
+    config = _mapping(first.get("config"))
+    recipe = _mapping(config.get("recipe"))
+    size_list = _mapping(config.get("input")).get("size")
+    size = (
+        "x".join(str(v) for v in size_list if v is not None) if isinstance(size_list, list) else ""
+    )
+    size = size or "?"
+    sizes = _mapping(first.get("split_sizes"))
+    hardware = _mapping(first.get("hardware"))
+    versions = _mapping(first.get("versions"))
     lines = [
         f"Scenario {first.get('dataset')} (options {config.get('scenario_options') or 'default'})"
         f"; split sizes {', '.join(f'{k} {v}' for k, v in sizes.items())}.",
@@ -189,7 +267,7 @@ def _intro(records: Sequence[Mapping[str, Any]]) -> list[str]:
         f"epochs, batch {recipe.get('batch_size')}, lr {recipe.get('lr')}; NoMUS lambda "
         f"{config.get('lambda')}.",
         f"Hardware: {hardware.get('platform', '?')}, {hardware.get('cpu_threads', '?')} CPU "
-        f"threads{', ' + hardware['cuda_device'] if 'cuda_device' in hardware else ''}; dlfd "
+        f"threads{', ' + str(hardware['cuda_device']) if 'cuda_device' in hardware else ''}; dlfd "
         f"{versions.get('dlfd', '?')}, torch {versions.get('torch', '?')}.",
     ]
     return lines
@@ -214,7 +292,8 @@ def build_report(
     methods = ", ".join(method_order(records))
     lead = f"Built {created} from {len(records)} run records ({methods})."
 
-    md = [f"# {title}", "", lead, "", *(f"- {line}" for line in intro), ""]
+    md = [f"# {md_text(title)}", "", md_text(lead), "", *(f"- {md_text(line)}" for line in intro)]
+    md.append("")
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(lead)}</p><ul>"]
     body += [f"<li>{html.escape(line)}</li>" for line in intro]
     body.append("</ul>")
@@ -244,6 +323,6 @@ def build_report(
         if table is not None:
             md.extend(md_table(table))
             body.append(html_table(table))
-    write_text(md_out, "\n".join(md))
+    write_text(md_out, md_page(md))
     write_text(html_out, html_page(title, body))
     return Report(html_out, md_out, figure_paths, main, records)

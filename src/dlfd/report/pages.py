@@ -1,7 +1,10 @@
 """Pages from tables and figures: one self-contained HTML file (figures embedded as base64 PNG,
 no external reference) and a Markdown file whose figures sit in a folder beside it.
 
-Shared by ``dlfd report`` and the audit's pages.
+Shared by ``dlfd report`` and the audit's pages. Every text that comes from a user (method
+names, options, identities, file names) goes through :func:`md_text` on its way into Markdown
+and through :func:`html.escape` on its way into HTML, so neither page carries raw HTML or
+Markdown from a record. The pages carry dlfd's output markers (:mod:`dlfd.outputs`).
 """
 
 from __future__ import annotations
@@ -9,11 +12,14 @@ from __future__ import annotations
 import base64
 import html
 import io
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlfd import __version__
 from dlfd.io import atomic_write_bytes, atomic_write_text
+from dlfd.outputs import HTML_MARK, MD_MARK, PNG_SOFTWARE
 
 STYLE = (
     "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
@@ -49,10 +55,34 @@ class Figure:
     caption: str
 
 
+#: Characters a Markdown text escapes with a backslash: inline code, emphasis, links, images,
+#: table cells (``\\`` first, so an escape cannot be undone).
+_MD_ACTIVE = ("\\", "`", "*", "[", "]", "|")
+
+
+def md_text(text: object) -> str:
+    """``text`` as literal Markdown inline text: ``&``, ``<`` and ``>`` become HTML entities
+    (no raw HTML gets through), the characters that start code, emphasis, links or images or
+    end a table cell are backslash-escaped, and line breaks become spaces (a cell or a heading
+    stays one line)."""
+    text = str(text)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for char in _MD_ACTIVE:
+        text = text.replace(char, "\\" + char)
+    return " ".join(text.splitlines()) if text else text
+
+
 def figure_png(fig: Any, dpi: int = 110) -> bytes:
-    """A matplotlib figure as PNG bytes (the figure is left open)."""
+    """A matplotlib figure as PNG bytes whose ``Software`` chunk marks it as dlfd's (the figure
+    is left open)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(
+        buffer,
+        format="png",
+        dpi=dpi,
+        bbox_inches="tight",
+        metadata={"Software": f"{PNG_SOFTWARE} {__version__}"},
+    )
     return buffer.getvalue()
 
 
@@ -67,15 +97,15 @@ def pyplot() -> Any:
 
 
 def md_table(table: PageTable, *, heading: str = "##") -> list[str]:
-    """Markdown lines of ``table`` (best cells in bold)."""
+    """Markdown lines of ``table`` (best cells in bold; every text through :func:`md_text`)."""
 
     def cell(r: int, c: int, text: str) -> str:
-        text = text.replace("|", "\\|")
-        return f"**{text}**" if (r, c) in table.best else text
+        text = md_text(text)
+        return f"**{text}**" if (r, c) in table.best and text else text
 
-    lines = [f"{heading} {table.title}", ""] if table.title else []
+    lines = [f"{heading} {md_text(table.title)}", ""] if table.title else []
     lines += [
-        "| " + " | ".join(table.header) + " |",
+        "| " + " | ".join(md_text(h) for h in table.header) + " |",
         "|" + "---|" * len(table.header),
         *(
             "| " + " | ".join(cell(r, c, t) for c, t in enumerate(row)) + " |"
@@ -84,7 +114,7 @@ def md_table(table: PageTable, *, heading: str = "##") -> list[str]:
         "",
     ]
     if table.note:
-        lines += [table.note, ""]
+        lines += [md_text(table.note), ""]
     return lines
 
 
@@ -122,9 +152,9 @@ def html_figure(figure: Figure) -> str:
 
 
 def html_page(title: str, body: list[str]) -> str:
-    """A complete, self-contained HTML document."""
+    """A complete, self-contained HTML document (dlfd's marker in its head)."""
     return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'>{HTML_MARK}<title>{html.escape(title)}"
         f"</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
     )
 
@@ -140,7 +170,13 @@ def write_figures(figures: list[Figure], folder: Path) -> dict[str, Path]:
 
 
 def md_figure(figure: Figure, relative: str) -> list[str]:
-    return [f"![{figure.caption}]({relative})", ""]
+    """Markdown lines of an image ``relative`` to the page, its caption as the alt text."""
+    return [f"![{md_text(figure.caption)}]({urllib.parse.quote(relative)})", ""]
+
+
+def md_page(lines: list[str]) -> str:
+    """A Markdown document of ``lines`` whose first line is dlfd's marker."""
+    return "\n".join([MD_MARK, "", *lines]).rstrip("\n") + "\n"
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -2,20 +2,77 @@
 
 Each function returns PNG bytes. Colours: forget red, unseen (never seen) blue, retain grey, so
 forgetting shows as the red curve or cloud moving onto the blue one.
+
+Names in a figure come from records (method names, seeds, settings): each one goes through
+:func:`plain`, so matplotlib draws it literally (``$...$`` is not mathtext), figures are drawn
+with ``text.usetex`` off (:func:`literal_text`), and legends take their entries explicitly, so a
+label starting with ``_`` is shown rather than dropped.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
+from dlfd.bench.records import finite_number
 from dlfd.report.pages import figure_png, pyplot
 
 COLORS = {"forget": "#d62728", "unseen": "#1f77b4", "retain": "#7f7f7f", "test": "#2ca02c"}
 LOSS_SPLITS = ("retain", "unseen", "forget")
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def plain(text: object) -> str:
+    """``text`` as matplotlib draws it literally: every ``$`` escaped, so no part of it is read
+    as mathtext (an unknown ``\\command`` between dollars would crash drawing)."""
+    return str(text).replace("$", "\\$")
+
+
+def literal_text(func: _F) -> _F:
+    """Run a figure-drawing function with ``text.usetex`` off (a user's matplotlibrc may turn
+    it on, and LaTeX would read names as markup)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        pyplot()
+        with matplotlib.rc_context({"text.usetex": False}):
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def legend(ax: Any, entries: Sequence[tuple[Any, object]], **kwargs: Any) -> None:
+    """A legend of exactly ``entries`` (artist, label), labels drawn literally; matplotlib's
+    automatic legend would hide a label starting with ``_``."""
+    if entries:
+        ax.legend([h for h, _ in entries], [plain(label) for _, label in entries], **kwargs)
+
+
+def _finite_values(values: object) -> np.ndarray:
+    """The finite numbers of ``values`` as a 1-D array (malformed input or nulls dropped)."""
+    try:
+        array = np.asarray(values if values is not None else [], dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        return np.zeros(0)
+    return array[np.isfinite(array)]
+
+
+def _finite_points(values: object) -> np.ndarray:
+    """(n, 2) finite points of ``values`` (malformed input or null coordinates dropped)."""
+    try:
+        points = np.asarray(values if values is not None else [], dtype=np.float64)
+        points = points.reshape(-1, 2)
+    except (TypeError, ValueError):
+        return np.zeros((0, 2))
+    return points[np.isfinite(points).all(axis=1)]
 
 
 def _grid(
@@ -42,6 +99,7 @@ def _finish(fig: object) -> bytes:
     return data
 
 
+@literal_text
 def loss_histograms(
     panels: Mapping[str, Mapping[str, Sequence[float] | np.ndarray]],
     *,
@@ -50,41 +108,43 @@ def loss_histograms(
 ) -> bytes:
     """Per-sample loss distributions (log10) of ``splits`` for each model: one panel per model,
     the same bins everywhere so panels compare."""
-    logs = {
-        name: {
-            s: np.log10(np.asarray(v, dtype=np.float64) + 1e-6)
-            for s, v in by_split.items()
-            if s in splits and len(v)
-        }
-        for name, by_split in panels.items()
-    }
+    logs: dict[str, dict[str, np.ndarray]] = {}
+    for name, by_split in panels.items():
+        logs[name] = {}
+        for split, values in by_split.items():
+            v = _finite_values(values) if split in splits else np.zeros(0)
+            if len(v):
+                logs[name][split] = np.log10(np.clip(v, 0.0, None) + 1e-6)
     every = [v for by_split in logs.values() for v in by_split.values()]
     low = min((float(v.min()) for v in every), default=-6.0)
     high = max((float(v.max()) for v in every), default=1.0)
     bins = np.linspace(low, high if high > low else low + 1.0, 26)
     fig, axes, columns = _grid(len(panels), ncols, 4.0, 3.2, sharex=True)
+    entries: list[tuple[Any, str]] = []
     for k, (ax, (name, by_split)) in enumerate(zip(axes, logs.items(), strict=True)):
         for split in splits:
             if split in by_split:
-                ax.hist(
+                _, _, patches = ax.hist(
                     by_split[split],
                     bins=bins,
                     density=True,
                     histtype="step",
                     linewidth=1.8,
                     color=COLORS.get(split),
-                    label=split,
                 )
-        ax.set_title(name)
+                if k == 0:
+                    entries.append((patches[0], split))
+        ax.set_title(plain(name))
         ax.set_xlabel("log10 per-sample loss")
         ax.tick_params(labelbottom=True)
         if k % columns == 0:
             ax.set_ylabel("density")
     if axes:
-        axes[0].legend()
+        legend(axes[0], entries)
     return _finish(fig)
 
 
+@literal_text
 def nomus_vs_time(points: Sequence[Mapping[str, float | str]]) -> bytes:
     """NoMUS against wall time, one point per method (mean over seeds with std bars).
 
@@ -106,7 +166,7 @@ def nomus_vs_time(points: Sequence[Mapping[str, float | str]]) -> bytes:
             color=color,
         )
         ax.annotate(
-            label,
+            plain(label),
             (float(point["wall"]), float(point["nomus"])),
             textcoords="offset points",
             xytext=(5, 4),
@@ -128,45 +188,61 @@ def _positions(wheres: Sequence[str]) -> tuple[list[float], str]:
     return [float(i + 1) for i in range(len(wheres))], "monitored state"
 
 
+@literal_text
 def forgetting_trace(
     traces: Mapping[str, Sequence[Mapping[str, object]]],
     thresholds: Mapping[str, float] | None = None,
     title: str = "",
 ) -> bytes:
-    """The forgetting score at each monitored state (one line per seed), with thresholds."""
+    """The forgetting score at each monitored state (one line per seed), with thresholds.
+
+    Readings without a finite ``forgetting_score`` (or that are not objects) are left out."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     xlabel = "monitored state"
+    entries: list[tuple[Any, object]] = []
     for label, readings in traces.items():
-        wheres = [str(r.get("where", "")) for r in readings]
-        x, xlabel = _positions(wheres)
-        y = [float(r["forgetting_score"]) for r in readings]  # type: ignore[arg-type]
-        ax.plot(x, y, marker=".", linewidth=1.2, label=label)
+        kept = [
+            (str(r.get("where", "")), score)
+            for r in readings
+            if isinstance(r, Mapping)
+            and (score := finite_number(r.get("forgetting_score"))) is not None
+        ]
+        x, xlabel = _positions([where for where, _ in kept])
+        pairs = [(a, b) for a, (_, b) in zip(x, kept, strict=True) if math.isfinite(a)]
+        if not pairs:
+            continue
+        (line,) = ax.plot(*zip(*pairs, strict=True), marker=".", linewidth=1.2)
+        entries.append((line, label))
     for k, (name, value) in enumerate((thresholds or {}).items()):
         ax.axhline(value, color="black", linestyle=("--", ":", "-.")[k % 3], linewidth=0.9)
-        ax.annotate(name, (0.01, value), xycoords=("axes fraction", "data"), fontsize=8)
+        ax.annotate(plain(name), (0.01, value), xycoords=("axes fraction", "data"), fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("forgetting score |mia - 0.5|")
     if title:
-        ax.set_title(title)
-    ax.legend(fontsize=8)
+        ax.set_title(plain(title))
+    legend(ax, entries, fontsize=8)
     ax.grid(alpha=0.3)
     return _finish(fig)
 
 
+@literal_text
 def projections(
     panels: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], *, ncols: int | None = None
 ) -> bytes:
     """2-D projections of penultimate features of forget (red) and unseen (blue) samples, one
     panel per model (each fitted on that model's features)."""
     fig, axes, _ = _grid(len(panels), ncols, 3.6, 3.4)
-    for ax, (name, sides) in zip(axes, panels.items(), strict=True):
+    entries: list[tuple[Any, str]] = []
+    for k, (ax, (name, sides)) in enumerate(zip(axes, panels.items(), strict=True)):
         for split in ("unseen", "forget"):
-            points = np.asarray(sides.get(split) or [], dtype=np.float64).reshape(-1, 2)
-            ax.scatter(points[:, 0], points[:, 1], s=9, alpha=0.6, color=COLORS[split], label=split)
-        ax.set_title(name)
+            points = _finite_points(sides.get(split) if isinstance(sides, Mapping) else None)
+            dots = ax.scatter(points[:, 0], points[:, 1], s=9, alpha=0.6, color=COLORS[split])
+            if k == 0:
+                entries.append((dots, split))
+        ax.set_title(plain(name))
         ax.set_xticks([])
         ax.set_yticks([])
     if axes:
-        axes[0].legend(fontsize=8)
+        legend(axes[0], entries, fontsize=8)
     return _finish(fig)

@@ -50,11 +50,22 @@ def method_order(records: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def value_of(record: Mapping[str, Any], key: str) -> float | None:
-    """A metric of a record (``wall_s`` and the other timings are top-level); None if absent."""
-    value = record.get(key) if key in TOP_LEVEL else record.get("metrics", {}).get(key)
+    """A metric of a record (``wall_s`` and the other timings are top-level); None if absent
+    or not a finite number."""
+    metrics = record.get("metrics")
+    value = record.get(key) if key in TOP_LEVEL else _mapping(metrics).get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a mapping, else an empty one (absent or null fields)."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def aggregate(records: Sequence[Mapping[str, Any]], keys: Iterable[str]) -> dict[str, Stats]:
@@ -190,8 +201,8 @@ def attack_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """Attacks present in the records (``<name>_auc`` metric keys), in first-seen order."""
     names: dict[str, None] = {}
     for record in records:
-        for key in record.get("metrics", {}):
-            match = _ATTACK_KEY.match(key)
+        for key in _mapping(record.get("metrics")):
+            match = _ATTACK_KEY.match(str(key))
             if match:
                 names[match["name"]] = None
     return list(names)
@@ -244,9 +255,14 @@ def settings_table(records: Sequence[Mapping[str, Any]]) -> PageTable:
     rows = []
     for method in method_order(records):
         first = min((r for r in records if r["method"] == method), key=lambda r: r["seed"])
-        params = first.get("config", {}).get("params", {})
+        params = _mapping(_mapping(first.get("config")).get("params"))
+        selected = first.get("selected")
         rows.append(
-            [ROW_LABELS.get(method, method), _params_text(params), first.get("selected", "")]
+            [
+                ROW_LABELS.get(method, method),
+                _params_text(params),
+                "" if selected is None else str(selected),
+            ]
         )
     return PageTable(
         title="Settings of each method (and the state it returned, first seed)",
