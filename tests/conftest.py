@@ -66,3 +66,48 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ["DLFD_CACHE_DIR"] = str(tmp_path_factory.mktemp("dlfd-cache"))
+
+
+#: Flags that make ``dlfd train`` on ORL take seconds (tiny CNN, 32 px, one epoch).
+FAST_TRAIN = [
+    "--model",
+    "small_cnn",
+    "--image-size",
+    "32",
+    "--epochs",
+    "1",
+    "--quiet",
+    "--set",
+    "batch_size=64",
+]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """``cli(*args)``: run ``dlfd ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    from dlfd.cli import main
+
+    def run(*args: str | Path) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
+def csv_dataset(tmp_path: Path) -> Path:
+    """A manifest CSV over 20 people x 6 images (labels alternate): the ``csv`` scenario."""
+    root = tmp_path / "data"
+    lines = ["path,label,identity"]
+    for k in range(20):
+        for j in range(6):
+            _write_image(root / f"p{k}" / f"{j}.png", size=(16, 16))
+            lines.append(f"p{k}/{j}.png,{'ab'[j % 2]},p{k}")
+    manifest = root / "manifest.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest

@@ -8,23 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import FAST_TRAIN
 from dlfd.audit.evidence import loss_exposure, most_exposed, per_person
 from dlfd.audit.runner import AuditSettings, LoadedModel, run_audit
 from dlfd.checkpoint import read_meta
 from dlfd.cli import main
 from dlfd.scenarios import get_scenario
 
-FAST = [
-    "--model",
-    "small_cnn",
-    "--image-size",
-    "32",
-    "--epochs",
-    "1",
-    "--quiet",
-    "--set",
-    "batch_size=64",
-]
+FAST = FAST_TRAIN
 
 
 def _run(*args: str) -> int:

@@ -7,19 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FAST_TRAIN
 from dlfd.cli import main
 
-FAST = [
-    "--model",
-    "small_cnn",
-    "--image-size",
-    "32",
-    "--epochs",
-    "1",
-    "--quiet",
-    "--set",
-    "batch_size=64",
-]
+FAST = FAST_TRAIN
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -224,7 +215,7 @@ def test_json_output_may_not_clobber_an_input(
     code, _, err = run(
         capsys, "evaluate", "--model", str(trained["original"]), "--json", str(sidecar)
     )
-    _assert_one_line_error(code, err, "would overwrite an input")
+    _assert_one_line_error(code, err, "is also an input")
     assert sidecar.read_bytes() == before
     code, _, err = run(
         capsys, "evaluate", "--model", str(trained["original"]), "--json", str(sidecar.parent)

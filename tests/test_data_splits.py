@@ -385,7 +385,7 @@ def test_read_forget_list_refusals(tmp_path):
         read_forget_list(empty)
     binary = tmp_path / "bin.txt"
     binary.write_bytes(b"\xff\xfe\x00p1")
-    with pytest.raises(DataError, match="cannot read forget list"):
+    with pytest.raises(DataError, match=r"forget list .* is not UTF-8 text"):
         read_forget_list(binary)
 
 

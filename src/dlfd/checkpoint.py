@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +26,14 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from dlfd import __version__
-from dlfd.data.records import is_regular_file
 from dlfd.data.transforms import InputSpec
 from dlfd.errors import CheckpointError, ConfigError
-from dlfd.io import atomic_write_bytes, atomic_write_text, sha256_bytes
+from dlfd.io import atomic_write_bytes, atomic_write_text, parse_json, read_file_bytes, sha256_bytes
 
 SIDECAR_FORMAT = "dlfd-checkpoint/1"
 WEIGHTS_SUFFIX = ".safetensors"
 _MAX_SIDECAR_BYTES = 4 << 20
+_MAX_WEIGHTS_BYTES = 64 << 30
 _MAX_CLASSES = 2**31 - 1
 
 
@@ -221,17 +222,12 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: CheckpointMeta) ->
     return final
 
 
-def _read_bytes(path: Path, missing: str, limit: int | None = None) -> bytes:
-    """The content of file ``path``; missing, unreadable or over ``limit`` bytes raises
-    :class:`CheckpointError` (``missing`` is the message for a file that is not there)."""
-    if not is_regular_file(path):
+def _read_bytes(path: Path, missing: str, what: str, limit: int) -> bytes:
+    """The content of file ``path``; missing (``missing`` is the message), not a regular file,
+    unreadable or over ``limit`` bytes raises :class:`CheckpointError`."""
+    if not os.path.lexists(path):
         raise CheckpointError(missing)
-    try:
-        if limit is not None and path.stat().st_size > limit:
-            raise CheckpointError(f"{path} is implausibly large for a checkpoint sidecar")
-        return path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return read_file_bytes(path, what, limit=limit, error=CheckpointError)
 
 
 def read_meta(path: str | Path) -> CheckpointMeta:
@@ -241,25 +237,21 @@ def read_meta(path: str | Path) -> CheckpointMeta:
         side,
         f"checkpoint sidecar not found: {side} (a dlfd checkpoint is "
         f"NAME.safetensors plus NAME.json)",
+        "checkpoint sidecar",
         limit=_MAX_SIDECAR_BYTES,
     )
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint sidecar {side} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise CheckpointError(f"checkpoint sidecar {side} is nested too deeply") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"checkpoint sidecar {side} is not UTF-8 text: {exc}") from None
+    data = parse_json(text, f"checkpoint sidecar {side}", error=CheckpointError)
     return CheckpointMeta.from_dict(data, source=str(side))
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"non-standard JSON constant {name}")
 
 
 def read_weights(path: str | Path, meta: CheckpointMeta) -> dict[str, torch.Tensor]:
     """Read the safetensors file, verifying its sha256 against the sidecar first."""
     path = Path(path)
-    data = _read_bytes(path, f"checkpoint not found: {path}")
+    data = _read_bytes(path, f"checkpoint not found: {path}", "checkpoint", _MAX_WEIGHTS_BYTES)
     if sha256_bytes(data) != meta.weights_sha256:
         raise CheckpointError(
             f"checkpoint {path} does not match its sidecar (sha256 differs): "

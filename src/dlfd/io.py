@@ -1,8 +1,12 @@
-"""Atomic file writes and hashing.
+"""Atomic file writes, bounded reads of outside files, and hashing.
 
 A write goes to a temporary file in the destination folder, is flushed to disk, then renamed
 over the destination: a crash at any point leaves either the old file or the new one, never a
 half-written file that a later command would read.
+
+A read of a file a user names (forget list, manifest, recipe, results, sidecar) goes through
+:func:`read_file_bytes`: only a regular file is opened (a FIFO, a device or a folder is refused
+before it can hang or flood memory) and at most ``limit`` bytes are read.
 """
 
 from __future__ import annotations
@@ -12,12 +16,18 @@ import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from dlfd.errors import DataError, DlfdError
+
 _CHUNK = 1 << 20
+
+#: Upper bound of a text input a user names (forget list, manifest, recipe, JSON records).
+MAX_TEXT_BYTES = 256 << 20
 
 
 def _umask() -> int:
@@ -98,3 +108,74 @@ def file_lock(path: str | Path, *, wait: bool = True) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def read_file_bytes(
+    path: str | Path, what: str, *, limit: int = MAX_TEXT_BYTES, error: type[DlfdError] = DataError
+) -> bytes:
+    """The content of the regular file ``path`` (``what`` names it in messages).
+
+    A missing file, a folder, a FIFO, a device or socket, an unreadable file and a file over
+    ``limit`` bytes raise ``error`` with one readable line; the file is opened without blocking
+    and checked on its open descriptor, so a FIFO swapped in after a check cannot hang the read.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except ValueError:  # a NUL byte in the name
+        raise error(f"{what} name {str(path)!r} is not a valid file name") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise error(f"{what} {path} is {kind}")
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_size > limit:
+            raise error(f"{what} {path} is too large ({info.st_size} bytes; at most {limit})")
+        chunks, total = [], 0
+        try:
+            while chunk := handle.read(max(_CHUNK, min(info.st_size, limit) + 1 - total)):
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > limit:  # the file grew since it was looked at
+                    raise error(f"{what} {path} is too large (over {limit} bytes)")
+        except OSError as exc:
+            raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    return b"".join(chunks)
+
+
+def read_file_text(
+    path: str | Path, what: str, *, limit: int = MAX_TEXT_BYTES, error: type[DlfdError] = DataError
+) -> str:
+    """:func:`read_file_bytes` decoded as UTF-8 (a byte-order mark is dropped)."""
+    data = read_file_bytes(path, what, limit=limit, error=error)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text ({exc.reason})") from None
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def parse_json(text: str, what: str, *, error: type[DlfdError] = DataError) -> Any:
+    """Strict JSON (no NaN/Infinity); malformed or too deeply nested text raises ``error``."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise error(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise error(f"{what} is nested too deeply") from None
+
+
+def read_json_file(
+    path: str | Path, what: str, *, limit: int = MAX_TEXT_BYTES, error: type[DlfdError] = DataError
+) -> Any:
+    """A JSON file read with :func:`read_file_text` and parsed with :func:`parse_json`."""
+    text = read_file_text(path, what, limit=limit, error=error)
+    return parse_json(text, f"{what} {path}", error=error)

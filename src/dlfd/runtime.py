@@ -14,6 +14,10 @@ import torch
 
 from dlfd.errors import ConfigError
 
+#: Largest seed a user may give (seeds are recorded in checkpoints and fed to numpy, whose
+#: generators take 32-bit seeds).
+SEED_MAX = 2**32 - 1
+
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """Return a usable torch device; ``None`` or ``"auto"`` picks CUDA when present, else CPU."""

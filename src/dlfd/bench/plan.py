@@ -19,6 +19,7 @@ from typing import Any
 from dlfd.config import apply_overrides
 from dlfd.errors import ConfigError
 from dlfd.methods import MethodParams, get_method, list_methods
+from dlfd.runtime import SEED_MAX
 from dlfd.training.recipe import TrainRecipe
 
 #: Rows taken from the two trained checkpoints of each seed, not from an unlearning run:
@@ -82,6 +83,8 @@ def parse_seeds(text: str | Iterable[int]) -> tuple[int, ...]:
             raise ConfigError(f"seeds must be non-negative integers, got {item!r}") from None
         if isinstance(item, bool) or seed < 0 or str(seed) != str(item).strip():
             raise ConfigError(f"seeds must be non-negative integers, got {item!r}")
+        if seed > SEED_MAX:
+            raise ConfigError(f"seeds must be at most {SEED_MAX}, got {seed}")
         if seed in seeds:
             raise ConfigError(f"seed {seed} is listed twice")
         seeds.append(seed)

@@ -22,13 +22,15 @@ The data folder is never in the file: pass ``--data-root``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dlfd.errors import ConfigError
+from dlfd.io import parse_json, read_file_text
+
+_MAX_RECIPE_BYTES = 1 << 20
 
 _KEYS = {
     "dataset",
@@ -62,12 +64,11 @@ class RecipeFile:
 
 
 def _parse(path: Path) -> dict[str, Any]:
-    text = path.read_text(encoding="utf-8")
+    if path.suffix not in (".json", ".toml"):
+        raise ConfigError(f"recipe {path} must end with .toml or .json")
+    text = read_file_text(path, "recipe file", limit=_MAX_RECIPE_BYTES, error=ConfigError)
     if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"recipe {path} is not valid JSON: {exc}") from None
+        data = parse_json(text, f"recipe {path}", error=ConfigError)
     elif path.suffix == ".toml":
         try:
             import tomllib
@@ -109,8 +110,6 @@ def _flatten_settings(path: Path, table: Any) -> dict[str, Any]:
 def load_recipe_file(path: str | Path) -> RecipeFile:
     """Read and check a recipe file; unknown keys and wrong types raise :class:`ConfigError`."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe file not found: {path}")
     data = _parse(path)
     unknown = sorted(set(data) - _KEYS)
     if unknown:

@@ -14,7 +14,7 @@ from dlfd.cli import (  # noqa: F401  (commands register on import)
     train,
     unlearn,
 )
-from dlfd.cli.app import app, err
+from dlfd.cli.app import app, err, styled
 from dlfd.errors import DlfdError
 
 EXIT_USER_ERROR = 2
@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     except DlfdError as exc:
         if debug:
             raise
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+        err.print(styled(("error:", "red"), f" {exc}"), highlight=False, soft_wrap=True)
         sys.exit(EXIT_USER_ERROR)
     except OSError as exc:
         if debug:
             raise
         where = f" {exc.filename}:" if exc.filename else ""
-        err.print(f"[red]error:[/]{where} {exc.strerror or exc}", highlight=False)
+        err.print(styled(("error:", "red"), f"{where} {exc.strerror or exc}"), highlight=False)
         sys.exit(EXIT_USER_ERROR)

@@ -1,4 +1,9 @@
-"""The typer application object and the shared consoles (stdout for results, stderr for chatter)."""
+"""The typer application object and the shared consoles (stdout for results, stderr for chatter).
+
+Both consoles print text literally (``markup=False``): paths, method names and forget-list
+lines are user text, and ``[/]`` in a file name must print as typed, not as a style tag. Styled
+words go through :func:`styled` (or ``rich.text.Text``), never through markup strings.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 app = typer.Typer(
     name="dlfd",
@@ -26,5 +32,20 @@ def _width(stream: object) -> int | None:
     return None if isatty is not None and isatty() else 160
 
 
-out = Console(width=_width(sys.stdout))
-err = Console(stderr=True, width=_width(sys.stderr))
+out = Console(width=_width(sys.stdout), markup=False)
+err = Console(stderr=True, width=_width(sys.stderr), markup=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line of literal text; a ``(text, style)`` part is styled (e.g. ``("error:", "red")``)."""
+    return Text.assemble(*parts)
+
+
+def warn(message: str) -> None:
+    """``warning: MESSAGE`` on stderr (the message printed literally)."""
+    err.print(styled(("warning:", "yellow"), " ", message), highlight=False)
+
+
+def note(message: str) -> None:
+    """``note: MESSAGE`` on stderr (the message printed literally)."""
+    err.print(styled(("note:", "yellow"), " ", message), highlight=False)

@@ -16,19 +16,31 @@ from dlfd.audit.runner import (
     load_models,
     run_audit,
 )
-from dlfd.cli.app import app, err, out
+from dlfd.cli.app import app, err, out, styled
 from dlfd.cli.common import (
     DataRootOpt,
     DeviceOpt,
     ForgetOpt,
     OptionOpt,
+    claimed,
+    input_files,
+    refuse_data_outputs,
     refuse_unfit,
     scenario_for_checkpoint,
 )
 from dlfd.errors import CheckpointError, ConfigError
 from dlfd.io import atomic_write_json
-from dlfd.runtime import resolve_device
+from dlfd.runtime import SEED_MAX, resolve_device
 from dlfd.scenarios import Scenario
+
+#: What an audit writes into its --out folder.
+AUDIT_FILES = (
+    "certificate.json",
+    "audit.html",
+    "audit.md",
+    "figures/losses.png",
+    "figures/people.png",
+)
 
 
 @app.command()
@@ -44,7 +56,9 @@ def audit(
     ] = None,
     split_seed: Annotated[
         int | None,
-        typer.Option("--split-seed", min=0, help="Seed of the split (default: the model's)."),
+        typer.Option(
+            "--split-seed", min=0, max=SEED_MAX, help="Seed of the split (default: the model's)."
+        ),
     ] = None,
     data_root: DataRootOpt = None,
     forget: ForgetOpt = None,
@@ -53,16 +67,21 @@ def audit(
         float,
         typer.Option(
             "--tolerance",
+            min=0.0,
+            max=1.0,
             help="An attack passes when its accuracy on the unlearned "
             "model is within this of its accuracy on the retrained reference.",
         ),
     ] = 0.05,
-    n_boot: Annotated[int, typer.Option("--n-boot", min=10, help="Bootstrap rounds.")] = 200,
+    n_boot: Annotated[
+        int, typer.Option("--n-boot", min=10, max=100_000, help="Bootstrap rounds.")
+    ] = 200,
     shadows: Annotated[
         int,
         typer.Option(
             "--shadows",
             min=0,
+            max=256,
             help="LiRA budget: shadow models trained with and "
             "without the forget set, per side (each is one full training run; 0 = no "
             "LiRA).",
@@ -75,67 +94,75 @@ def audit(
             help="Cache of shadow models (default: OUT/shadows); finished ones are reused.",
         ),
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", min=0, help="Most exposed photos listed.")] = 10,
+    top_k: Annotated[
+        int, typer.Option("--top-k", min=0, max=10_000, help="Most exposed photos listed.")
+    ] = 10,
     device: DeviceOpt = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace files in --out that dlfd did not write.")
+    ] = False,
 ) -> None:
     """Attacks with intervals, per-person evidence and a verdict, as certificate.json plus
     audit.html / audit.md with plots. Exit code 0: pass; 1: fail; 3: inconclusive."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now, not at the end
-    settings = AuditSettings(tolerance=tolerance, n_boot=n_boot, shadows=shadows, top_k=top_k)
-    torch_device = resolve_device(device)
-    scenario = scenario_for_checkpoint(
-        model,
-        dataset=dataset,
-        split_seed=split_seed,
-        data_root=data_root,
-        forget=forget,
-        option=option,
-    )
-    check_shadow_settings(settings, scenario.task, shadow_dir or out_dir / "shadows")
-    models = load_models(
-        {"original": original, "unlearned": model, "reference": reference}, torch_device
-    )
-    check_audit_models(models, scenario)
-    certificate, outputs = run_audit(
-        scenario,
-        models,
-        device=torch_device,
-        settings=settings,
-        shadow_dir=shadow_dir or out_dir / "shadows",
-        log=lambda m: err.print(f"[dim]{m}[/]"),
-    )
-    atomic_write_json(out_dir / "certificate.json", certificate)
-    pages = write_pages(certificate, outputs, scenario.task, out_dir)
-    table = Table(title=f"audit of {model.name} on {scenario.name} (attack accuracy)")
-    for column in ("attack", "original", "unlearned", "unlearned CI", "reference", "verdict"):
-        table.add_column(column, justify="left" if column == "attack" else "right")
-    for name, attack in certificate["attacks"].items():
-        low, high = attack["unlearned_interval"]
-        table.add_row(
-            name,
-            f"{attack['original']['accuracy']:.3f}",
-            f"{attack['unlearned']['accuracy']:.3f}",
-            f"[{low:.3f}, {high:.3f}]",
-            f"{attack['reference']['accuracy']:.3f}",
-            attack["verdict"],
+    written = [out_dir / name for name in AUDIT_FILES]
+    inputs = input_files(forget, data_root, checkpoints=[model, original, reference])
+    with claimed(written, "--out", inputs=inputs, force=force):
+        settings = AuditSettings(tolerance=tolerance, n_boot=n_boot, shadows=shadows, top_k=top_k)
+        torch_device = resolve_device(device)
+        scenario = scenario_for_checkpoint(
+            model,
+            dataset=dataset,
+            split_seed=split_seed,
+            data_root=data_root,
+            forget=forget,
+            option=option,
         )
-    if certificate["lira"]:
-        lira = certificate["lira"]
-        table.add_row(
-            "lira (forget photos flagged)",
-            "-",
-            f"{lira['member_fraction_target']:.3f}",
-            "-",
-            f"{lira['member_fraction_control']:.3f}",
-            lira["verdict"],
+        refuse_data_outputs(written, "--out", scenario)
+        check_shadow_settings(settings, scenario.task, shadow_dir or out_dir / "shadows")
+        models = load_models(
+            {"original": original, "unlearned": model, "reference": reference}, torch_device
         )
-    out.print(table)
-    out.print(certificate["summary"])
-    err.print(f"wrote {out_dir / 'certificate.json'}, {pages['html']}, {pages['markdown']}")
-    if certificate["verdict"] != "pass":
-        raise typer.Exit(1 if certificate["verdict"] == "fail" else 3)
+        check_audit_models(models, scenario)
+        certificate, outputs = run_audit(
+            scenario,
+            models,
+            device=torch_device,
+            settings=settings,
+            shadow_dir=shadow_dir or out_dir / "shadows",
+            log=lambda m: err.print(styled((m, "dim"))),
+        )
+        atomic_write_json(out_dir / "certificate.json", certificate)
+        pages = write_pages(certificate, outputs, scenario.task, out_dir)
+        table = Table(title=f"audit of {model.name} on {scenario.name} (attack accuracy)")
+        for column in ("attack", "original", "unlearned", "unlearned CI", "reference", "verdict"):
+            table.add_column(column, justify="left" if column == "attack" else "right")
+        for name, attack in certificate["attacks"].items():
+            low, high = attack["unlearned_interval"]
+            table.add_row(
+                name,
+                f"{attack['original']['accuracy']:.3f}",
+                f"{attack['unlearned']['accuracy']:.3f}",
+                f"[{low:.3f}, {high:.3f}]",
+                f"{attack['reference']['accuracy']:.3f}",
+                attack["verdict"],
+            )
+        if certificate["lira"]:
+            lira = certificate["lira"]
+            table.add_row(
+                "lira (forget photos flagged)",
+                "-",
+                f"{lira['member_fraction_target']:.3f}",
+                "-",
+                f"{lira['member_fraction_control']:.3f}",
+                lira["verdict"],
+            )
+        out.print(table)
+        out.print(certificate["summary"])
+        err.print(f"wrote {out_dir / 'certificate.json'}, {pages['html']}, {pages['markdown']}")
+        if certificate["verdict"] != "pass":
+            raise typer.Exit(1 if certificate["verdict"] == "fail" else 3)
 
 
 def check_audit_models(models: dict[str, LoadedModel], scenario: Scenario) -> None:

@@ -26,13 +26,24 @@ from dlfd.bench import (
     resolve_methods,
     run_bench,
     split_settings,
+    validate_plan,
 )
-from dlfd.cli.app import app, err, out
-from dlfd.cli.common import DataRootOpt, DeviceOpt, ImageSizeOpt, OptionOpt, QuietOpt
+from dlfd.bench.records import RESULTS_FILE
+from dlfd.cli.app import app, err, out, styled
+from dlfd.cli.common import (
+    DataRootOpt,
+    DeviceOpt,
+    ImageSizeOpt,
+    OptionOpt,
+    QuietOpt,
+    claimed,
+    input_files,
+)
 from dlfd.cli.report import rich_table
 from dlfd.config import parse_overrides
 from dlfd.errors import ConfigError
 from dlfd.report import main_table
+from dlfd.runtime import SEED_MAX
 
 
 class RichBenchProgress(BenchProgress):
@@ -40,10 +51,10 @@ class RichBenchProgress(BenchProgress):
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
+            TextColumn("{task.fields[info]}", markup=False),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
@@ -103,7 +114,12 @@ def bench(
     image_size: ImageSizeOpt = None,
     split_seed: Annotated[
         int | None,
-        typer.Option("--split-seed", min=0, help="One split for every seed (default: the seed)."),
+        typer.Option(
+            "--split-seed",
+            min=0,
+            max=SEED_MAX,
+            help="One split for every seed (default: the seed).",
+        ),
     ] = None,
     settings: Annotated[
         list[str] | None,
@@ -138,10 +154,14 @@ def bench(
         ),
     ] = None,
     jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=1, help="Runs in parallel (processes).")
+        int, typer.Option("--jobs", "-j", min=1, max=256, help="Runs in parallel (processes).")
     ] = 1,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace a results.json in --out that dlfd did not write."),
+    ] = False,
 ) -> None:
     """Benchmark unlearning methods: per seed, train (or reuse) the original and the retrained
     reference, run every method from the same original under the same rules, evaluate each
@@ -185,10 +205,15 @@ def bench(
         console.print(message, highlight=False, markup=False)
 
     err.print(
-        f"[bold]bench[/] {plan.dataset}: {len(plan.methods)} methods x {len(plan.seeds)} "
-        f"seeds -> {plan.out}"
+        styled(
+            ("bench", "bold"),
+            f" {plan.dataset}: {len(plan.methods)} methods x {len(plan.seeds)} seeds -> {plan.out}",
+        )
     )
-    outcome = run_bench(plan, progress=progress, echo=echo)
+    validate_plan(plan)  # bad settings are refused before the output folder is made
+    results = out_dir / RESULTS_FILE
+    with claimed([results], "--out", inputs=input_files(recipe, data_root), force=force):
+        outcome = run_bench(plan, progress=progress, echo=echo)
     if outcome.records:
         out.print(rich_table(main_table(outcome.records, digits=3, sep="±")))
     err.print(

@@ -15,13 +15,19 @@ from dlfd.cli.common import (
     DataSplitSeedOpt,
     ImageSizeOpt,
     OptionOpt,
+    claimed,
+    input_files,
     load_scenario,
+    refuse_record_outputs,
 )
 from dlfd.cli.listing import data_app
 from dlfd.data.leakage import DEFAULT_NEAR_BITS, KINDS, LeakReport, find_leaks
 from dlfd.data.problem import SPLITS
 from dlfd.errors import LeakError
 from dlfd.io import atomic_write_json
+
+#: Marks ``dlfd data check --json`` files.
+LEAK_REPORT_FORMAT = "dlfd-leak-report/1"
 
 
 @data_app.command("check")
@@ -41,63 +47,76 @@ def data_check(
             "near-duplicates.",
         ),
     ] = DEFAULT_NEAR_BITS,
-    examples: Annotated[int, typer.Option("--examples", min=0, help="Examples per kind.")] = 5,
+    examples: Annotated[
+        int, typer.Option("--examples", min=0, max=10_000, help="Examples per kind.")
+    ] = 5,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a --json file that dlfd did not write.")
+    ] = False,
 ) -> None:
     """Report identities, identical photos and near-duplicate photos shared across splits.
 
     Exits 1 when identity or exact-duplicate leaks are found (the scenario would refuse them;
     the scenario option leaks=drop removes them), 0 otherwise.
     """
-    try:
-        scenario = load_scenario(
-            dataset,
-            split_seed=split_seed,
-            data_root=data_root,
-            image_size=image_size,
-            options=option,
+    outputs = [json_out] if json_out is not None else []
+    with claimed(outputs, "--json", inputs=input_files(data_root), force=force):
+        try:
+            scenario = load_scenario(
+                dataset,
+                split_seed=split_seed,
+                data_root=data_root,
+                image_size=image_size,
+                options=option,
+            )
+            problem = scenario.problem
+            records, level = problem.records, problem.level
+            assignment = {split: problem.split(split) for split in SPLITS}
+            dropped = problem.dropped
+        except LeakError as exc:
+            records, level = exc.records, exc.level  # type: ignore[assignment]
+            assignment, dropped = exc.assignment, ()  # type: ignore[assignment]
+        refuse_record_outputs(outputs, "--json", records, data_root)
+        err.print(f"hashing {len(records)} images ...")
+        report: LeakReport = find_leaks(
+            records.identities,
+            records.content_hashes,
+            assignment,
+            level=level,
+            perceptual=records.perceptual_hashes,
+            near_bits=near_bits,
         )
-        problem = scenario.problem
-        records, level = problem.records, problem.level
-        assignment = {split: problem.split(split) for split in SPLITS}
-        dropped = problem.dropped
-    except LeakError as exc:
-        records, level = exc.records, exc.level  # type: ignore[assignment]
-        assignment, dropped = exc.assignment, ()  # type: ignore[assignment]
-    err.print(f"hashing {len(records)} images ...")
-    report: LeakReport = find_leaks(
-        records.identities,
-        records.content_hashes,
-        assignment,
-        level=level,
-        perceptual=records.perceptual_hashes,
-        near_bits=near_bits,
-    )
-    summary = report.to_dict(records.paths, max_examples=examples)
-    table = Table(title=f"{dataset}: leaks across splits ({level}-level, split seed {split_seed})")
-    table.add_column("kind")
-    table.add_column("count", justify="right")
-    table.add_column("examples (split:file)")
-    for kind in KINDS:
-        shown = [f"{e['key'][:16]}: {', '.join(e['files'][:3])}" for e in summary["examples"][kind]]
-        table.add_row(kind, str(summary["counts"][kind]), "\n".join(shown) or "-")
-    out.print(table)
-    if dropped:
-        out.print(
-            f"{len(dropped)} samples were dropped by the leaks option, e.g. "
-            f"{', '.join(dropped[:3])}"
+        summary = report.to_dict(records.paths, max_examples=examples)
+        table = Table(
+            title=f"{dataset}: leaks across splits ({level}-level, split seed {split_seed})"
         )
-    if json_out is not None:
-        atomic_write_json(
-            json_out,
-            {
-                "dataset": dataset,
-                "split_seed": split_seed,
-                "level": level,
-                "near_bits": near_bits,
-                "dropped": list(dropped),
-                **summary,
-            },
-        )
-    if summary["counts"]["identity"] or summary["counts"]["duplicate"]:
-        raise typer.Exit(1)
+        table.add_column("kind")
+        table.add_column("count", justify="right")
+        table.add_column("examples (split:file)")
+        for kind in KINDS:
+            shown = [
+                f"{e['key'][:16]}: {', '.join(e['files'][:3])}" for e in summary["examples"][kind]
+            ]
+            table.add_row(kind, str(summary["counts"][kind]), "\n".join(shown) or "-")
+        out.print(table)
+        if dropped:
+            out.print(
+                f"{len(dropped)} samples were dropped by the leaks option, e.g. "
+                f"{', '.join(dropped[:3])}"
+            )
+        if json_out is not None:
+            atomic_write_json(
+                json_out,
+                {
+                    "format": LEAK_REPORT_FORMAT,
+                    "dataset": dataset,
+                    "split_seed": split_seed,
+                    "level": level,
+                    "near_bits": near_bits,
+                    "dropped": list(dropped),
+                    **summary,
+                },
+            )
+        if summary["counts"]["identity"] or summary["counts"]["duplicate"]:
+            raise typer.Exit(1)

@@ -5,19 +5,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
 
 import torch
 import typer
 
-from dlfd.checkpoint import CheckpointMeta, check_weights_path, read_meta
+from dlfd.checkpoint import CheckpointMeta, read_meta, sidecar_path
 from dlfd.cli.app import err
 from dlfd.config import parse_overrides
+from dlfd.data.records import ImageRecords
 from dlfd.data.splits import apply_forget_request, read_forget_list
-from dlfd.distributed import DistributedContext, distributed_from_env
-from dlfd.errors import CheckpointError, ConfigError
+from dlfd.distributed import ENV_RANK, DistributedContext, distributed_from_env
+from dlfd.errors import CheckpointError, ConfigError, DataError, SplitError
+from dlfd.outputs import claim_outputs, refuse_listed_outputs
+from dlfd.runtime import SEED_MAX
 from dlfd.scenarios import Scenario, get_scenario
 
 DatasetOpt = Annotated[
@@ -29,9 +32,11 @@ DataRootOpt = Annotated[
 ]
 SplitSeedOpt = Annotated[
     int | None,
-    typer.Option("--split-seed", min=0, help="Seed of the split (default: --seed)."),
+    typer.Option("--split-seed", min=0, max=SEED_MAX, help="Seed of the split (default: --seed)."),
 ]
-DataSplitSeedOpt = Annotated[int, typer.Option("--split-seed", min=0, help="Seed of the split.")]
+DataSplitSeedOpt = Annotated[
+    int, typer.Option("--split-seed", min=0, max=SEED_MAX, help="Seed of the split.")
+]
 ImageSizeOpt = Annotated[
     int | None,
     typer.Option("--image-size", min=8, help="Square input size (default: scenario's)."),
@@ -100,15 +105,23 @@ def scenario_for_checkpoint(
     size = meta.input_spec.size
     recorded_root = Path(meta.data_root) if same_scenario and meta.data_root else None
     recorded_options = [f"{k}={v}" for k, v in meta.scenario_options.items()]
-    return load_scenario(
-        name,
-        split_seed=split_seed if split_seed is not None else (meta.split_seed or 0),
-        data_root=data_root or recorded_root,
-        image_size=size[0] if size[0] == size[1] else None,
-        forget=forget,
-        options=option if option is not None or not same_scenario else recorded_options,
-        forget_entries=list(meta.forget_keys or []) if use_recorded_forget else None,
-    )
+    try:
+        return load_scenario(
+            name,
+            split_seed=split_seed if split_seed is not None else (meta.split_seed or 0),
+            data_root=data_root or recorded_root,
+            image_size=size[0] if size[0] == size[1] else None,
+            forget=forget,
+            options=option if option is not None or not same_scenario else recorded_options,
+            forget_entries=list(meta.forget_keys or []) if use_recorded_forget else None,
+        )
+    except DataError as exc:
+        if data_root is not None or recorded_root is None or isinstance(exc, SplitError):
+            raise
+        raise DataError(
+            f"{exc} (the data folder {recorded_root} is the one {path} records; "
+            "--data-root overrides it)"
+        ) from None
 
 
 def refuse_unfit(meta: CheckpointMeta, path: Path, scenario: Scenario) -> None:
@@ -124,27 +137,47 @@ def refuse_unfit(meta: CheckpointMeta, path: Path, scenario: Scenario) -> None:
         )
 
 
-def check_output_file(path: Path, what: str) -> Path:
-    """Refuse, before any work, an output file that could not be written: a folder, or a place
-    whose folder cannot be created or written. The folder is created."""
-    if path.is_dir():
-        raise ConfigError(f"{what} {path} is a folder; give a file name")
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise ConfigError(f"{what} {path}: {folder} is a file, not a folder") from None
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise ConfigError(f"{what} {path}: cannot create its folder ({reason})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {path}: the folder {folder} is not writable")
-    return path
+def checkpoint_files(path: Path) -> list[Path]:
+    """A checkpoint's two files: the weights and their JSON sidecar."""
+    return [path, sidecar_path(path)]
 
 
-def check_output_checkpoint(path: Path, what: str = "--out") -> Path:
-    """:func:`check_output_file` for a checkpoint, whose name must end with .safetensors."""
-    return check_output_file(check_weights_path(path), what)
+def input_files(*paths: Path | None, checkpoints: Sequence[Path | None] = ()) -> list[Path]:
+    """The files a command reads (given paths, and each checkpoint with its sidecar)."""
+    found = [p for p in paths if p is not None]
+    return found + [f for c in checkpoints if c is not None for f in checkpoint_files(c)]
+
+
+@contextlib.contextmanager
+def claimed(
+    outputs: Sequence[Path], what: str, *, inputs: Sequence[Path] = (), force: bool = False
+) -> Iterator[None]:
+    """:func:`dlfd.outputs.claim_outputs` in the process that writes: every process of a plain
+    run, rank 0 alone under torchrun (the other ranks write nothing)."""
+    if int(os.environ.get(ENV_RANK, "0")) != 0:
+        yield
+        return
+    with claim_outputs(outputs, what, inputs=inputs, force=force):
+        yield
+
+
+def refuse_data_outputs(outputs: Sequence[Path], what: str, scenario: Scenario) -> None:
+    """Refuse outputs that are the scenario's own data: its data-root file (a CSV manifest) or
+    a file it lists (an image), whatever ``--force`` says."""
+    refuse_record_outputs(outputs, what, scenario.problem.records, scenario.data_root)
+
+
+def refuse_record_outputs(
+    outputs: Sequence[Path], what: str, records: ImageRecords, data_root: Path | None
+) -> None:
+    """:func:`refuse_data_outputs` for a data set's records and its data root."""
+    root_file = data_root if data_root is not None and data_root.is_file() else None
+    for path in outputs:
+        if root_file is not None and path.exists() and os.path.samefile(path, root_file):
+            raise ConfigError(f"{what} {path} is the data of this command ({root_file})")
+    refuse_listed_outputs(
+        outputs, what, records.root, lambda key: records.index_of(key) is not None
+    )
 
 
 @contextlib.contextmanager

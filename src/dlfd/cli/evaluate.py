@@ -10,20 +10,22 @@ import typer
 from rich.table import Table
 
 from dlfd import __version__
-from dlfd.checkpoint import CheckpointMeta, load_checkpoint, sidecar_path
-from dlfd.cli.app import app, err, out
+from dlfd.checkpoint import CheckpointMeta, load_checkpoint
+from dlfd.cli.app import app, err, out, warn
 from dlfd.cli.common import (
     DataRootOpt,
     DeviceOpt,
     ForgetOpt,
     OptionOpt,
     SplitSeedOpt,
-    check_output_file,
+    claimed,
+    input_files,
+    refuse_data_outputs,
     refuse_unfit,
     scenario_for_checkpoint,
 )
 from dlfd.data.loaders import ProblemLoaders
-from dlfd.errors import CheckpointError, ConfigError
+from dlfd.errors import CheckpointError
 from dlfd.evaluation import evaluate_model
 from dlfd.io import atomic_write_json
 from dlfd.metrics.protocol import MAIN_METRICS
@@ -31,26 +33,13 @@ from dlfd.runtime import hardware_info, resolve_device, software_versions
 from dlfd.scenarios import Scenario
 
 
-def _check_json_target(json_out: Path, inputs: list[Path]) -> None:
-    """Refuse, before any work, an output that is a folder or would overwrite an input."""
-    if json_out.is_dir():
-        raise ConfigError(f"--json {json_out} is a folder; give a file name")
-    protected = {p.resolve() for path in inputs for p in (path, sidecar_path(path))}
-    if json_out.resolve() in protected:
-        raise ConfigError(f"--json {json_out} would overwrite an input checkpoint or its sidecar")
-    check_output_file(json_out, "--json")
-
-
 def _check_matches(meta: CheckpointMeta, path: Path, scenario: Scenario, strict: bool) -> None:
     """Refuse a model that cannot be evaluated on ``scenario``; warn about provenance gaps."""
     refuse_unfit(meta, path, scenario)
     if meta.scenario not in (None, scenario.name):
-        err.print(
-            f"[yellow]warning:[/] {path} was trained on {meta.scenario!r}, "
-            f"evaluating on {scenario.name!r}"
-        )
+        warn(f"{path} was trained on {meta.scenario!r}, evaluating on {scenario.name!r}")
     if meta.data_sha256 not in (None, scenario.problem.records.fingerprint):
-        err.print(f"[yellow]warning:[/] {path} was trained on different data (files or labels)")
+        warn(f"{path} was trained on different data (files or labels)")
     if meta.forget_sha256 not in (None, scenario.problem.forget_sha256):
         message = (
             f"{path} was made for a different forget set than the one evaluated "
@@ -58,7 +47,7 @@ def _check_matches(meta: CheckpointMeta, path: Path, scenario: Scenario, strict:
         )
         if strict:
             raise CheckpointError(message + "; the gaps to it would be meaningless")
-        err.print(f"[yellow]warning:[/] {message}; forget/retain metrics refer to this split")
+        warn(f"{message}; forget/retain metrics refer to this split")
 
 
 def metrics_table(rows: list[dict[str, Any]], title: str) -> Table:
@@ -91,6 +80,10 @@ def _provenance(path: Path, meta: CheckpointMeta) -> dict[str, Any]:
     }
 
 
+#: Marks ``dlfd evaluate --json`` files.
+EVALUATION_FORMAT = "dlfd-evaluation/1"
+
+
 @app.command()
 def evaluate(
     models: Annotated[
@@ -121,61 +114,68 @@ def evaluate(
         ),
     ] = False,
     device: DeviceOpt = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a --json file that dlfd did not write.")
+    ] = False,
 ) -> None:
     """Accuracies on every split, the loss-based attack, forgetting score, NoMUS, gaps.
 
     The scenario, split seed, options and forget set default to those recorded in the first
     model's sidecar, so a model trained with --forget is evaluated on its own forget set.
     """
-    inputs = [*models, *([reference] if reference is not None else [])]
-    if json_out is not None:
-        _check_json_target(json_out, inputs)
-    torch_device = resolve_device(device)
-    scenario = scenario_for_checkpoint(
-        models[0],
-        dataset=dataset,
-        split_seed=split_seed,
-        data_root=data_root,
-        forget=forget,
-        option=option,
-    )
-    ref_model = ref_meta = None
-    if reference is not None:
-        ref_model, ref_meta = load_checkpoint(reference, device=torch_device)
-        _check_matches(ref_meta, reference, scenario, strict=True)
-        if ref_meta.role != "retrained":
-            err.print(f"[yellow]warning:[/] reference {reference} has role {ref_meta.role!r}")
-    rows = []
-    for path in models:
-        model, meta = load_checkpoint(path, device=torch_device)
-        _check_matches(meta, path, scenario, strict=False)
-        if ref_meta is not None and ref_meta.input_spec != meta.input_spec:
-            raise CheckpointError(f"{path} and the reference {reference} expect different inputs")
-        loaders = ProblemLoaders(scenario.problem, meta.input_spec)
-        metrics = evaluate_model(
-            model, loaders, device=torch_device, reference=ref_model, lam=lam, attacks=attacks
+    outputs = [json_out] if json_out is not None else []
+    inputs = input_files(forget, data_root, checkpoints=[*models, reference])
+    with claimed(outputs, "--json", inputs=inputs, force=force):
+        torch_device = resolve_device(device)
+        scenario = scenario_for_checkpoint(
+            models[0],
+            dataset=dataset,
+            split_seed=split_seed,
+            data_root=data_root,
+            forget=forget,
+            option=option,
         )
-        rows.append({**_provenance(path, meta), "metrics": metrics})
-    record = {
-        "dlfd_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "dataset": scenario.name,
-        "scenario_options": dict(scenario.options),
-        "split_seed": scenario.problem.split_seed,
-        "forget_sha256": scenario.problem.forget_sha256,
-        "data_sha256": scenario.problem.records.fingerprint,
-        "split_sizes": scenario.problem.sizes(),
-        "lambda": lam,
-        "reference": None
-        if ref_meta is None or reference is None
-        else _provenance(reference, ref_meta),
-        "hardware": hardware_info(),
-        "versions": software_versions(),
-        "results": rows,
-    }
-    if json_out is not None:
-        atomic_write_json(json_out, record)
-    title = f"{scenario.name} (split seed {scenario.problem.split_seed})"
-    out.print(metrics_table(rows, title))
-    if json_out is not None:
-        err.print(f"wrote {json_out}")
+        refuse_data_outputs(outputs, "--json", scenario)
+        ref_model = ref_meta = None
+        if reference is not None:
+            ref_model, ref_meta = load_checkpoint(reference, device=torch_device)
+            _check_matches(ref_meta, reference, scenario, strict=True)
+            if ref_meta.role != "retrained":
+                warn(f"reference {reference} has role {ref_meta.role!r}")
+        rows = []
+        for path in models:
+            model, meta = load_checkpoint(path, device=torch_device)
+            _check_matches(meta, path, scenario, strict=False)
+            if ref_meta is not None and ref_meta.input_spec != meta.input_spec:
+                raise CheckpointError(
+                    f"{path} and the reference {reference} expect different inputs"
+                )
+            loaders = ProblemLoaders(scenario.problem, meta.input_spec)
+            metrics = evaluate_model(
+                model, loaders, device=torch_device, reference=ref_model, lam=lam, attacks=attacks
+            )
+            rows.append({**_provenance(path, meta), "metrics": metrics})
+        record = {
+            "format": EVALUATION_FORMAT,
+            "dlfd_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "dataset": scenario.name,
+            "scenario_options": dict(scenario.options),
+            "split_seed": scenario.problem.split_seed,
+            "forget_sha256": scenario.problem.forget_sha256,
+            "data_sha256": scenario.problem.records.fingerprint,
+            "split_sizes": scenario.problem.sizes(),
+            "lambda": lam,
+            "reference": None
+            if ref_meta is None or reference is None
+            else _provenance(reference, ref_meta),
+            "hardware": hardware_info(),
+            "versions": software_versions(),
+            "results": rows,
+        }
+        if json_out is not None:
+            atomic_write_json(json_out, record)
+        title = f"{scenario.name} (split seed {scenario.problem.split_seed})"
+        out.print(metrics_table(rows, title))
+        if json_out is not None:
+            err.print(f"wrote {json_out}")

@@ -8,9 +8,13 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
+from dlfd.bench.records import RESULTS_FILE
 from dlfd.cli.app import app, err, out
+from dlfd.cli.common import claimed
 from dlfd.report import PageTable, build_report, main_table
+from dlfd.report.build import FIGURE_NAMES
 
 
 def rich_table(table: PageTable) -> Table:
@@ -21,7 +25,7 @@ def rich_table(table: PageTable) -> Table:
     for r, row in enumerate(table.rows):
         shown.add_row(
             *(
-                f"[bold green]{text}[/]" if (r, c) in table.best else text
+                Text(text, style="bold green" if (r, c) in table.best else "")
                 for c, text in enumerate(row)
             )
         )
@@ -40,6 +44,9 @@ def report(
             "--md", help="Markdown file to write (default DIR/report.md; figures/ beside it)."
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace output files that dlfd did not write.")
+    ] = False,
 ) -> None:
     """Build the benchmark report from DIR/results.json and the run records it names.
 
@@ -48,6 +55,11 @@ def report(
     loss distributions, NoMUS vs wall time, DLFD's forgetting-score trace and 2-D feature
     projections; one self-contained HTML file (opens offline) and a Markdown version.
     """
-    result = build_report(folder, html_path=html_out, md_path=md_out)
+    html_path = html_out if html_out is not None else folder / "report.html"
+    md_path = md_out if md_out is not None else folder / "report.md"
+    figures = [md_path.parent / "figures" / f"{name}.png" for name in FIGURE_NAMES]
+    inputs = [folder / RESULTS_FILE, *sorted(folder.glob("seed-*/*.json"))]
+    with claimed([html_path, md_path, *figures], "report", inputs=inputs, force=force):
+        result = build_report(folder, html_path=html_path, md_path=md_path)
     out.print(rich_table(main_table(result.records, digits=3, sep="±")))
     err.print(f"wrote {result.html} (self-contained) and {result.markdown}")

@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from dlfd.cli.app import app, err
+from dlfd.checkpoint import check_weights_path
+from dlfd.cli.app import app, err, styled
 from dlfd.cli.common import (
     DataRootOpt,
     DatasetOpt,
@@ -21,14 +22,18 @@ from dlfd.cli.common import (
     OptionOpt,
     QuietOpt,
     SplitSeedOpt,
-    check_output_checkpoint,
+    checkpoint_files,
+    claimed,
+    input_files,
     load_scenario,
+    refuse_data_outputs,
     torchrun_context,
 )
 from dlfd.cli.progress import RichTrainProgress
 from dlfd.config import apply_overrides, parse_overrides
-from dlfd.runtime import resolve_device
+from dlfd.runtime import SEED_MAX, resolve_device
 from dlfd.training import train_checkpoint
+from dlfd.training.resume import ResumePaths
 
 
 @app.command()
@@ -38,7 +43,7 @@ def train(
     role: Annotated[
         str, typer.Option("--role", help="original (all of train) or retrained (retain only).")
     ] = "original",
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Training seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Training seed.")] = 0,
     split_seed: SplitSeedOpt = None,
     data_root: DataRootOpt = None,
     image_size: ImageSizeOpt = None,
@@ -61,11 +66,18 @@ def train(
         typer.Option(
             "--resume-every",
             min=0,
+            max=1e9,
             help="Save the resume state after an epoch when this many seconds have passed "
             "since the last save (0: after every epoch).",
         ),
     ] = 30.0,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Retrain over an existing --out, and replace files there that dlfd did not write.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a scenario's original model or its retrained reference, resumably.
@@ -73,55 +85,62 @@ def train(
     Run under torchrun to train data-parallel: the recipe's batch size is the global batch,
     split evenly over the processes.
     """
-    check_output_checkpoint(out)
-    scenario = load_scenario(
-        dataset,
-        split_seed=seed if split_seed is None else split_seed,
-        data_root=data_root,
-        image_size=image_size,
-        forget=forget,
-        options=option,
-    )
-    overrides = parse_overrides(settings or [])
-    if model is not None:
-        overrides["model"] = model
-    if epochs is not None:
-        overrides["epochs"] = str(epochs)
-    recipe = apply_overrides(scenario.recipe, overrides)
-    torch_device = resolve_device(device)
-    sizes = scenario.problem.sizes()
-    split = "retain" if role == "retrained" else "train"
-    n_train = sizes["retain"] + (sizes["forget"] if split == "train" else 0)
-    with torchrun_context(torch_device) as dist:
-        quiet = quiet or err.quiet
-        where = str(torch_device)
-        if dist is not None:
-            where = f"{dist.world_size} processes ({dist.backend}, {dist.device.type})"
-        err.print(
-            f"[bold]{scenario.name}[/] {role}: {recipe.model}, {recipe.epochs} epochs on "
-            f"{n_train} {split} images, {where}, seed {seed}"
+    out = check_weights_path(out)
+    resume_files = ResumePaths.for_checkpoint(out)
+    outputs = [*checkpoint_files(out), resume_files.tensors, resume_files.meta]
+    with claimed(outputs, "--out", inputs=input_files(forget, data_root), force=force):
+        scenario = load_scenario(
+            dataset,
+            split_seed=seed if split_seed is None else split_seed,
+            data_root=data_root,
+            image_size=image_size,
+            forget=forget,
+            options=option,
         )
-        progress = None if quiet else RichTrainProgress(err, role)
-        result = train_checkpoint(
-            scenario,
-            role=role,
-            out=out,
-            seed=seed,  # type: ignore[arg-type]
-            device=torch_device,
-            recipe=recipe,
-            resume=resume,
-            force=force,
-            progress=progress,
-            resume_every_s=resume_every,
-            dist=dist,
-        )
-        if result.reused:
-            err.print(f"{out} is up to date (same configuration); nothing to do")
-            return
-        if result.resumed_from_epoch:
-            err.print(f"resumed after epoch {result.resumed_from_epoch}")
-        last = result.history[-1] if result.history else {}
-        err.print(
-            f"wrote {out} in {result.seconds:.1f}s (final train loss "
-            f"{last.get('loss', float('nan')):.3f}, acc {last.get('acc', float('nan')):.3f})"
-        )
+        overrides = parse_overrides(settings or [])
+        if model is not None:
+            overrides["model"] = model
+        if epochs is not None:
+            overrides["epochs"] = str(epochs)
+        refuse_data_outputs(outputs, "--out", scenario)
+        recipe = apply_overrides(scenario.recipe, overrides)
+        torch_device = resolve_device(device)
+        sizes = scenario.problem.sizes()
+        split = "retain" if role == "retrained" else "train"
+        n_train = sizes["retain"] + (sizes["forget"] if split == "train" else 0)
+        with torchrun_context(torch_device) as dist:
+            quiet = quiet or err.quiet
+            where = str(torch_device)
+            if dist is not None:
+                where = f"{dist.world_size} processes ({dist.backend}, {dist.device.type})"
+            err.print(
+                styled(
+                    (scenario.name, "bold"),
+                    f" {role}: {recipe.model}, {recipe.epochs} epochs on "
+                    f"{n_train} {split} images, {where}, seed {seed}",
+                )
+            )
+            progress = None if quiet else RichTrainProgress(err, role)
+            result = train_checkpoint(
+                scenario,
+                role=role,
+                out=out,
+                seed=seed,  # type: ignore[arg-type]
+                device=torch_device,
+                recipe=recipe,
+                resume=resume,
+                force=force,
+                progress=progress,
+                resume_every_s=resume_every,
+                dist=dist,
+            )
+            if result.reused:
+                err.print(f"{out} is up to date (same configuration); nothing to do")
+                return
+            if result.resumed_from_epoch:
+                err.print(f"resumed after epoch {result.resumed_from_epoch}")
+            last = result.history[-1] if result.history else {}
+            err.print(
+                f"wrote {out} in {result.seconds:.1f}s (final train loss "
+                f"{last.get('loss', float('nan')):.3f}, acc {last.get('acc', float('nan')):.3f})"
+            )

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dlfd.checkpoint import check_weights_path, load_checkpoint
-from dlfd.cli.app import app, err, out
+from dlfd.cli.app import app, err, note, out, styled
 from dlfd.cli.common import (
     DataRootOpt,
     DeviceOpt,
@@ -23,7 +23,10 @@ from dlfd.cli.common import (
     OptionOpt,
     QuietOpt,
     SplitSeedOpt,
-    check_output_checkpoint,
+    checkpoint_files,
+    claimed,
+    input_files,
+    refuse_data_outputs,
     refuse_unfit,
     scenario_for_checkpoint,
     torchrun_context,
@@ -32,7 +35,7 @@ from dlfd.config import parse_overrides, to_dict
 from dlfd.errors import ConfigError
 from dlfd.methods import get_method, list_methods
 from dlfd.methods.scenario_run import save_unlearned, unlearn_on_scenario
-from dlfd.runtime import resolve_device
+from dlfd.runtime import SEED_MAX, resolve_device
 from dlfd.training.recipe import TrainRecipe
 
 
@@ -52,10 +55,14 @@ def unlearn_command(
     dataset: Annotated[
         str | None, typer.Option("--dataset", "-d", help="Scenario (default: the model's).")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the method.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, max=SEED_MAX, help="Seed of the method.")
+    ] = 0,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", min=1, help="Batch size (default: the original's recipe)."),
+        typer.Option(
+            "--batch-size", min=1, max=65_536, help="Batch size (default: the original's recipe)."
+        ),
     ] = None,
     split_seed: SplitSeedOpt = None,
     data_root: DataRootOpt = None,
@@ -79,73 +86,81 @@ def unlearn_command(
         raise ConfigError("--out must differ from --model: the original is never overwritten")
     if out_path.exists() and not force:
         raise ConfigError(f"{out_path} exists; use --force to overwrite it")
-    check_output_checkpoint(out_path)
-    torch_device = resolve_device(device)
-    scenario = scenario_for_checkpoint(
-        model,
-        dataset=dataset,
-        split_seed=split_seed,
-        data_root=data_root,
-        forget=forget,
-        option=option,
-    )
-    with torchrun_context(torch_device) as dist:
-        if dist is not None:
-            torch_device = dist.device
-        original, meta = load_checkpoint(model, device=torch_device)
-        refuse_unfit(meta, model, scenario)
-        if (
-            meta.forget_sha256 not in (None, scenario.problem.forget_sha256)
-            or meta.role == "retrained"
-        ):
+    outputs = checkpoint_files(out_path)
+    inputs = input_files(forget, data_root, checkpoints=[model])
+    with claimed(outputs, "--out", inputs=inputs, force=force):
+        torch_device = resolve_device(device)
+        scenario = scenario_for_checkpoint(
+            model,
+            dataset=dataset,
+            split_seed=split_seed,
+            data_root=data_root,
+            forget=forget,
+            option=option,
+        )
+        refuse_data_outputs(outputs, "--out", scenario)
+        with torchrun_context(torch_device) as dist:
+            if dist is not None:
+                torch_device = dist.device
+            original, meta = load_checkpoint(model, device=torch_device)
+            refuse_unfit(meta, model, scenario)
+            if (
+                meta.forget_sha256 not in (None, scenario.problem.forget_sha256)
+                or meta.role == "retrained"
+            ):
+                note(
+                    f"{model} is not this split's original (role {meta.role!r}); "
+                    "unlearning from it anyway"
+                )
+            recipe = TrainRecipe.from_dict(meta.recipe) if meta.recipe else scenario.recipe
+            sizes = scenario.problem.sizes()
+            where = str(torch_device)
+            if dist is not None:
+                where = f"{dist.world_size} processes ({dist.backend}, {dist.device.type})"
             err.print(
-                f"[yellow]note:[/] {model} is not this split's original (role {meta.role!r}); "
-                "unlearning from it anyway"
+                styled(
+                    (method, "bold"),
+                    f" on {scenario.name}: forget {sizes['forget']}, retain "
+                    f"{sizes['retain']}, val {sizes['val']} images; {where}, seed {seed}",
+                )
             )
-        recipe = TrainRecipe.from_dict(meta.recipe) if meta.recipe else scenario.recipe
-        sizes = scenario.problem.sizes()
-        where = str(torch_device)
-        if dist is not None:
-            where = f"{dist.world_size} processes ({dist.backend}, {dist.device.type})"
-        err.print(
-            f"[bold]{method}[/] on {scenario.name}: forget {sizes['forget']}, retain "
-            f"{sizes['retain']}, val {sizes['val']} images; {where}, seed {seed}"
-        )
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            disable=quiet or err.quiet,
-        )
-        with progress:
-            task = progress.add_task(method, total=None)
-
-            def on_progress(done: int, total: int, phase: str) -> None:
-                progress.update(task, completed=done, total=total, description=f"{method} {phase}")
-
-            result = unlearn_on_scenario(
-                original,
-                scenario,
-                method,
-                seed=seed,
-                device=torch_device,
-                hparams=overrides,
-                batch_size=batch_size,
-                recipe=recipe,
-                on_progress=on_progress,
-                dist=dist,
+            progress = Progress(
+                TextColumn("{task.description}", markup=False),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                disable=quiet or err.quiet,
             )
-        if dist is None:
-            save_unlearned(result, out_path, meta, source=str(model))
-        else:
-            dist.on_main(lambda: save_unlearned(result, out_path, meta, source=str(model)))
-        err.print(f"selected: {result.selected}")
-        err.print(
-            f"wrote {out_path} in {result.wall_s:.1f}s "
-            f"(training {result.train_s:.1f}s, monitoring {result.monitor_s:.1f}s)"
-        )
+            with progress:
+                task = progress.add_task(method, total=None)
+
+                def on_progress(done: int, total: int, phase: str) -> None:
+                    progress.update(
+                        task, completed=done, total=total, description=f"{method} {phase}"
+                    )
+
+                result = unlearn_on_scenario(
+                    original,
+                    scenario,
+                    method,
+                    seed=seed,
+                    device=torch_device,
+                    hparams=overrides,
+                    batch_size=batch_size,
+                    recipe=recipe,
+                    on_progress=on_progress,
+                    dist=dist,
+                )
+            if dist is None:
+                save_unlearned(result, out_path, meta, source=str(model))
+            else:
+                dist.on_main(lambda: save_unlearned(result, out_path, meta, source=str(model)))
+            err.print(f"selected: {result.selected}")
+            err.print(
+                f"wrote {out_path} in {result.wall_s:.1f}s "
+                f"(training {result.train_s:.1f}s, monitoring {result.monitor_s:.1f}s)"
+            )
 
 
 @app.command()

@@ -16,7 +16,8 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dlfd.io import atomic_write_text
+from dlfd.errors import DlfdError
+from dlfd.io import atomic_write_text, read_file_bytes
 
 _FORMAT = "dlfd-hashes/1"
 HashPair = tuple[str, int]
@@ -37,8 +38,8 @@ def _cache_file(root: Path) -> Path:
 
 def _load(path: Path) -> dict[str, list]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_file_bytes(path, "hash cache"))
+    except (DlfdError, ValueError, RecursionError):
         return {}
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         return {}

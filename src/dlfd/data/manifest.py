@@ -9,6 +9,8 @@ Every path is checked to stay inside the manifest's folder and to exist.
 from __future__ import annotations
 
 import csv
+import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +20,11 @@ from dlfd.data.problem import SPLITS
 from dlfd.data.records import (
     ImageRecords,
     check_listed_files,
-    is_regular_file,
     safe_relative_path,
     shown,
 )
 from dlfd.errors import DataError
+from dlfd.io import read_file_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
 _MAX_ROWS = 10_000_000
@@ -49,14 +51,15 @@ def _class_order(values: list[str]) -> list[str]:
 def read_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
     """Parse a manifest CSV into :class:`ImageRecords` (and its ``split`` column, if any)."""
     path = Path(path)
-    if not is_regular_file(path):
+    if not os.path.lexists(path):
         raise DataError(
             f"manifest not found: {path} (expected a CSV with columns "
             f"path,label[,identity][,split])"
         )
+    text = read_file_text(path, "manifest")
     root = path.resolve().parent
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
+        with io.StringIO(text, newline="") as handle:
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in (reader.fieldnames or [])]
             rows = []
@@ -66,10 +69,6 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
                 if None in row or any(v is None for v in row.values()):
                     raise DataError(f"{path}:{line_no}: wrong number of fields")
                 rows.append((line_no, {k.strip(): v.strip() for k, v in row.items()}))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"manifest {path} is not UTF-8 text: {exc.reason}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
     except csv.Error as exc:
         raise DataError(f"manifest {path} is not valid CSV: {exc}") from None
     twice = sorted({c for c in columns if columns.count(c) > 1})

@@ -25,6 +25,7 @@ import numpy as np
 
 from dlfd.data.records import ImageRecords, check_listed_files, safe_relative_path
 from dlfd.errors import DataError
+from dlfd.io import read_file_text
 
 IMAGE_FOLDER = "CelebA-HQ-img"
 IDENTITY_FILE = "CelebA-HQ-identity.txt"
@@ -97,10 +98,7 @@ def _lines(path: Path) -> list[tuple[int, list[str]]]:
     """Non-blank lines of ``path`` as (line number, whitespace-separated fields)."""
     if not path.is_file():
         raise DataError(f"MUCAC file missing: {path}. {_HOW_TO_GET}")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text: {exc.reason}") from None
+    text = read_file_text(path, "MUCAC file")
     return [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 

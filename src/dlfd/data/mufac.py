@@ -13,6 +13,7 @@ is downloaded here.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from dlfd.data.records import ImageRecords, check_listed_files, safe_relative_path
 from dlfd.errors import DataError
+from dlfd.io import read_file_text
 
 AGE_CLASSES: tuple[str, ...] = ("a", "b", "c", "d", "e", "f", "g", "h")
 AGE_RANGES: tuple[str, ...] = ("0-6", "7-12", "13-19", "20-30", "31-45", "46-55", "56-66", "67-80")
@@ -69,8 +71,9 @@ def _read_part(base: Path, part: str) -> list[tuple[int, dict[str, str]]]:
         raise DataError(f"MUFAC file missing: {path}. {_HOW_TO_GET}")
     if not (base / folder).is_dir():
         raise DataError(f"MUFAC image folder missing: {base / folder}. {_HOW_TO_GET}")
+    text = read_file_text(path, "MUFAC file")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
+        with io.StringIO(text, newline="") as handle:
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in reader.fieldnames or []]
             missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -85,8 +88,6 @@ def _read_part(base: Path, part: str) -> list[tuple[int, dict[str, str]]]:
                 if None in row or any(v is None for v in row.values()):
                     raise DataError(f"{path}:{line}: wrong number of fields")
                 rows.append((line, {k.strip(): v.strip() for k, v in row.items() if k}))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text: {exc.reason}") from None
     except csv.Error as exc:
         raise DataError(f"{path} is not valid CSV: {exc}") from None
     if not rows:

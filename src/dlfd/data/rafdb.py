@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlfd.data.records import ImageRecords
+from dlfd.data.records import ImageRecords, check_listed_files
 from dlfd.errors import DataError
 
 CLASS_FOLDERS: tuple[str, ...] = ("1", "2", "3", "4", "5", "6", "7")
@@ -121,6 +121,7 @@ def rafdb_records(root: str | Path) -> RafdbData:
         paths += part_paths
         labels += part_labels
         parts += [part] * len(part_paths)
+    check_listed_files(base, paths, "RAF-DB")  # a FIFO or device named *.jpg is never opened
     records = ImageRecords(
         root=base,
         paths=tuple(paths),

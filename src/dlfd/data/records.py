@@ -71,7 +71,7 @@ def check_listed_files(root: Path, keys: Sequence[str], dataset: str) -> None:
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
         raise DataError(
             f"{dataset}: {len(missing)} image files listed but not found (missing under "
-            f"{root}): {', '.join(map(shown, missing[:3]))}{more}"
+            f"{root}, or not regular files): {', '.join(map(shown, missing[:3]))}{more}"
         )
 
 

@@ -8,6 +8,7 @@ result does not depend on file-system order.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict, deque
 from collections.abc import Hashable, Mapping, Sequence
@@ -17,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from dlfd.data.problem import SPLITS, UnlearningProblem
-from dlfd.data.records import ImageRecords
+from dlfd.data.records import ImageRecords, shown
 from dlfd.errors import DataError, SplitError
+from dlfd.io import read_file_text
 
 SplitSizes = Mapping[str, int | float]
 
@@ -242,24 +244,52 @@ def instance_split(
     )
 
 
+#: Largest forget list read (a list of people or image paths, not a data set).
+MAX_FORGET_LIST_BYTES = 64 << 20
+
+
+def parse_forget_line(line: str) -> str:
+    """The entry of one forget-list line (``""`` for a blank or comment line).
+
+    ``#`` starts a comment. An identity or file name that contains ``#`` is written either with
+    the ``#`` escaped as ``\\#`` (and a literal backslash before it as ``\\\\``), or as a JSON
+    string in double quotes (``"person#1"``), which takes the line literally up to its closing
+    quote; a comment may follow it.
+    """
+    text = line.strip()
+    if text.startswith('"'):
+        try:
+            entry, end = json.JSONDecoder().raw_decode(text)
+        except ValueError:
+            raise DataError(
+                f"forget list line {shown(line)} opens a quote it does not close"
+            ) from None
+        rest = text[end:].strip()
+        if not isinstance(entry, str) or (rest and not rest.startswith("#")):
+            raise DataError(
+                f"forget list line {shown(line)}: only a comment may follow a quoted entry"
+            )
+        return entry.strip()
+    chars: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and i + 1 < len(text) and text[i + 1] in "#\\":
+            chars.append(text[i + 1])
+            i += 2
+            continue
+        if char == "#":
+            break
+        chars.append(char)
+        i += 1
+    return "".join(chars).strip()
+
+
 def read_forget_list(path: str | Path) -> list[str]:
-    """Read a forget request: one identity or relative image path per line (``#`` comments)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"forget list not found: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"cannot read forget list {path}: not UTF-8 text ({exc.reason})") from None
-    except OSError as exc:
-        raise DataError(f"cannot read forget list {path}: {exc.strerror or exc}") from None
-    except ValueError:  # a NUL byte in the name
-        raise DataError(f"forget list name {str(path)!r} is not a valid file name") from None
-    entries = []
-    for line in text.splitlines():
-        entry = line.split("#", 1)[0].strip()
-        if entry:
-            entries.append(entry)
+    """Read a forget request: one identity or relative image path per line (``#`` comments;
+    see :func:`parse_forget_line` for names that contain ``#``)."""
+    text = read_file_text(path, "forget list", limit=MAX_FORGET_LIST_BYTES)
+    entries = [entry for line in text.splitlines() if (entry := parse_forget_line(line))]
     if not entries:
         raise DataError(f"forget list {path} names nobody and no image")
     return entries
@@ -273,9 +303,9 @@ def _entry_key(entry: str) -> str:
 
 def _refuse_unknown(unknown: list[str]) -> None:
     if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:5])
+        names = ", ".join(repr(u) for u in unknown[:5])
         more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
-        raise SplitError(f"forget request names unknown people or images: {shown}{more}")
+        raise SplitError(f"forget request names unknown people or images: {names}{more}")
 
 
 def resolve_forget_request(records: ImageRecords, entries: Sequence[str]) -> np.ndarray:

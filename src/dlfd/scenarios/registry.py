@@ -6,6 +6,7 @@ split seed and optional data folder. Adding a dataset = one new module that regi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -142,7 +143,8 @@ def get_scenario(
     if image_size is not None and image_size < 8:
         raise ConfigError(f"image size must be at least 8 pixels, got {image_size}")
     resolved = take_options(name, options or {}, entry.options)
-    root = Path(data_root) if data_root is not None else None
+    # absolute, so a checkpoint that records it works from any working directory
+    root = Path(os.path.abspath(Path(data_root).expanduser())) if data_root is not None else None
     scenario = entry.builder(
         split_seed=split_seed, data_root=root, image_size=image_size, options=resolved
     )

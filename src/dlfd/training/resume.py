@@ -20,10 +20,12 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from dlfd.checkpoint import load_state_into
-from dlfd.errors import CheckpointError
-from dlfd.io import atomic_write_bytes, atomic_write_json, sha256_bytes
+from dlfd.errors import CheckpointError, DlfdError
+from dlfd.io import atomic_write_bytes, atomic_write_json, read_file_bytes, sha256_bytes
 
 _FORMAT = "dlfd-resume/1"
+_MAX_META_BYTES = 256 << 20
+_MAX_TENSOR_BYTES = 64 << 30
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def save_resume_state(
         f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()
     }
     optim_tensors, optim_plain = _split_optimizer_state(optimizer.state_dict())
-    data = save_safetensors({**tensors, **optim_tensors})
+    data = save_safetensors({**tensors, **optim_tensors}, metadata={"format": _FORMAT})
     atomic_write_bytes(paths.tensors, data)
     atomic_write_json(
         paths.meta,
@@ -108,8 +110,8 @@ def load_resume_state(
     if not paths.meta.is_file() or not paths.tensors.is_file():
         return None
     try:
-        meta = json.loads(paths.meta.read_text(encoding="utf-8"))
-        data = paths.tensors.read_bytes()
+        meta = json.loads(read_file_bytes(paths.meta, "resume state", limit=_MAX_META_BYTES))
+        data = read_file_bytes(paths.tensors, "resume state", limit=_MAX_TENSOR_BYTES)
         if (
             not isinstance(meta, dict)
             or meta.get("format") != _FORMAT
@@ -123,7 +125,7 @@ def load_resume_state(
         optim_state = _join_optimizer_state(
             {k: v for k, v in tensors.items() if k.startswith("optim.")}, meta["optimizer"]
         )
-    except (OSError, ValueError, KeyError, TypeError, RecursionError, SafetensorError):
+    except (DlfdError, ValueError, KeyError, TypeError, RecursionError, SafetensorError):
         return None
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     try:

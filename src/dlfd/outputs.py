@@ -1,0 +1,241 @@
+"""Claiming output files before any work: never over an input, never over a stranger's file,
+one writer at a time.
+
+Every command that writes files (``train``/``unlearn --out``, ``evaluate``/``data check --json``,
+``report --html/--md``, ``audit --out``, ``bench --out``) claims its outputs with
+:func:`claim_outputs`:
+
+- an output that is one of the command's inputs (the same file, through any link) is refused,
+  even with ``--force``: no command writes over what it reads;
+- an existing output that dlfd did not write (no dlfd format marker, see
+  :func:`written_by_dlfd`) is replaced only with ``--force``;
+- an exclusive lock beside each output (``.NAME.lock``, removed when the command ends and
+  released by the kernel even on ``kill -9``) is held until the command finishes, so a second
+  command writing the same output is refused at once instead of silently replacing the first
+  one's result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+from dlfd.errors import ConfigError, DlfdError
+from dlfd.io import read_file_bytes
+
+#: Marks an HTML page dlfd wrote (in its ``<head>``).
+HTML_MARK = "<meta name='generator' content='dlfd'>"
+#: First line of a Markdown page dlfd wrote (invisible once rendered).
+MD_MARK = "<!-- written by dlfd -->"
+#: ``Software`` text chunk of a PNG figure dlfd wrote.
+PNG_SOFTWARE = "dlfd"
+
+_LEGACY_PAGE_TITLES = ("Unlearning benchmark:", "Unlearning audit:")
+_SNIFF_BYTES = 1 << 16
+_MAX_HEADER = 100 << 20
+
+
+def _json_marked(value: object) -> bool:
+    """A dlfd JSON document: an object with a ``dlfd-…`` format or a ``dlfd_version``, or a
+    non-empty list of bench records (``results.json``)."""
+    if isinstance(value, dict):
+        fmt = value.get("format")
+        return (isinstance(fmt, str) and fmt.startswith("dlfd-")) or "dlfd_version" in value
+    if isinstance(value, list) and value:
+        return all(isinstance(r, dict) and {"method", "seed", "metrics"} <= set(r) for r in value)
+    return False
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(read_file_bytes(path, "file").decode("utf-8"))
+    except (DlfdError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
+def _safetensors_marked(path: Path) -> bool:
+    """A safetensors file whose header metadata carries a dlfd format, or whose JSON sidecar
+    (``NAME.json``, ``NAME.resume.json``) is dlfd's."""
+    try:
+        with open(path, "rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            if 0 < size <= _MAX_HEADER:
+                header = json.loads(handle.read(size).decode("utf-8"))
+                fmt = (header.get("__metadata__") or {}).get("format", "")
+                if isinstance(fmt, str) and fmt.startswith("dlfd-"):
+                    return True
+    except (OSError, struct.error, UnicodeDecodeError, ValueError, AttributeError):
+        pass
+    return _json_marked(_read_json(path.with_suffix(".json")))
+
+
+def _head_text(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(_SNIFF_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _png_marked(path: Path) -> bool:
+    """A PNG whose ``Software`` chunk is dlfd's; figures of earlier dlfd versions (matplotlib's
+    chunk, in a ``figures`` folder) count too."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            software = str(getattr(image, "text", {}).get("Software", ""))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+    legacy = path.parent.name == "figures" and software.startswith("Matplotlib")
+    return software.startswith(PNG_SOFTWARE) or legacy
+
+
+def written_by_dlfd(path: str | Path) -> bool:
+    """True when the regular file ``path`` carries a dlfd format marker (by its kind:
+    JSON, safetensors, HTML, Markdown, PNG); False for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return _json_marked(_read_json(path))
+    if suffix == ".safetensors":
+        return _safetensors_marked(path)
+    if suffix in (".html", ".htm"):
+        head = _head_text(path)
+        return HTML_MARK in head or any(f"<title>{t}" in head for t in _LEGACY_PAGE_TITLES)
+    if suffix == ".md":
+        first = _head_text(path).split("\n", 1)[0]
+        legacy = any(first.startswith(f"# {t}") for t in _LEGACY_PAGE_TITLES)
+        return first.startswith(MD_MARK) or legacy
+    if suffix == ".png":
+        return _png_marked(path)
+    return False
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def check_output(
+    path: Path, what: str, *, inputs: Iterable[Path] = (), force: bool = False
+) -> Path:
+    """Refuse, before any work, an output that cannot or must not be written (see the module
+    docstring); its folder is created. Returns ``path``."""
+    path = Path(path)
+    shown = str(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {shown} is a folder; give a file name")
+    if os.path.lexists(path):
+        for source in inputs:
+            if _same_file(path, source):
+                raise ConfigError(
+                    f"{what} {shown} is also an input of this command ({source}); "
+                    "choose another output"
+                )
+        if not path.is_file() and not path.is_symlink():
+            raise ConfigError(f"{what} {shown} exists and is not a regular file")
+        if not force and not written_by_dlfd(path):
+            raise ConfigError(
+                f"{what} {shown} exists and was not written by dlfd; "
+                "use --force to replace it or choose another output"
+            )
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{what} {shown}: {folder} is a file, not a folder") from None
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise ConfigError(f"{what} {shown}: cannot create its folder ({reason})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {shown}: the folder {folder} is not writable")
+    return path
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file that guards writes to ``path``: ``.NAME.lock`` beside it."""
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold the exclusive lock of output ``path``; refuse at once when another process holds it.
+
+    The lock file is removed on release (while still locked), so a finished command leaves
+    nothing behind; a process that locked a file which was removed meanwhile sees that its
+    file is no longer the one at the lock path and treats the output as taken. Only a killed
+    process leaves its (unlocked, harmless) lock file.
+    """
+    try:
+        import fcntl
+    except ModuleNotFoundError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    where = lock_path(path)
+    taken = ConfigError(
+        f"{what} {path} is being written by another dlfd command (lock {where}); "
+        "wait for it to finish or choose another output"
+    )
+    fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise taken from None
+        try:
+            current = os.stat(where)
+        except FileNotFoundError:
+            raise taken from None
+        mine = os.fstat(fd)
+        if (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
+            raise taken
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(where)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def claim_outputs(
+    outputs: Sequence[Path], what: str, *, inputs: Iterable[Path] = (), force: bool = False
+) -> Iterator[None]:
+    """Check every output with :func:`check_output` and hold their locks for the block.
+
+    The locks are taken first and the checks made under them, so two commands racing for the
+    same output cannot both pass the checks.
+    """
+    inputs = [Path(p) for p in inputs]
+    for path in outputs:  # clear errors (and the folders) before any lock file is made
+        check_output(Path(path), what, inputs=inputs, force=force)
+    with contextlib.ExitStack() as stack:
+        for path in outputs:
+            stack.enter_context(output_lock(Path(path), what))
+        for path in outputs:  # again under the locks: another writer may have finished meanwhile
+            check_output(Path(path), what, inputs=inputs, force=force)
+        yield
+
+
+def refuse_listed_outputs(
+    outputs: Iterable[Path], what: str, root: Path, is_listed: Callable[[str], bool]
+) -> None:
+    """Refuse an output that is one of a dataset's own files (an image or list under ``root``
+    that the command reads), even with ``--force``."""
+    real_root = Path(os.path.realpath(root))
+    for path in outputs:
+        real = Path(os.path.realpath(path))
+        if real.is_relative_to(real_root) and is_listed(real.relative_to(real_root).as_posix()):
+            raise ConfigError(
+                f"{what} {path} is a file of the dataset under {root}; choose another output"
+            )
