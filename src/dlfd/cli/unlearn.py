@@ -31,7 +31,7 @@ from dlfd.cli.common import (
     scenario_for_checkpoint,
     torchrun_context,
 )
-from dlfd.config import parse_overrides, to_dict
+from dlfd.config import parse_overrides, setting_ranges, to_dict
 from dlfd.errors import ConfigError
 from dlfd.methods import get_method, list_methods
 from dlfd.methods.scenario_run import save_unlearned, unlearn_on_scenario
@@ -183,8 +183,10 @@ def methods(
     table = Table(title=f"{key}: {spec.description}")
     table.add_column("setting (--set KEY=VALUE)")
     table.add_column("default", justify="right")
+    table.add_column("range", justify="right")
+    ranges = setting_ranges(spec.params_cls)
     for name, value in to_dict(spec.params_cls()).items():
-        table.add_row(name, repr(value))
+        table.add_row(name, repr(value), ranges.get(name, ""))
     out.print(table)
     doc = inspect.getmodule(spec.fn).__doc__ or ""
     if doc:
