@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from dlfd.data.loaders import ProblemLoaders
-from dlfd.data.problem import SPLITS
+from dlfd.data.problem import SPLITS, UnlearningProblem
+from dlfd.data.records import ImageRecords
 from dlfd.losses import correct_predictions
 from dlfd.metrics import (
     SplitOutputs,
@@ -23,8 +26,53 @@ from dlfd.metrics import (
     per_sample_loss,
     protocol_metrics,
 )
+from dlfd.metrics.matching import LabelShift, label_shift, matched_attack_reason
 from dlfd.metrics.mia import BENCHMARK_SHUFFLE_SEED
 from dlfd.models.features import forward_with_features
+
+
+def split_label_shift(
+    records: ImageRecords, forget: np.ndarray, unseen: np.ndarray
+) -> LabelShift | None:
+    """The :class:`~dlfd.metrics.matching.LabelShift` between the labels of the ``forget`` and
+    ``unseen`` samples of ``records`` (indices), named by ``records.class_names``; None when
+    either side is empty (there is no attack to mislead)."""
+    forget, unseen = np.asarray(forget, np.int64), np.asarray(unseen, np.int64)
+    if forget.size == 0 or unseen.size == 0:
+        return None
+    labels = np.asarray(records.labels)
+    return label_shift(labels[forget], labels[unseen], records.task, records.class_names)
+
+
+def problem_label_shift(problem: UnlearningProblem) -> LabelShift | None:
+    """How far the class mixes of the problem's forget and unseen sets are apart (see
+    :func:`split_label_shift`): the same for every model evaluated on ``problem``."""
+    return split_label_shift(problem.records, problem.forget, problem.unseen)
+
+
+def split_matched_reason(
+    records: ImageRecords, forget: np.ndarray, unseen: np.ndarray
+) -> str | None:
+    """Why the label-matched attack (``mia_acc_matched``) cannot be run on the ``forget`` and
+    ``unseen`` samples of ``records``, or None when it can (it depends on their labels only)."""
+    forget, unseen = np.asarray(forget, np.int64), np.asarray(unseen, np.int64)
+    if forget.size == 0 or unseen.size == 0:
+        return "the forget or the unseen set is empty"
+    labels = np.asarray(records.labels)
+    return matched_attack_reason(labels[forget], labels[unseen], records.task)
+
+
+def problem_matched_reason(problem: UnlearningProblem) -> str | None:
+    """:func:`split_matched_reason` of the problem's forget and unseen sets."""
+    return split_matched_reason(problem.records, problem.forget, problem.unseen)
+
+
+def label_shift_json(shift: LabelShift | None) -> dict[str, Any] | None:
+    """The ``label_shift`` entry of a JSON record: the shift's numbers and its warning text
+    (null below the threshold); null without a shift."""
+    if shift is None:
+        return None
+    return {**shift.to_dict(), "warning": shift.warning()}
 
 
 @torch.no_grad()

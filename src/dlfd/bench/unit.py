@@ -34,7 +34,14 @@ from dlfd.bench.references import ROLE_OF_ROW, Reference, ensure_reference, plac
 from dlfd.checkpoint import load_checkpoint, sidecar_path, weights_sha256
 from dlfd.config import to_dict
 from dlfd.data.loaders import ProblemLoaders
-from dlfd.evaluation import metrics_from_outputs, split_outputs, split_outputs_and_features
+from dlfd.evaluation import (
+    label_shift_json,
+    metrics_from_outputs,
+    problem_label_shift,
+    problem_matched_reason,
+    split_outputs,
+    split_outputs_and_features,
+)
 from dlfd.methods.scenario_run import save_unlearned, unlearn_on_scenario
 from dlfd.metrics import SplitOutputs
 from dlfd.runtime import hardware_info, resolve_device, software_versions
@@ -45,7 +52,9 @@ from dlfd.training.recipe import TrainRecipe
 @dataclass
 class SeedContext:
     """What every run of one seed shares: the scenario, the recipe, the two checkpoints, one
-    image cache for evaluation, and the reference's outputs (computed once)."""
+    image cache for evaluation, the reference's outputs (computed once), and the label shift
+    between forget and unseen (``label_shift``, the JSON entry every record of the seed gets)
+    with the reason the label-matched attack cannot run (``matched_reason``, None when it can)."""
 
     plan: BenchPlan
     seed: int
@@ -55,10 +64,14 @@ class SeedContext:
     original: Reference
     reference: Reference
     loaders: ProblemLoaders = field(init=False)
+    label_shift: dict[str, Any] | None = field(init=False)
+    matched_reason: str | None = field(init=False)
     _reference_outputs: dict[str, SplitOutputs] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.loaders = ProblemLoaders(self.scenario.problem, self.scenario.input_spec)
+        self.label_shift = label_shift_json(problem_label_shift(self.scenario.problem))
+        self.matched_reason = problem_matched_reason(self.scenario.problem)
 
     def reference_outputs(self) -> dict[str, SplitOutputs]:
         if self._reference_outputs is None:
@@ -108,9 +121,18 @@ def prepare_seed(
             how = f"trained in {ref.training_s:.1f}s" if ref.trained_now else "reused from cache"
             log(f"seed {seed}: {role} model {how} ({ref.path.name})")
         progress.end(label)
-    return SeedContext(
+    ctx = SeedContext(
         plan, seed, scenario, recipe, device, original=refs["original"], reference=refs["retrain"]
     )
+    if log is not None:
+        if ctx.label_shift is not None and ctx.label_shift["warning"] is not None:
+            log(f"seed {seed}: warning: {ctx.label_shift['warning']}")
+        if ctx.matched_reason is not None:
+            log(
+                f"seed {seed}: note: no label-matched attack (mia_acc_matched, "
+                f"nomus_matched): {ctx.matched_reason}"
+            )
+    return ctx
 
 
 def _remove_model(paths: RunPaths) -> None:
@@ -148,7 +170,9 @@ def run_unit(
     record, why = finished_record(paths, digest, save_models=plan.save_models)
     if record is not None:
         log(f"seed {seed}: {method} finished earlier (config {digest[:12]}); skipped")
-        return summary(record, paths), False
+        short = summary(record, paths)
+        short.setdefault("label_shift", json_safe(ctx.label_shift))  # a record from before it
+        return short, False
     log(f"seed {seed}: {method} running ({why})")
     with contextlib.suppress(FileNotFoundError):
         paths.record.unlink()
@@ -223,6 +247,7 @@ def run_unit(
         "eval_s": eval_s,
         "selected": selected,
         "split_sizes": scenario.problem.sizes(),
+        "label_shift": ctx.label_shift,
         "model": model_file,
         "hardware": hardware_info(),
         "versions": software_versions(),

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dlfd.cli.app import err, out
+from dlfd.cli.app import err, note, out, warn
 from dlfd.cli.common import (
     DataRootOpt,
     DatasetOpt,
@@ -24,6 +24,7 @@ from dlfd.cli.listing import data_app
 from dlfd.data.leakage import DEFAULT_NEAR_BITS, KINDS, LeakReport, find_leaks
 from dlfd.data.problem import SPLITS
 from dlfd.errors import LeakError
+from dlfd.evaluation import label_shift_json, split_label_shift, split_matched_reason
 from dlfd.io import atomic_write_json
 
 #: Marks ``dlfd data check --json`` files.
@@ -105,6 +106,14 @@ def data_check(
                 f"{len(dropped)} samples were dropped by the leaks option, e.g. "
                 f"{', '.join(dropped[:3])}"
             )
+        forget, unseen = assignment["forget"], assignment["unseen"]
+        shift = label_shift_json(split_label_shift(records, forget, unseen))
+        if shift is not None:
+            if shift["warning"] is not None:
+                warn(shift["warning"])
+            reason = split_matched_reason(records, forget, unseen)
+            if reason is not None:
+                note(f"no label-matched attack (mia_acc_matched, nomus_matched): {reason}")
         if json_out is not None:
             atomic_write_json(
                 json_out,
@@ -115,6 +124,7 @@ def data_check(
                     "level": level,
                     "near_bits": near_bits,
                     "dropped": list(dropped),
+                    "label_shift": shift,
                     **summary,
                 },
             )

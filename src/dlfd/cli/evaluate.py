@@ -11,7 +11,7 @@ from rich.table import Table
 
 from dlfd import __version__
 from dlfd.checkpoint import CheckpointMeta, load_checkpoint
-from dlfd.cli.app import app, err, out, warn
+from dlfd.cli.app import app, err, note, out, warn
 from dlfd.cli.common import (
     DataRootOpt,
     DeviceOpt,
@@ -26,7 +26,12 @@ from dlfd.cli.common import (
 )
 from dlfd.data.loaders import ProblemLoaders
 from dlfd.errors import CheckpointError
-from dlfd.evaluation import evaluate_model
+from dlfd.evaluation import (
+    evaluate_model,
+    label_shift_json,
+    problem_label_shift,
+    problem_matched_reason,
+)
 from dlfd.io import atomic_write_json
 from dlfd.metrics.protocol import MAIN_METRICS
 from dlfd.runtime import hardware_info, resolve_device, software_versions
@@ -136,6 +141,12 @@ def evaluate(
             option=option,
         )
         refuse_data_outputs(outputs, "--json", scenario)
+        shift = label_shift_json(problem_label_shift(scenario.problem))
+        if shift is not None and shift["warning"] is not None:
+            warn(shift["warning"])
+        matched_reason = problem_matched_reason(scenario.problem)
+        if matched_reason is not None:
+            note(f"no label-matched attack (mia_acc_matched, nomus_matched): {matched_reason}")
         ref_model = ref_meta = None
         if reference is not None:
             ref_model, ref_meta = load_checkpoint(reference, device=torch_device)
@@ -171,8 +182,11 @@ def evaluate(
             else _provenance(reference, ref_meta),
             "hardware": hardware_info(),
             "versions": software_versions(),
+            "label_shift": shift,
             "results": rows,
         }
+        if matched_reason is not None:
+            record["matched_attack"] = {"reason": matched_reason}
         if json_out is not None:
             atomic_write_json(json_out, record)
         title = f"{scenario.name} (split seed {scenario.problem.split_seed})"

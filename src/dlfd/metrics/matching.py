@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from dlfd.errors import ConfigError
-from dlfd.metrics.mia import mia_accuracy
+from dlfd.metrics.mia import _check_split, mia_accuracy
 
 __all__ = [
     "LABEL_SHIFT_TV",
@@ -30,6 +30,7 @@ __all__ = [
     "LabelShift",
     "MatchedAttack",
     "label_shift",
+    "matched_attack_reason",
     "matched_indices",
     "matched_mia_accuracy",
 ]
@@ -177,3 +178,19 @@ def label_shift(
     differences = [abs(forget[name] - unseen[name]) for name in class_names]
     tv = 0.5 * sum(differences) if task == "multiclass" else max(differences, default=0.0)
     return LabelShift(float(tv), forget, unseen)
+
+
+def matched_attack_reason(
+    forget_labels: object, unseen_labels: object, task: str, *, seed: int = MATCH_SEED
+) -> str | None:
+    """Why :func:`matched_mia_accuracy` cannot be run on these labels (its ``reason``), or None
+    when it can: whether it runs depends on the labels only, so commands can say why the
+    matched keys are missing without the model's losses."""
+    forget_idx, _ = matched_indices(forget_labels, unseen_labels, task, seed=seed)
+    if forget_idx.size == 0:
+        return "forget and unseen samples share no class"
+    try:  # the checks mia_accuracy makes before fitting (its default 10 folds of 10%)
+        _check_split(int(forget_idx.size), int(forget_idx.size), 10, 0.1)
+    except ConfigError as exc:
+        return f"too few matched samples ({exc})"
+    return None

@@ -22,6 +22,7 @@ from dlfd.metrics.classification import (
     per_sample_loss,
     top_k_accuracy,
 )
+from dlfd.metrics.matching import matched_mia_accuracy
 from dlfd.metrics.mia import BENCHMARK_SHUFFLE_SEED, mia_accuracy
 from dlfd.metrics.scores import forgetting_score, nomus, reference_gaps
 
@@ -46,8 +47,10 @@ MAIN_METRICS: tuple[str, ...] = (
     "forget_acc",
     "unseen_acc",
     "mia_acc",
+    "mia_acc_matched",
     "forgetting_score",
     "nomus",
+    "nomus_matched",
     "avg_gap",
 )
 
@@ -65,6 +68,10 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
     "mia_acc": "Loss-based membership-inference attack accuracy, forget vs unseen (0.5 = chance).",
     "forgetting_score": "|mia_acc - 0.5| (0 is perfect forgetting); published tables call it MIA.",
     "nomus": "lam*test_acc + (1-lam)*(1 - 2*forgetting_score); 1 is best.",
+    "mia_acc_matched": "The same attack on forget and unseen subsampled to equal counts per "
+    "class (label combination), so it cannot read the label; absent when they share no class.",
+    "forgetting_score_matched": "|mia_acc_matched - 0.5|.",
+    "nomus_matched": "lam*test_acc + (1-lam)*(1 - 2*forgetting_score_matched); 1 is best.",
     "gap_test_acc": "|test_acc - reference test_acc| to the retrained reference.",
     "gap_forget_acc": "|forget_acc - reference forget_acc| to the retrained reference.",
     "gap_retain_acc": "|retain_acc - reference retain_acc| to the retrained reference.",
@@ -118,9 +125,16 @@ def _check_outputs(outputs: Mapping[str, SplitOutputs], task: str, what: str) ->
 
 
 def _own_metrics(
-    outputs: Mapping[str, SplitOutputs], task: str, n_out: int, lam: float, mia_seed: int
+    outputs: Mapping[str, SplitOutputs],
+    task: str,
+    n_out: int,
+    lam: float,
+    mia_seed: int,
+    *,
+    matched: bool = True,
 ) -> dict[str, float]:
-    """Accuracies, attack and scores of one model (no reference)."""
+    """Accuracies, attack and scores of one model (no reference); with ``matched`` also the
+    label-matched attack's keys, when it can be run."""
     result: dict[str, float] = {}
     for split in SPLITS:
         if split not in outputs:
@@ -137,6 +151,16 @@ def _own_metrics(
     result["mia_acc"] = mia_accuracy(forget_loss, unseen_loss, balance_seed=mia_seed)
     result["forgetting_score"] = forgetting_score(result["mia_acc"])
     result["nomus"] = nomus(result["test_acc"], result["forgetting_score"], lam)
+    if matched:
+        attack = matched_mia_accuracy(
+            forget_loss, unseen_loss, outputs["forget"].labels, outputs["unseen"].labels, task
+        )
+        if attack.accuracy is not None:
+            result["mia_acc_matched"] = attack.accuracy
+            result["forgetting_score_matched"] = forgetting_score(attack.accuracy)
+            result["nomus_matched"] = nomus(
+                result["test_acc"], result["forgetting_score_matched"], lam
+            )
     for split in SPLITS:
         if split in outputs:
             result[f"n_{split}"] = float(len(outputs[split]))
@@ -158,6 +182,12 @@ def protocol_metrics(
     unseen losses. With ``reference`` (a retrained model's outputs on the same splits and samples)
     the reference's metrics are computed the same way and the gap_* values, ``avg_gap`` and
     ``kl_to_reference_{forget,test}`` (KL(reference || model)) are added.
+
+    ``mia_acc_matched``, ``forgetting_score_matched`` and ``nomus_matched`` repeat the attack on
+    forget and unseen subsampled to the same class mix
+    (:func:`~dlfd.metrics.matching.matched_mia_accuracy`); they are absent (never NaN) when that
+    attack cannot be run (:func:`~dlfd.metrics.matching.matched_attack_reason` says why). The
+    published ``mia_acc``, ``nomus`` and ``avg_gap`` keep their exact definition.
     """
     check_task(task)
     n_out = _check_outputs(outputs, task, "outputs")
@@ -184,7 +214,7 @@ def protocol_metrics(
             raise ConfigError(
                 f"reference[{split!r}].labels differ from the model's (same samples?)"
             )
-    ref_metrics = _own_metrics(reference, task, n_out, lam, mia_seed)
+    ref_metrics = _own_metrics(reference, task, n_out, lam, mia_seed, matched=False)
     result.update(reference_gaps(result, ref_metrics))
     for split in ("forget", "test"):
         result[f"kl_to_reference_{split}"] = output_kl(
