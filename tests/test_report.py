@@ -75,9 +75,10 @@ def test_main_table_mean_std_best_and_reference_row() -> None:
     table = main_table(three_seed_records())
     assert [row[0] for row in table.rows] == ["original", "retrain (reference)", "finetune", "dlfd"]
     col = {name: k for k, name in enumerate(table.header)}
-    # finetune's test_acc over seeds: 0.5, 0.6, 0.7 -> mean 0.6, sample std 0.1
-    assert table.rows[2][col["test_acc"]] == "0.6000 ± 0.1000"
-    assert table.rows[0][col["wall_s"]] == "0.0 ± 0.0"
+    # finetune's test_acc over seeds: 0.5, 0.6, 0.7 -> mean 0.6, sample std 0.1, and the 95%
+    # t-interval of the mean 0.6 ± t(0.975, 2) * 0.1 / sqrt(3) = 0.6 ± 0.248
+    assert table.rows[2][col["test_acc"]] == "0.6000 ± 0.1000 [0.352, 0.848]"
+    assert table.rows[0][col["wall_s"]] == "0.0 ± 0.0 [0.0, 0.0]"
     best = {(table.rows[r][0], table.header[c]) for r, c in table.best}
     # dlfd: higher test_acc (0.65 > 0.6), lower forgetting score, forget_acc nearer retrain's
     assert {("dlfd", "test_acc"), ("dlfd", "forgetting_score"), ("dlfd", "forget_acc")} <= best
@@ -194,15 +195,16 @@ def test_html_is_self_contained(report_dir: Path) -> None:
         assert value.startswith("data:image/png;base64,"), (tag, name, value[:40])
     assert "link" not in parser.tags and "script" not in parser.tags
     assert "http://" not in page and "https://" not in page
-    assert page.count("<img") == 4  # losses, NoMUS vs time, DLFD trace, feature projections
+    # losses, paired differences, NoMUS vs time, DLFD trace, feature projections
+    assert page.count("<img") == 5
     assert "retrain (reference)" in page and "class='best short'" in page
 
 
 def test_markdown_and_figures_written(report_dir: Path) -> None:
     md = (report_dir / "report.md").read_text()
     assert "| method | test_acc |" in md and "| retrain (reference) |" in md
-    assert "**0.6500 ± 0.0000**" in md  # dlfd's best test_acc in bold
-    for name in ("losses", "nomus_time", "dlfd_trace", "features"):
+    assert "**0.6500 ± 0.0000 \\[0.650, 0.650\\]**" in md  # dlfd's best test_acc in bold
+    for name in ("losses", "paired", "nomus_time", "dlfd_trace", "features"):
         assert f"(figures/{name}.png)" in md
         assert (report_dir / "figures" / f"{name}.png").stat().st_size > 1000
 
@@ -248,7 +250,7 @@ def test_html_renders_in_a_headless_browser(report_dir: Path) -> None:
         finally:
             browser.close()
     assert len(rows) >= 3 and all(n > 0 for n in rows)
-    assert len(widths) == 4 and all(w > 0 for w in widths)
+    assert len(widths) == 5 and all(w > 0 for w in widths)
     assert "orl-glasses" in title
 
 

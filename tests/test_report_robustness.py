@@ -280,7 +280,7 @@ def test_missing_run_file_is_skipped(bench_dir: Path) -> None:
     for rec in results_of(bench_dir):
         (bench_dir / rec["run_file"]).unlink()
     report = build_report(bench_dir)
-    assert set(report.figures) == {"nomus_time"}
+    assert set(report.figures) == {"nomus_time", "paired"}
 
 
 @pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink", "symlinked folder"])
@@ -354,7 +354,7 @@ def test_read_record_returns_none_on_any_problem(tmp_path: Path) -> None:
 def test_mathtext_method_name_is_drawn_literally(bench_dir: Path) -> None:
     rename_method(bench_dir, "finetune", MATH_NAME)
     report = build_report(bench_dir)
-    assert set(report.figures) == {"losses", "nomus_time", "dlfd_trace", "features"}
+    assert set(report.figures) == {"losses", "paired", "nomus_time", "dlfd_trace", "features"}
     page = (bench_dir / "report.html").read_text()
     assert MATH_NAME in page
     assert MATH_NAME.replace("\\", "\\\\") in (bench_dir / "report.md").read_text()

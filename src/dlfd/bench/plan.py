@@ -11,6 +11,7 @@ from it, so a run can execute in another process. Settings are ``HEAD.KEY=VALUE`
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,22 +73,78 @@ class BenchPlan:
         return apply_overrides(base, self.recipe)
 
 
-def parse_seeds(text: str | Iterable[int]) -> tuple[int, ...]:
-    """``"0,1,2"`` (or a list) -> ``(0, 1, 2)``: non-negative, distinct, in the given order."""
+#: The most seeds one range (``A-B``) may expand to: a typo such as ``0-4294967295`` is refused
+#: rather than expanded into billions of runs.
+MAX_RANGE_SEEDS = 10_000
+
+_RANGE = re.compile(r"([0-9]+)\s*-\s*([0-9]+)", re.ASCII)
+
+
+def _seed_number(text: str, item: object) -> int:
+    """One bound of a seed range as an integer (plain decimal digits, no leading zeros)."""
+    try:
+        seed = int(text)
+    except ValueError:  # more digits than Python converts
+        raise ConfigError(f"seeds must be non-negative integers, got {item!r}") from None
+    if str(seed) != text:
+        raise ConfigError(f"seeds must be non-negative integers, got {item!r}")
+    if seed > SEED_MAX:
+        raise ConfigError(f"seeds must be at most {SEED_MAX}, got {seed}")
+    return seed
+
+
+def _seed_range(item: str) -> range | None:
+    """``"A-B"`` -> ``range(A, B + 1)``; None when ``item`` is not a range."""
+    match = _RANGE.fullmatch(item.strip())
+    if match is None:
+        return None
+    first, last = (_seed_number(text, item) for text in match.groups())
+    if last < first:
+        raise ConfigError(
+            f"seed range {item.strip()!r} is reversed or empty; write it lowest first "
+            f"({last}-{first})"
+        )
+    if last - first + 1 > MAX_RANGE_SEEDS:
+        raise ConfigError(
+            f"seed range {item.strip()!r} holds {last - first + 1} seeds; at most "
+            f"{MAX_RANGE_SEEDS} per range"
+        )
+    return range(first, last + 1)
+
+
+def parse_seeds(text: str | Iterable[int | str]) -> tuple[int, ...]:
+    """``"0,1,2"``, ``"0-19"`` or ``"0-2,5,7-8"`` (or a list of such items) -> seeds:
+    non-negative, at most :data:`~dlfd.runtime.SEED_MAX`, distinct, in the given order.
+
+    ``A-B`` is every seed from A to B, both included; a reversed range (``5-2``), a range of
+    more than :data:`MAX_RANGE_SEEDS` seeds, a seed above ``SEED_MAX`` or a seed given twice
+    (``0-3,2``) is refused with :class:`ConfigError`.
+    """
     items = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
     seeds: list[int] = []
+    seen: set[int] = set()
+
+    def add(seed: int) -> None:
+        if seed in seen:
+            raise ConfigError(f"seed {seed} is listed twice")
+        seen.add(seed)
+        seeds.append(seed)
+
     for item in items:
+        span = _seed_range(item) if isinstance(item, str) else None
+        if span is not None:
+            for seed in span:
+                add(seed)
+            continue
         try:
             seed = int(item)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"seeds must be non-negative integers, got {item!r}") from None
         if isinstance(item, bool) or seed < 0 or str(seed) != str(item).strip():
             raise ConfigError(f"seeds must be non-negative integers, got {item!r}")
         if seed > SEED_MAX:
             raise ConfigError(f"seeds must be at most {SEED_MAX}, got {seed}")
-        if seed in seeds:
-            raise ConfigError(f"seed {seed} is listed twice")
-        seeds.append(seed)
+        add(seed)
     if not seeds:
         raise ConfigError("give at least one seed")
     return tuple(seeds)

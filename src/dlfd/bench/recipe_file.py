@@ -5,7 +5,7 @@ value; ``--set`` items are applied after the file's)::
 
     dataset = "mufac"
     methods = ["original", "retrain", "finetune", "dlfd"]   # or "all"
-    seeds = [0, 1, 2]
+    seeds = [0, 1, 2]           # or "0-19", "0-2,5" (as --seeds)
     image_size = 128            # optional
     split_seed = 0              # optional: one split for every seed
     lambda = 0.5                # optional
@@ -54,7 +54,7 @@ class RecipeFile:
     dataset: str | None = None
     description: str = ""
     methods: list[str] | str | None = None
-    seeds: list[int] | None = None
+    seeds: list[int | str] | str | None = None
     image_size: int | None = None
     split_seed: int | None = None
     lam: float | None = None
@@ -124,7 +124,7 @@ def load_recipe_file(path: str | Path) -> RecipeFile:
         return value
 
     methods = typed("methods", (list, str))
-    seeds = typed("seeds", list)
+    seeds = typed("seeds", (list, str))
     options = typed("options", dict) or {}
     return RecipeFile(
         path=path,

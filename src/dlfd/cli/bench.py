@@ -107,7 +107,8 @@ def bench(
         typer.Option("--methods", help="'all' or comma-separated keys (see `dlfd methods`)."),
     ] = None,
     seeds: Annotated[
-        str | None, typer.Option("--seeds", help="Comma-separated seeds (default 0).")
+        str | None,
+        typer.Option("--seeds", help="Seeds and ranges: 0,1,2 or 0-19 or 0-2,5 (default 0)."),
     ] = None,
     data_root: DataRootOpt = None,
     option: OptionOpt = None,

@@ -15,17 +15,31 @@ from dlfd.cli.app import app, err, out
 from dlfd.cli.common import claimed
 from dlfd.report import PageTable, build_report, main_table
 from dlfd.report.build import FIGURE_NAMES
+from dlfd.report.paired import DEFAULT_REFERENCE
+
+
+def _terminal_cell(text: str) -> str:
+    """A cell for the terminal: a trailing interval ``[low, high]`` on a line of its own, as
+    ``[low,high]``, so the columns stay as narrow as ``mean±std``."""
+    value, space, interval = text.rpartition(" [")
+    if not (space and value and interval.endswith("]")):
+        return text
+    return f"{value}\n[{interval.replace(', ', ',')}"
 
 
 def rich_table(table: PageTable) -> Table:
-    """A :class:`PageTable` for the terminal (best cells in bold green)."""
+    """A :class:`PageTable` for the terminal (best cells in bold green; a cell's trailing
+    interval on its second line)."""
     shown = Table(title=table.title)
     for k, name in enumerate(table.header):
         shown.add_column(name, justify="left" if k == 0 else "right", no_wrap=k == 0)
     for r, row in enumerate(table.rows):
         shown.add_row(
             *(
-                Text(text, style="bold green" if (r, c) in table.best else "")
+                Text(
+                    _terminal_cell(text) if c else text,
+                    style="bold green" if (r, c) in table.best else "",
+                )
                 for c, text in enumerate(row)
             )
         )
@@ -44,15 +58,25 @@ def report(
             "--md", help="Markdown file to write (default DIR/report.md; figures/ beside it)."
         ),
     ] = None,
+    compare_to: Annotated[
+        str,
+        typer.Option(
+            "--compare-to",
+            help="Reference method of the paired, seed-by-seed comparison (default dlfd).",
+        ),
+    ] = DEFAULT_REFERENCE,
     force: Annotated[
         bool, typer.Option("--force", help="Replace output files that dlfd did not write.")
     ] = False,
 ) -> None:
     """Build the benchmark report from DIR/results.json and the run records it names.
 
-    Main table (mean ± std over seeds, best per column marked, retrain as the reference row),
-    the published MUFAC numbers beside it for MUFAC, the stronger attacks when they were run,
-    loss distributions, NoMUS vs wall time, DLFD's forgetting-score trace and 2-D feature
+    Main table (mean ± std over seeds with the 95% t-interval of the mean, best per column
+    marked, retrain as the reference row), the published MUFAC numbers beside it for MUFAC,
+    the stronger attacks when they were run,
+    a paired comparison of every method with --compare-to seed by seed (mean difference, 95%
+    bootstrap interval, wins/ties/losses, Wilcoxon p, "decided" or "not decided"), loss
+    distributions, NoMUS vs wall time, DLFD's forgetting-score trace and 2-D feature
     projections; one self-contained HTML file (opens offline) and a Markdown version.
     """
     html_path = html_out if html_out is not None else folder / "report.html"
@@ -60,6 +84,8 @@ def report(
     figures = [md_path.parent / "figures" / f"{name}.png" for name in FIGURE_NAMES]
     inputs = [folder / RESULTS_FILE, *sorted(folder.glob("seed-*/*.json"))]
     with claimed([html_path, md_path, *figures], "report", inputs=inputs, force=force):
-        result = build_report(folder, html_path=html_path, md_path=md_path)
+        result = build_report(folder, html_path=html_path, md_path=md_path, compare_to=compare_to)
     out.print(rich_table(main_table(result.records, digits=3, sep="±")))
+    for line in result.paired_lines:
+        out.print(Text(line))
     err.print(f"wrote {result.html} (self-contained) and {result.markdown}")

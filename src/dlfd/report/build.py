@@ -25,7 +25,7 @@ from dlfd.bench.records import (
 )
 from dlfd.errors import ConfigError
 from dlfd.io import read_json_file
-from dlfd.report import plots
+from dlfd.report import paired, plots
 from dlfd.report.pages import (
     Figure,
     PageTable,
@@ -54,7 +54,7 @@ from dlfd.report.tables import (
 TRACE_METHOD = "dlfd"
 
 #: Every figure the report may write (as figures/NAME.png beside the Markdown page).
-FIGURE_NAMES = ("losses", "nomus_time", "dlfd_trace", "features")
+FIGURE_NAMES = ("losses", "paired", "nomus_time", "dlfd_trace", "features")
 
 Details = dict[tuple[str, int], dict[str, Any]]
 
@@ -68,6 +68,10 @@ class Report:
     figures: dict[str, Path]
     main: PageTable
     records: list[dict[str, Any]]
+    #: The paired comparison with the reference method (None: the reference did not run).
+    comparison: paired.Comparison | None = None
+    #: Its sentences, or the one-line note saying why there is none.
+    paired_lines: tuple[str, ...] = ()
 
 
 def load_results(folder: Path) -> list[dict[str, Any]]:
@@ -247,6 +251,38 @@ def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[F
     return figures
 
 
+def label_shift_warnings(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The records' label-shift warnings (``label_shift.warning``), each distinct text once
+    with the seeds it holds for."""
+    seeds_of: dict[str, list[int]] = {}
+    for record in records:
+        warning = _mapping(record.get("label_shift")).get("warning")
+        if isinstance(warning, str) and warning.strip():
+            seeds = seeds_of.setdefault(warning.strip(), [])
+            if int(record["seed"]) not in seeds:
+                seeds.append(int(record["seed"]))
+    lines = []
+    for warning, seeds in seeds_of.items():
+        which = "seed" if len(seeds) == 1 else "seeds"
+        lines.append(f"Label shift ({which} {', '.join(map(str, sorted(seeds)))}): {warning}")
+    return lines
+
+
+def paired_figure(comparison: paired.Comparison) -> Figure | None:
+    """The per-seed differences to the reference method (None without common seeds)."""
+    panels = paired.figure_panels(comparison)
+    if not panels:
+        return None
+    return Figure(
+        "paired",
+        plots.paired_differences(panels),
+        f"Per-seed differences method - {comparison.reference} (dots, one per seed; same "
+        "original and split), their mean (diamond) with its 95% bootstrap interval, and zero "
+        "(dashed): an interval clear of the dashed line on the better side is a decided "
+        "difference.",
+    )
+
+
 def _intro(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """Short facts about the benchmark, as text lines."""
     first = records[0]
@@ -274,9 +310,16 @@ def _intro(records: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def build_report(
-    folder: str | Path, *, html_path: str | Path | None = None, md_path: str | Path | None = None
+    folder: str | Path,
+    *,
+    html_path: str | Path | None = None,
+    md_path: str | Path | None = None,
+    compare_to: str = paired.DEFAULT_REFERENCE,
 ) -> Report:
-    """Write the HTML and Markdown reports of benchmark ``folder`` (defaults: inside it)."""
+    """Write the HTML and Markdown reports of benchmark ``folder`` (defaults: inside it).
+
+    ``compare_to``: the reference method of the paired comparison; when it did not run, the
+    section is one line saying so."""
     folder = Path(folder)
     records = load_results(folder)
     details = load_details(folder, records)
@@ -286,6 +329,14 @@ def build_report(
     tables = [main, published_table(records), attacks_table(records)]
     tables += [settings_table(records), runs_table(records)]
     figures = figures_of(records, details)
+    comparison = paired.compare_all(records, compare_to)
+    if comparison is not None:
+        paired_lines = paired.sentences(comparison)
+        figure = paired_figure(comparison)
+        if figure is not None:
+            figures.append(figure)
+    else:
+        paired_lines = [paired.absent_note(records, compare_to)]
     title = f"Unlearning benchmark: {records[0].get('dataset')}"
     intro = _intro(records)
     created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -297,6 +348,10 @@ def build_report(
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(lead)}</p><ul>"]
     body += [f"<li>{html.escape(line)}</li>" for line in intro]
     body.append("</ul>")
+    warnings = label_shift_warnings(records)
+    for line in warnings:
+        md += [f"> **Warning.** {md_text(line)}", ""]
+        body.append(f"<p class='warning'><strong>Warning.</strong> {html.escape(line)}</p>")
     figure_dir = md_out.parent / "figures"
     figure_paths = write_figures(figures, figure_dir)
     by_name = {f.name: f for f in figures}
@@ -309,13 +364,25 @@ def build_report(
         md.extend(md_figure(figure, relative))
         body.append(html_figure(figure))
 
-    main_figures = ("losses",)
+    main_figures = ("losses", "paired")
     for table in tables[:3]:
         if table is not None:
             md.extend(md_table(table))
             body.append(html_table(table))
-    for name in main_figures:
-        add_figure(name)
+    heading = f"Paired comparison with {compare_to}"
+    md += [f"## {md_text(heading)}", ""]
+    body.append(f"<h2>{html.escape(heading)}</h2>")
+    if comparison is not None:
+        md += [*(f"- {md_text(line)}" for line in paired_lines), ""]
+        body.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in paired_lines) + "</ul>")
+        table = paired.paired_table(comparison)
+        md.extend(md_table(table, heading="###"))
+        body.append(html_table(table, heading="h3"))
+        add_figure("paired")
+    else:
+        md += [md_text(paired_lines[0]), ""]
+        body.append(f"<p class='note'>{html.escape(paired_lines[0])}</p>")
+    add_figure("losses")
     for figure in figures:
         if figure.name not in main_figures:
             add_figure(figure.name)
@@ -325,4 +392,4 @@ def build_report(
             body.append(html_table(table))
     write_text(md_out, md_page(md))
     write_text(html_out, html_page(title, body))
-    return Report(html_out, md_out, figure_paths, main, records)
+    return Report(html_out, md_out, figure_paths, main, records, comparison, tuple(paired_lines))

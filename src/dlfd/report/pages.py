@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +27,30 @@ STYLE = (
     "table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;"
     "padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child"
     "{text-align:left}td.short{white-space:nowrap}td.best{font-weight:bold;background:#e6f4e6}"
-    "img{max-width:100%}"
+    "span.nw{white-space:nowrap}p.warning{background:#fff4e0;border-left:4px solid #e69500;"
+    "padding:6px 10px}img{max-width:100%}"
     "figure{margin:1em 0 2em}figcaption{color:#444;font-size:90%}p.note{color:#444;"
     "font-size:90%}"
 )
 
 #: Cells up to this many characters (numbers, mean ± std) never wrap.
 SHORT_CELL = 24
+
+#: Parts of a longer cell that never wrap inside: ``mean ± std`` and an interval ``[low, high]``.
+_UNBROKEN = re.compile(r"\S+ ± \S+|\[[^\[\]]{0,60}\]")
+
+
+def _cell_html(text: str) -> str:
+    """``text`` escaped, its ``mean ± std`` and ``[low, high]`` parts kept on one line each."""
+    if len(text) <= SHORT_CELL:
+        return html.escape(text)
+    parts, last = [], 0
+    for match in _UNBROKEN.finditer(text):
+        parts.append(html.escape(text[last : match.start()]))
+        parts.append(f"<span class='nw'>{html.escape(match.group())}</span>")
+        last = match.end()
+    parts.append(html.escape(text[last:]))
+    return "".join(parts)
 
 
 @dataclass
@@ -124,7 +142,7 @@ def html_table(table: PageTable, *, heading: str = "h2") -> str:
     def cell(r: int, c: int, text: str) -> str:
         classes = ["best"] * ((r, c) in table.best) + ["short"] * (len(text) <= SHORT_CELL)
         css = f" class='{' '.join(classes)}'" if classes else ""
-        return f"<td{css}>{html.escape(text)}</td>"
+        return f"<td{css}>{_cell_html(text)}</td>"
 
     parts = [f"<{heading}>{html.escape(table.title)}</{heading}>"] if table.title else []
     parts.append(

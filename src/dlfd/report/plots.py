@@ -246,3 +246,47 @@ def projections(
     if axes:
         legend(axes[0], entries, fontsize=8)
     return _finish(fig)
+
+
+@literal_text
+def paired_differences(
+    panels: Mapping[str, Mapping[str, Mapping[str, Any]]], *, ncols: int | None = 3
+) -> bytes:
+    """Per-seed differences to a reference method, one panel per metric: one row per method,
+    a dot per seed, the mean (black diamond) with its interval, and the zero line.
+
+    ``panels``: ``{title: {method: {"differences": [...], "mean": m, "low": l, "high": h}}}``
+    (``low``/``high`` may be None: no interval)."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes, _ = _grid(len(panels), ncols, 4.6, 0.9 + 0.38 * _rows(panels))
+    for ax, (title, methods) in zip(axes, panels.items(), strict=True):
+        names = list(methods)
+        for row, name in enumerate(names):
+            y = len(names) - 1 - row
+            entry = methods[name]
+            values = _finite_values(entry.get("differences"))
+            jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
+            ax.scatter(values, y + jitter[: len(values)], s=14, alpha=0.7, color="#1f77b4")
+            mean = finite_number(entry.get("mean"))
+            low, high = finite_number(entry.get("low")), finite_number(entry.get("high"))
+            if mean is not None:
+                xerr = None
+                if low is not None and high is not None:
+                    xerr = [[max(mean - low, 0.0)], [max(high - mean, 0.0)]]
+                ax.errorbar(mean, y, xerr=xerr, fmt="D", color="black", capsize=3, markersize=5)
+        ax.axvline(0.0, color="#d62728", linewidth=1.0, linestyle="--")
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels([plain(n) for n in reversed(names)], fontsize=8)
+        ax.set_ylim(-0.6, len(names) - 0.4)
+        ax.set_title(plain(title), fontsize=9)
+        ax.set_xlabel("difference to the reference", fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.grid(axis="x", alpha=0.3)
+    return _finish(fig)
+
+
+def _rows(panels: Mapping[str, Mapping[str, object]]) -> int:
+    """The most methods of any panel (the figure's height follows it)."""
+    return max((len(methods) for methods in panels.values()), default=1)
