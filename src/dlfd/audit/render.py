@@ -75,6 +75,8 @@ def people_figure(people: list[dict[str, Any]]) -> bytes:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, float) for v in value):
@@ -106,20 +108,56 @@ def _tables(cert: dict[str, Any]) -> list[PageTable]:
         cells = [name]
         for m in MODEL_ORDER:
             summary = attack[m]
-            cells.append(f"{summary['accuracy']:.3f} / {summary['auc']:.3f}")
+            cells.append(
+                "n/a" if summary is None else f"{summary['accuracy']:.3f} / {summary['auc']:.3f}"
+            )
         cells += [
             _fmt(attack["unlearned_interval"]),
             _fmt(attack["excess_over_reference"]),
             attack["verdict"].upper(),
         ]
+        published = attack.get("published")
+        if published is not None:
+            cells.append(" / ".join(f"{published[m]['accuracy']:.3f}" for m in MODEL_ORDER))
         rows.append(cells)
-    tables.append(
-        (
-            "Membership attacks (accuracy / AUC; verdict: unlearned within tolerance of reference)",
-            ["attack", *MODEL_ORDER, "unlearned acc. CI", "excess over reference", "verdict"],
-            rows,
+    matching = cert.get("matching")
+    header = ["attack", *MODEL_ORDER, "unlearned acc. CI", "excess over reference", "verdict"]
+    if any("published" in attack for attack in cert["attacks"].values()):
+        header.append("published acc. (O / U / R)")
+    title = "Membership attacks (accuracy / AUC; verdict: unlearned within tolerance of reference)"
+    if matching is not None:
+        title = (
+            f"Membership attacks on the label-matched forget/unseen samples "
+            f"({matching['per_side']} per side; accuracy / AUC; verdict: unlearned within "
+            "tolerance of reference); published = unmatched, all forget vs all unseen"
         )
-    )
+    tables.append((title, header, rows))
+    utility = cert.get("utility")
+    if utility is not None:
+        tables.append(
+            (
+                f"Utility: accuracy of the unlearned model against the reference (verdict: at "
+                f"most {utility['tolerance']:g} below it): {utility['verdict'].upper()}",
+                [
+                    "accuracy",
+                    *MODEL_ORDER,
+                    "unlearned - reference",
+                    "difference CI",
+                    "verdict",
+                ],
+                [
+                    [
+                        key,
+                        *(_fmt(utility[key][m]) for m in MODEL_ORDER),
+                        _fmt(utility[key]["difference"]),
+                        _fmt(utility[key]["difference_interval"]),
+                        utility[key]["verdict"].upper(),
+                    ]
+                    for key in ("retain_acc", "test_acc")
+                    if key in utility
+                ],
+            )
+        )
     if cert.get("lira"):
         lira = cert["lira"]
         tables.append(
@@ -167,6 +205,23 @@ def _md_code(value: object) -> str:
     return f"`{text}`" if _HEX.fullmatch(text) else md_text(text)
 
 
+def warnings(cert: dict[str, Any]) -> list[str]:
+    """The lines a reader must see before any number: the label shift between forget and
+    unseen, and why the label-matched attacks could not judge membership (older certificates
+    have neither)."""
+    lines = []
+    shift = cert.get("label_shift") or {}
+    if shift.get("warning"):
+        lines.append(str(shift["warning"]))
+    matching = cert.get("matching") or {}
+    if matching.get("reason"):
+        lines.append(
+            f"the membership attacks cannot judge forgetting: {matching['reason']}; their "
+            "verdicts are inconclusive"
+        )
+    return lines
+
+
 def write_pages(
     cert: dict[str, Any], outputs: dict[str, dict[str, SplitOutputs]], task: str, out_dir: Path
 ) -> dict[str, Path]:
@@ -203,11 +258,16 @@ def write_pages(
     def escaped(value: Any) -> str:
         return html.escape(str(value))
 
-    md = [f"# {md_text(title)}", "", f"**{md_text(verdict)}**", "", facts(_md_code, md_text), ""]
-    body = [
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p>{escaped(verdict)}</p><p>{facts(escaped, escaped)}</p>",
-    ]
+    md = [f"# {md_text(title)}", "", f"**{md_text(verdict)}**", ""]
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{escaped(verdict)}</p>"]
+    for warning in warnings(cert):
+        md += [f"> **Warning:** {md_text(warning)}", ""]
+        body.append(
+            '<p style="border:2px solid #c60;background:#fff3e0;padding:0.5em">'
+            f"<strong>Warning:</strong> {escaped(warning)}</p>"
+        )
+    md += [facts(_md_code, md_text), ""]
+    body.append(f"<p>{facts(escaped, escaped)}</p>")
     for figure in figures:
         md += md_figure(figure, f"figures/{figure.name}.png")
         body.append(html_figure(figure))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from dlfd.audit.render import write_pages
+from dlfd.audit.render import warnings, write_pages
 from dlfd.audit.runner import (
     AuditSettings,
     LoadedModel,
@@ -16,7 +16,7 @@ from dlfd.audit.runner import (
     load_models,
     run_audit,
 )
-from dlfd.cli.app import app, err, out, styled
+from dlfd.cli.app import app, err, out, styled, warn
 from dlfd.cli.common import (
     DataRootOpt,
     DeviceOpt,
@@ -73,6 +73,16 @@ def audit(
             "model is within this of its accuracy on the retrained reference.",
         ),
     ] = 0.05,
+    utility_tolerance: Annotated[
+        float,
+        typer.Option(
+            "--utility-tolerance",
+            min=0.0,
+            max=1.0,
+            help="Retain and test accuracy pass when the unlearned model's is at most this "
+            "(absolute accuracy) below the retrained reference's.",
+        ),
+    ] = 0.05,
     n_boot: Annotated[
         int, typer.Option("--n-boot", min=10, max=100_000, help="Bootstrap rounds.")
     ] = 200,
@@ -103,13 +113,21 @@ def audit(
     ] = False,
 ) -> None:
     """Attacks with intervals, per-person evidence and a verdict, as certificate.json plus
-    audit.html / audit.md with plots. Exit code 0: pass; 1: fail; 3: inconclusive."""
+    audit.html / audit.md with plots. The verdict needs both forgetting (label-matched
+    membership attacks within --tolerance of the reference) and utility (retain and test
+    accuracy within --utility-tolerance). Exit code 0: pass; 1: fail; 3: inconclusive."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} exists and is not a folder")
     written = [out_dir / name for name in AUDIT_FILES]
     inputs = input_files(forget, data_root, checkpoints=[model, original, reference])
     with claimed(written, "--out", inputs=inputs, force=force):
-        settings = AuditSettings(tolerance=tolerance, n_boot=n_boot, shadows=shadows, top_k=top_k)
+        settings = AuditSettings(
+            tolerance=tolerance,
+            n_boot=n_boot,
+            shadows=shadows,
+            top_k=top_k,
+            utility_tolerance=utility_tolerance,
+        )
         torch_device = resolve_device(device)
         scenario = scenario_for_checkpoint(
             model,
@@ -135,34 +153,62 @@ def audit(
         )
         atomic_write_json(out_dir / "certificate.json", certificate)
         pages = write_pages(certificate, outputs, scenario.task, out_dir)
-        table = Table(title=f"audit of {model.name} on {scenario.name} (attack accuracy)")
-        for column in ("attack", "original", "unlearned", "unlearned CI", "reference", "verdict"):
-            table.add_column(column, justify="left" if column == "attack" else "right")
-        for name, attack in certificate["attacks"].items():
-            low, high = attack["unlearned_interval"]
-            table.add_row(
-                name,
-                f"{attack['original']['accuracy']:.3f}",
-                f"{attack['unlearned']['accuracy']:.3f}",
-                f"[{low:.3f}, {high:.3f}]",
-                f"{attack['reference']['accuracy']:.3f}",
-                attack["verdict"],
-            )
-        if certificate["lira"]:
-            lira = certificate["lira"]
-            table.add_row(
-                "lira (forget photos flagged)",
-                "-",
-                f"{lira['member_fraction_target']:.3f}",
-                "-",
-                f"{lira['member_fraction_control']:.3f}",
-                lira["verdict"],
-            )
-        out.print(table)
+        for line in warnings(certificate):
+            warn(line)
+        out.print(verdict_table(certificate, f"audit of {model.name} on {scenario.name}"))
         out.print(certificate["summary"])
         err.print(f"wrote {out_dir / 'certificate.json'}, {pages['html']}, {pages['markdown']}")
         if certificate["verdict"] != "pass":
             raise typer.Exit(1 if certificate["verdict"] == "fail" else 3)
+
+
+def verdict_table(certificate: dict[str, Any], title: str) -> Table:
+    """The terminal table: every attack's accuracy (label-matched) and the retain and test
+    accuracies, for the three models, with the unlearned model's interval and the verdict."""
+    per_side = (certificate.get("matching") or {}).get("per_side")
+    matched = "" if per_side is None else f", {per_side} per side"
+    table = Table(title=f"{title} (attack accuracy on label-matched samples{matched}; accuracy)")
+    for column in ("quantity", "original", "unlearned", "unlearned CI", "reference", "verdict"):
+        table.add_column(column, justify="left" if column == "quantity" else "right")
+
+    def number(summary: dict[str, float] | None) -> str:
+        return "n/a" if summary is None else f"{summary['accuracy']:.3f}"
+
+    for name, attack in certificate["attacks"].items():
+        interval = attack["unlearned_interval"]
+        table.add_row(
+            name,
+            number(attack["original"]),
+            number(attack["unlearned"]),
+            "n/a" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]",
+            number(attack["reference"]),
+            attack["verdict"],
+        )
+    if certificate["lira"]:
+        lira = certificate["lira"]
+        table.add_row(
+            "lira (forget photos flagged)",
+            "-",
+            f"{lira['member_fraction_target']:.3f}",
+            "-",
+            f"{lira['member_fraction_control']:.3f}",
+            lira["verdict"],
+        )
+    utility = certificate.get("utility") or {}
+    for key, label in (("retain_acc", "retain accuracy"), ("test_acc", "test accuracy")):
+        if key not in utility:
+            continue
+        row = utility[key]
+        low, high = row["difference_interval"]
+        table.add_row(
+            label,
+            f"{row['original']:.3f}",
+            f"{row['unlearned']:.3f}",
+            f"U-R [{low:+.3f}, {high:+.3f}]",
+            f"{row['reference']:.3f}",
+            row["verdict"],
+        )
+    return table
 
 
 def check_audit_models(models: dict[str, LoadedModel], scenario: Scenario) -> None:
