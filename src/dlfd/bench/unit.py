@@ -42,6 +42,7 @@ from dlfd.evaluation import (
     split_outputs,
     split_outputs_and_features,
 )
+from dlfd.methods.base import no_selection_record
 from dlfd.methods.scenario_run import save_unlearned, unlearn_on_scenario
 from dlfd.metrics import SplitOutputs
 from dlfd.runtime import hardware_info, resolve_device, software_versions
@@ -185,6 +186,7 @@ def run_unit(
         wall_s = 0.0 if method == "original" else source.training_s
         train_s, monitor_s = wall_s, 0.0
         selected = f"the {'original model' if method == 'original' else 'retrained reference'}"
+        selection = no_selection_record()
     else:
         original, _ = load_checkpoint(ctx.original.path, device=ctx.device)
         result = unlearn_on_scenario(
@@ -200,6 +202,7 @@ def run_unit(
         model = result.model
         wall_s, train_s, monitor_s = result.wall_s, result.train_s, result.monitor_s
         selected = result.selected
+        selection = dict(result.selection)
         details.update(readings=result.readings, trace=result.trace, info=result.info)
 
     progress.advance(0, 0, "evaluating")
@@ -246,6 +249,7 @@ def run_unit(
         "monitor_s": monitor_s,
         "eval_s": eval_s,
         "selected": selected,
+        "selection": selection,
         "split_sizes": scenario.problem.sizes(),
         "label_shift": ctx.label_shift,
         "model": model_file,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from dlfd.methods.base import (
     Task,
     UnlearnData,
     UnlearnResult,
+    no_selection_record,
 )
 from dlfd.methods.registry import get_method
 from dlfd.runtime import derive_seed, resolve_device, seed_everything
@@ -57,7 +59,9 @@ def unlearn(
     ``task="multilabel"``). ``hparams`` override the method's defaults (``dlfd methods``
     lists them); values may be strings, as from the command line. With ``val_loader`` (people
     never trained on and never reported on) the shared selection rule applies; see
-    :class:`dlfd.methods.base.MethodParams`. ``device=None`` uses the model's device.
+    :class:`dlfd.methods.base.MethodParams` (``selection``: ``forget_and_val`` or
+    ``val_only``); ``result.selection`` records the rule, the number of states it examined and
+    whether it read the forget set. ``device=None`` uses the model's device.
     Same seed, same inputs -> the same model, bit for bit on CPU.
 
     ``dist``: a data-parallel run (see :mod:`dlfd.distributed`): every rank calls this with
@@ -93,6 +97,8 @@ def unlearn(
     )
     monitor = selector = None
     if val_loader is not None and (params.select or spec.uses_monitor):
+        # the forgetting score is computed only when the selection rule or the method uses it
+        read_forget = spec.uses_monitor or params.selection == "forget_and_val"
         monitor = Monitor(
             forget_loader,
             val_loader,
@@ -101,8 +107,10 @@ def unlearn(
             samples=params.monitor_samples,
             seed=derive_seed(seed, "monitor"),
             dist=dist,
+            read_forget=read_forget,
         )
-        selector = Selector(params.save_threshold) if params.select else None
+        if params.select:
+            selector = Selector(params.save_threshold, params.selection)
     ctx = RunContext(
         method=method,
         params=params,
@@ -128,6 +136,9 @@ def unlearn(
     for parameter in working.parameters():
         parameter.requires_grad_(True)  # a method's freezing never leaks to the caller
     wall = time.perf_counter() - started
+    selection = selector.record() if selector is not None else no_selection_record()
+    # the method's own algorithm reads the forgetting score (DLFD's switch): not the selection
+    selection["method_reads_forget"] = spec.uses_monitor and monitor is not None
     return UnlearnResult(
         model=working,
         method=method,
@@ -142,12 +153,18 @@ def unlearn(
         readings=[
             {
                 "where": r.where,
-                "forgetting_score": r.forgetting_score,
+                # None: not computed (selection=val_only, forget set not read)
+                "forgetting_score": _number_or_none(r.forgetting_score),
                 "val_acc": r.val_acc,
-                "mia_acc": r.mia_acc,
+                "mia_acc": _number_or_none(r.mia_acc),
             }
             for r in ctx.readings
         ],
         info=info,
         world_size=1 if dist is None else dist.world_size,
+        selection=selection,
     )
+
+
+def _number_or_none(value: float) -> float | None:
+    return None if math.isnan(value) else value

@@ -45,7 +45,14 @@ MIN_MONITOR_SAMPLES = 6
 NonFiniteUnlearningError = NonFiniteLossError
 
 #: The settings every method shares (not repeated when a divergence names the settings).
-SHARED_SETTINGS = ("select", "save_threshold", "monitor_samples")
+SHARED_SETTINGS = ("select", "selection", "save_threshold", "monitor_samples")
+
+#: The shared selection rules (``MethodParams.selection``): ``forget_and_val`` keeps the best
+#: validation accuracy among states whose forgetting score is <= ``save_threshold`` (else the
+#: last state); ``val_only`` keeps the best validation accuracy and never reads the forget set.
+SELECTION_RULES = ("forget_and_val", "val_only")
+#: The rule recorded when no selection ran (no validation loader, or ``select=false``).
+NO_SELECTION = "none"
 
 
 def require(checks: Mapping[str, bool], params: object) -> None:
@@ -91,7 +98,10 @@ class MethodParams:
     (the end of every epoch; DLFD: every monitored batch) is scored on fixed seeded
     subsamples of forget and validation samples; the method returns the state with the best
     validation accuracy among those whose forgetting score is <= ``save_threshold``, or its
-    last state if none qualified (the result says which).
+    last state if none qualified (the result says which). ``selection="val_only"`` keeps the
+    state with the best validation accuracy alone: the selection then never reads the forget
+    set (no forgetting score is computed for it). ``result.selection`` records the rule, how
+    many states it examined and whether it read the forget set.
 
     Every numeric setting of every method is declared with its plausible range
     (:func:`dlfd.config.setting`) and checked on construction: a value that is not a finite
@@ -101,6 +111,8 @@ class MethodParams:
     """
 
     select: bool = True
+    #: The selection rule, one of :data:`SELECTION_RULES`.
+    selection: str = "forget_and_val"
     save_threshold: float = setting(0.09, "[0, 0.5]")
     monitor_samples: int = setting(256, f"[{MIN_MONITOR_SAMPLES}, 1000000]")
 
@@ -109,6 +121,10 @@ class MethodParams:
 
     def __post_init__(self) -> None:
         check_bounds(self)
+        # checked here, not in validate(): subclasses override validate() without super()
+        require(
+            {f"selection ({' or '.join(SELECTION_RULES)})": self.selection in SELECTION_RULES}, self
+        )
         self.validate()
 
     def validate(self) -> None:
@@ -166,7 +182,9 @@ class UnlearnData:
 
 @dataclass(frozen=True)
 class MonitorReading:
-    """One monitoring point: the forgetting score and validation accuracy of a state."""
+    """One monitoring point: the forgetting score and validation accuracy of a state
+    (``forgetting_score`` and ``mia_acc`` are NaN when the monitor does not read the forget
+    set, see :class:`Monitor`)."""
 
     where: str
     forgetting_score: float
@@ -182,6 +200,12 @@ class Monitor:
     as tensors, so each reading costs one forward pass over at most ``2 * samples`` images.
     ``balance=False`` and ``samples=None`` reproduce the official DLFD code's attack (whole
     splits, unbalanced).
+
+    ``read_forget=False`` (``selection=val_only`` for a method that does not read the score
+    itself): readings hold the validation accuracy only (forgetting score and attack accuracy
+    NaN) and no forget sample is ever scored. The forget subsample is still drawn and then
+    dropped, so the forget loader's random stream, and with it the training, is the same as
+    under the default rule: the two rules differ in the choice only.
 
     With ``dist`` (loaders yielding this rank's shard) every rank takes part in drawing the
     subsamples, which are assembled on rank 0 exactly as one process would draw them from the
@@ -199,13 +223,16 @@ class Monitor:
         seed: int,
         balance: bool = True,
         dist: DistributedContext | None = None,
+        read_forget: bool = True,
     ) -> None:
         self.task = task
         self.device = device
         self.balance = balance
+        self.read_forget = read_forget
         forget_data, forget_size = _subsample(forget, samples, seed, dist)
         val_data, val_size = _subsample(val, samples, seed + 1, dist)
-        for name, size in (("forget", forget_size), ("validation", val_size)):
+        checked = [("forget", forget_size)] if read_forget else []
+        for name, size in (*checked, ("validation", val_size)):
             if size == 0:
                 raise ConfigError("a loader given for monitoring is empty")
             if size < MIN_MONITOR_SAMPLES:
@@ -213,8 +240,9 @@ class Monitor:
                     f"the {name} split has {size} sample(s); monitoring the "
                     f"forgetting score needs at least {MIN_MONITOR_SAMPLES}"
                 )
-        #: (inputs, labels) of the subsamples; None on ranks other than 0
-        self.forget = forget_data
+        #: (inputs, labels) of the subsamples; None on ranks other than 0 (and forget's when
+        #: the forget set is not read)
+        self.forget = forget_data if read_forget else None
         self.val = val_data
 
     @torch.no_grad()
@@ -233,26 +261,33 @@ class Monitor:
 
     def read(self, model: nn.Module, where: str) -> MonitorReading:
         """Score ``model`` now (eval mode; its train/eval mode is restored)."""
-        if self.forget is None or self.val is None:
+        if self.val is None or (self.read_forget and self.forget is None):
             raise RuntimeError("in a distributed run only rank 0 holds the monitor's samples")
         started = time.perf_counter()
         was_training = model.training
         model.eval()
         try:
-            forget_losses, _ = self._losses(model, self.forget)
-            val_losses, val_correct = self._losses(model, self.val)
+            scored = {}
+            if self.read_forget:
+                assert self.forget is not None
+                scored["forget"] = self._losses(model, self.forget)
+            scored["validation"] = self._losses(model, self.val)
         finally:
             model.train(was_training)
-        for name, losses in (("forget", forget_losses), ("validation", val_losses)):
+        for name, (losses, _) in scored.items():
             bad = int((~np.isfinite(losses)).sum())
             if bad:
                 raise NonFiniteLossError(
                     f"the eval-mode losses of {bad} of {losses.size} monitored {name} samples "
                     f"became non-finite at {where}"
                 )
-        mia = float(
-            loss_attack_fold_accuracies(forget_losses, val_losses, balance=self.balance).mean()
-        )
+        val_losses, val_correct = scored["validation"]
+        mia = math.nan
+        if self.read_forget:
+            forget_losses = scored["forget"][0]
+            mia = float(
+                loss_attack_fold_accuracies(forget_losses, val_losses, balance=self.balance).mean()
+            )
         return MonitorReading(
             where=where,
             forgetting_score=abs(mia - 0.5),
@@ -289,16 +324,34 @@ def _subsample(
 
 
 class Selector:
-    """Keeps (in memory) the best state by validation accuracy among eligible readings."""
+    """Keeps (in memory) the best state by validation accuracy among eligible readings.
 
-    def __init__(self, save_threshold: float) -> None:
+    ``rule`` (:data:`SELECTION_RULES`): ``forget_and_val`` makes a reading eligible when its
+    forgetting score is <= ``save_threshold``; ``val_only`` makes every reading eligible and
+    never looks at the forgetting score. :meth:`record` says what the selection did.
+    """
+
+    def __init__(self, save_threshold: float, rule: str = "forget_and_val") -> None:
+        if rule not in SELECTION_RULES:
+            raise ConfigError(
+                f"unknown selection rule {rule!r}; choices: {', '.join(SELECTION_RULES)}"
+            )
         self.save_threshold = save_threshold
+        self.rule = rule
+        #: readings considered so far (the number of candidate states examined)
+        self.examined = 0
         self.best: MonitorReading | None = None
         self._state: dict[str, torch.Tensor] | None = None
 
+    @property
+    def reads_forget(self) -> bool:
+        """Whether the rule reads the forget set (through the forgetting score)."""
+        return self.rule == "forget_and_val"
+
     def consider(self, model: nn.Module, reading: MonitorReading) -> bool:
         """Remember ``model``'s state if it is eligible and better; True if it was kept."""
-        if reading.forgetting_score > self.save_threshold:
+        self.examined += 1
+        if self.reads_forget and reading.forgetting_score > self.save_threshold:
             return False
         if self.best is not None and reading.val_acc <= self.best.val_acc:
             return False
@@ -309,14 +362,44 @@ class Selector:
     def restore(self, model: nn.Module) -> str:
         """Load the kept state into ``model`` (if any) and say what was returned and why."""
         if self.best is None or self._state is None:
+            if not self.reads_forget:
+                return "last state: no state was offered for selection (selection=val_only)"
             return (
                 f"last state: no monitored state had a forgetting score <= {self.save_threshold:g}"
             )
         model.load_state_dict(self._state)
+        if not self.reads_forget:
+            return (
+                f"best state at {self.best.where}: val acc {self.best.val_acc:.4f} among all "
+                f"{self.examined} monitored states (selection=val_only: forgetting score not read)"
+            )
         return (
             f"best state at {self.best.where}: val acc {self.best.val_acc:.4f} among states with "
             f"forgetting score <= {self.save_threshold:g} (score {self.best.forgetting_score:.4f})"
         )
+
+    def record(self) -> dict[str, Any]:
+        """What the selection did: ``rule``, ``states_examined`` (readings considered),
+        ``read_forget`` (whether the rule used the forgetting score) and ``save_threshold``
+        (None under ``val_only``)."""
+        return {
+            "rule": self.rule,
+            "states_examined": self.examined,
+            "read_forget": self.reads_forget,
+            "save_threshold": self.save_threshold if self.reads_forget else None,
+        }
+
+
+def no_selection_record() -> dict[str, Any]:
+    """The selection record of a run without selection (no validation loader, ``select=false``,
+    or a row taken from a checkpoint)."""
+    return {
+        "rule": NO_SELECTION,
+        "states_examined": 0,
+        "read_forget": False,
+        "save_threshold": None,
+        "method_reads_forget": False,
+    }
 
 
 @dataclass
@@ -489,6 +572,13 @@ class UnlearnResult:
     info: dict[str, Any]
     #: Processes of a data-parallel run (1: a single process).
     world_size: int = 1
+    #: What the shared selection did (same budget, no peeking): ``rule`` (``forget_and_val``,
+    #: ``val_only`` or ``none``), ``states_examined`` (monitor readings the selector
+    #: considered), ``read_forget`` (whether the rule used the forgetting score, i.e. read the
+    #: forget set), ``save_threshold`` (None unless the rule used it) and
+    #: ``method_reads_forget`` (the method's own algorithm reads the forgetting score: DLFD's
+    #: dynamic switch; not part of the selection).
+    selection: dict[str, Any] = field(default_factory=no_selection_record)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (everything but the model)."""

@@ -124,13 +124,16 @@ def unlearn_on_scenario(
 def save_unlearned(
     result: UnlearnResult, out: str | Path, original: CheckpointMeta, *, source: str
 ) -> CheckpointMeta:
-    """Write the unlearned model with the original's provenance plus what was done to it."""
+    """Write the unlearned model with the original's provenance plus what was done to it
+    (``extra.method``: the method's result record; ``extra.selection``: what its selection did,
+    see :attr:`UnlearnResult.selection`)."""
     meta = dataclasses.replace(
         original,
         role="unlearned",
         config_sha256=None,
         extra={
             "method": result.to_dict(),
+            "selection": dict(result.selection),
             "original": source,
             "original_sha256": original.weights_sha256,
         },
