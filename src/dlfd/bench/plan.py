@@ -38,6 +38,8 @@ class BenchPlan:
     ``split_seed=None`` makes each seed its own split seed (seeded scenarios then vary their
     split with the seed); a number fixes one split for every seed. ``settings`` maps a method
     key (or ``all``) to its overrides; ``recipe`` holds the training recipe's overrides.
+    ``per_example`` > 0 adds the per-example epsilon score with that many models per side
+    (:mod:`dlfd.bench.per_example`); 0 leaves it out.
     """
 
     dataset: str
@@ -56,6 +58,7 @@ class BenchPlan:
     device: str = "auto"
     cache_dir: Path | None = None
     jobs: int = 1
+    per_example: int = 0
 
     def split_seed_for(self, seed: int) -> int:
         return seed if self.split_seed is None else self.split_seed
@@ -72,6 +75,9 @@ class BenchPlan:
         """The scenario's recipe ``base`` with the plan's ``recipe.*`` overrides."""
         return apply_overrides(base, self.recipe)
 
+
+#: The most models per side ``--per-example`` may ask for (the challenge used 512).
+MAX_PER_EXAMPLE = 1024
 
 #: The most seeds one range (``A-B``) may expand to: a typo such as ``0-4294967295`` is refused
 #: rather than expanded into billions of runs.
@@ -220,6 +226,16 @@ def validate_plan(plan: BenchPlan) -> None:
     for method in plan.methods:
         if method not in CHECKPOINT_ROWS:
             plan.method_params(method)
+    if (
+        isinstance(plan.per_example, bool)
+        or not isinstance(plan.per_example, int)
+        or plan.per_example == 1
+        or not 0 <= plan.per_example <= MAX_PER_EXAMPLE
+    ):
+        raise ConfigError(
+            f"--per-example must be 0 (off) or a number of models from 2 to {MAX_PER_EXAMPLE}, "
+            f"got {plan.per_example!r}"
+        )
     if plan.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {plan.jobs}")
     if not 0.0 <= plan.lam <= 1.0:

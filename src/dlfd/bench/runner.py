@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlfd.bench.per_example import entry_path, run_per_example, scored_methods
 from dlfd.bench.plan import BenchPlan, validate_plan
 from dlfd.bench.pool import run_pool
 from dlfd.bench.progress import BenchLog, BenchProgress
@@ -109,12 +110,15 @@ def _run_locked(plan: BenchPlan, progress: BenchProgress, log: BenchLog) -> Benc
         echo=False,
     )
     collector = _Collector(plan, log)
-    progress.start(len(plan.seeds) * (len(ROLE_OF_ROW) + len(plan.methods)))
+    per_example_units = len(scored_methods(plan)) if plan.per_example > 0 else 0
+    progress.start(len(plan.seeds) * (len(ROLE_OF_ROW) + len(plan.methods) + per_example_units))
     try:
         if plan.jobs > 1:
             run_pool(plan, progress, log, collector)
         else:
             _run_here(plan, progress, log, collector)
+        if plan.per_example > 0:
+            _run_per_example(plan, progress, log, collector)
     finally:
         progress.stop()
     collector.finish(-1, "", None, False)  # results.json even when nothing finished
@@ -125,6 +129,28 @@ def _run_locked(plan: BenchPlan, progress: BenchProgress, log: BenchLog) -> Benc
         echo=False,
     )
     return outcome
+
+
+def _run_per_example(
+    plan: BenchPlan, progress: BenchProgress, log: BenchLog, collector: _Collector
+) -> None:
+    """The per-example score stage (in this process, after every run): each entry's score is
+    added to the matching results.json record."""
+
+    def done(seed: int, method: str, entry: dict[str, Any], ran: bool) -> None:
+        record = collector.done.get((seed, method))
+        if record is not None:
+            record["per_example_score"] = entry.get("per_example_score")
+            record["forgetting_quality"] = entry.get("forgetting_quality")
+            record["per_example_file"] = (
+                entry_path(plan.out, seed, method).relative_to(plan.out).as_posix()
+            )
+            collector.finish(seed, method, None, False)
+
+    def fail(seed: int, method: str, error: BaseException) -> None:
+        collector.fail(seed, f"per-example {method}", error)
+
+    run_per_example(plan, progress=progress, log=log, on_done=done, on_fail=fail)
 
 
 def _run_here(

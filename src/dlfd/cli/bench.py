@@ -28,6 +28,7 @@ from dlfd.bench import (
     split_settings,
     validate_plan,
 )
+from dlfd.bench.plan import MAX_PER_EXAMPLE
 from dlfd.bench.records import RESULTS_FILE
 from dlfd.cli.app import app, err, out, styled
 from dlfd.cli.common import (
@@ -157,6 +158,18 @@ def bench(
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", min=1, max=256, help="Runs in parallel (processes).")
     ] = 1,
+    per_example: Annotated[
+        int,
+        typer.Option(
+            "--per-example",
+            min=0,
+            max=MAX_PER_EXAMPLE,
+            metavar="N",
+            help="Also score each method with the NeurIPS 2023 challenge's per-example epsilon "
+            "(N originals and N retrained models per seed, each method run from each original; "
+            "N >= 3 for a non-zero score). 0: off.",
+        ),
+    ] = 0,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     force: Annotated[
@@ -198,6 +211,7 @@ def bench(
         device=device,
         cache_dir=cache_dir,
         jobs=jobs,
+        per_example=per_example,
     )
     progress = None if quiet or jobs > 1 else RichBenchProgress(err)
 

@@ -1,0 +1,349 @@
+"""``dlfd bench --per-example N``: the NeurIPS 2023 challenge's per-example epsilon score.
+
+For each seed ``s`` of the plan (same scenario and split as the rest of the bench):
+
+* N originals and N retrained references, model ``k`` trained with training seed
+  :func:`model_seed` ``(s, k)`` (``k = 0`` is seed ``s`` itself, so model 0 is the bench's own
+  original/reference), each through the bench's cached-model mechanism
+  (:func:`dlfd.bench.references.ensure_reference`: cached by configuration hash, resumable);
+* every method of the plan run from each original ``k`` with method seed ``model_seed(s, k)``
+  (``unlearn_on_scenario``, the same call and settings as :mod:`dlfd.bench.unit`);
+* the statistic (:func:`dlfd.metrics.per_example.logit_scaled_confidence`) of every forget
+  sample and the retain/test accuracies under each model, then the score
+  (:func:`dlfd.metrics.per_example.per_example_score`).
+
+Rows: ``original`` scores the N originals themselves as the "unlearned" models (the do-nothing
+baseline); ``retrain`` is skipped (it would be compared with itself; an independent second set
+of N retrained models would be needed).
+
+Files (under ``DIR/seed-<s>/per-example/``), all written atomically:
+
+* ``<row>.m<k>.json``: one model's statistics and accuracies (``reference.m<k>.json`` for the
+  retrained ones), keyed by a configuration hash: a rerun reuses them, so an interrupted stage
+  loses at most the model in progress. Unlearned models are not kept, only these numbers.
+* ``<method>.json``: the (method, seed) entry (format :data:`ENTRY_FORMAT`): score, forgetting
+  quality, accuracy ratios, per-sample epsilons and points, bucket edges, the models' training
+  seeds; reused when its configuration hash (over the models' hashes) is unchanged.
+
+``DIR/per_example.json`` lists every entry without its per-sample lists; the bench also adds
+``per_example_score``, ``forgetting_quality`` and ``per_example_file`` to the matching records
+of ``results.json``. A report could draw, per method, the histogram of the per-sample epsilons
+against the bucket edges (``epsilons``, ``buckets`` in each entry file).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dlfd import __version__
+from dlfd.bench.plan import BenchPlan
+from dlfd.bench.progress import BenchProgress, TrainAdapter
+from dlfd.bench.records import json_safe, run_config_sha256
+from dlfd.bench.references import ensure_reference
+from dlfd.bench.unit import build_scenario
+from dlfd.checkpoint import load_checkpoint
+from dlfd.config import to_dict
+from dlfd.data.loaders import ProblemLoaders
+from dlfd.errors import ConfigError, DlfdError
+from dlfd.evaluation import split_outputs
+from dlfd.io import atomic_write_json, read_json_file
+from dlfd.methods.scenario_run import unlearn_on_scenario
+from dlfd.metrics.classification import multilabel_accuracy, top_k_accuracy
+from dlfd.metrics.per_example import DELTA, logit_scaled_confidence, per_example_score
+from dlfd.runtime import SEED_MAX, derive_seed, resolve_device
+from dlfd.scenarios import Scenario
+from dlfd.training.recipe import TrainRecipe
+from dlfd.training.runner import config_hash, training_config
+
+ENTRY_FORMAT = "dlfd-bench-per-example/1"
+MODEL_FORMAT = "dlfd-bench-per-example-model/1"
+FOLDER = "per-example"
+SUMMARY_FILE = "per_example.json"
+#: Rows that get no per-example score (see the module docstring).
+SKIPPED_ROWS = ("retrain",)
+REFERENCE_ROW = "reference"
+STAT_SPLITS = ("forget", "retain", "test")
+STATISTIC = "logit_scaled_confidence"
+MAX_FILE_BYTES = 64 << 20
+
+
+def model_seed(seed: int, k: int) -> int:
+    """Training (and method) seed of model ``k`` of bench seed ``seed``: ``seed`` itself for
+    ``k = 0``, otherwise a stable hash of (seed, k) within ``[0, SEED_MAX]``."""
+    if k == 0:
+        return seed
+    return derive_seed("per-example", seed, k) % (SEED_MAX + 1)
+
+
+def scored_methods(plan: BenchPlan) -> tuple[str, ...]:
+    """The plan's methods that get a per-example score (plan order)."""
+    return tuple(m for m in plan.methods if m not in SKIPPED_ROWS)
+
+
+def entry_path(out: Path, seed: int, method: str) -> Path:
+    return out / f"seed-{seed}" / FOLDER / f"{method}.json"
+
+
+def _model_path(out: Path, seed: int, row: str, k: int) -> Path:
+    return out / f"seed-{seed}" / FOLDER / f"{row}.m{k}.json"
+
+
+def _read(path: Path, fmt: str, digest: str) -> dict[str, Any] | None:
+    """The file's content when it is of ``fmt`` with configuration hash ``digest``."""
+    if not path.is_file():
+        return None
+    try:
+        data = read_json_file(path, "per-example file", limit=MAX_FILE_BYTES, error=ConfigError)
+    except DlfdError:
+        return None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        return None
+    return data if data.get("config_sha256") == digest else None
+
+
+@dataclass
+class _SeedState:
+    """One seed's scenario and the N models' training hashes (nothing trained yet)."""
+
+    plan: BenchPlan
+    seed: int
+    scenario: Scenario
+    recipe: TrainRecipe
+    device: torch.device
+    n: int
+
+    def __post_init__(self) -> None:
+        self.seeds = [model_seed(self.seed, k) for k in range(self.n)]
+        self.loaders = ProblemLoaders(self.scenario.problem, self.scenario.input_spec)
+        self.train_hash = {
+            (role, k): config_hash(training_config(self.scenario, role, s, self.recipe))
+            for role in ("original", "retrained")
+            for k, s in enumerate(self.seeds)
+        }
+
+    def checkpoint(self, role: str, k: int, progress: BenchProgress, log: Callable) -> Path:
+        ref = ensure_reference(
+            self.scenario,
+            role=role,
+            seed=self.seeds[k],
+            recipe=self.recipe,
+            device=self.device,
+            cache_dir=self.plan.cache_dir,
+            progress=TrainAdapter(progress),
+        )
+        if ref.trained_now:
+            log(f"seed {self.seed}: per-example {role} model {k} trained in {ref.training_s:.1f}s")
+        return ref.path
+
+    def model_config(self, row: str, k: int) -> dict[str, Any]:
+        if row == REFERENCE_ROW:
+            return {
+                "format": MODEL_FORMAT,
+                "row": row,
+                "model_config_sha256": self.train_hash[("retrained", k)],
+                "statistic": STATISTIC,
+                "dlfd_version": __version__,
+            }
+        params = {} if row == "original" else to_dict(self.plan.method_params(row))
+        return {
+            "format": MODEL_FORMAT,
+            "row": row,
+            "params": params,
+            "overrides": json_safe(self.plan.method_overrides(row)) if row != "original" else {},
+            "method_seed": self.seeds[k],
+            "batch_size": self.recipe.batch_size,
+            "original_config_sha256": self.train_hash[("original", k)],
+            "statistic": STATISTIC,
+            "dlfd_version": __version__,
+        }
+
+    def measure(self, model: torch.nn.Module) -> dict[str, Any]:
+        task = self.scenario.task
+        outputs = split_outputs(model, self.loaders, device=self.device, splits=STAT_SPLITS)
+        result: dict[str, Any] = {}
+        for split, out in outputs.items():
+            if task == "multiclass":
+                result[f"{split}_acc"] = top_k_accuracy(out.logits, out.labels, k=1)
+            else:
+                result[f"{split}_acc"] = multilabel_accuracy(out.logits, out.labels)
+        forget = outputs["forget"]
+        result["forget_stat"] = logit_scaled_confidence(forget.logits, forget.labels, task)
+        return result
+
+    def model_numbers(
+        self, row: str, k: int, progress: BenchProgress, log: Callable
+    ) -> dict[str, Any]:
+        """Statistics and accuracies of model ``k`` of ``row`` (computed or reused)."""
+        config = self.model_config(row, k)
+        digest = run_config_sha256(config)
+        path = _model_path(self.plan.out, self.seed, row, k)
+        done = _read(path, MODEL_FORMAT, digest)
+        if done is not None:
+            return done
+        started = time.perf_counter()
+        if row == REFERENCE_ROW:
+            model, _ = load_checkpoint(
+                self.checkpoint("retrained", k, progress, log), device=self.device
+            )
+        else:
+            model, _ = load_checkpoint(
+                self.checkpoint("original", k, progress, log), device=self.device
+            )
+            if row != "original":
+                result = unlearn_on_scenario(
+                    model,
+                    self.scenario,
+                    row,
+                    seed=self.seeds[k],
+                    device=self.device,
+                    hparams=self.plan.method_overrides(row),
+                    recipe=self.recipe,
+                    on_progress=progress.advance,
+                )
+                model = result.model
+        numbers = self.measure(model)
+        record = json_safe(
+            {
+                "format": MODEL_FORMAT,
+                "row": row,
+                "k": k,
+                "seed": self.seed,
+                "model_seed": self.seeds[k],
+                "config": config,
+                "config_sha256": digest,
+                "seconds": time.perf_counter() - started,
+                **numbers,
+            }
+        )
+        atomic_write_json(path, record)
+        return record
+
+
+def _entry_config(state: _SeedState, method: str) -> dict[str, Any]:
+    return {
+        "format": ENTRY_FORMAT,
+        "method": method,
+        "seed": state.seed,
+        "n_models": state.n,
+        "delta": DELTA,
+        "unlearned": [run_config_sha256(state.model_config(method, k)) for k in range(state.n)],
+        "reference": [
+            run_config_sha256(state.model_config(REFERENCE_ROW, k)) for k in range(state.n)
+        ],
+        "forget_sha256": state.scenario.problem.forget_sha256,
+    }
+
+
+def _stack(numbers: list[dict[str, Any]], key: str) -> np.ndarray:
+    return np.asarray([n[key] for n in numbers], dtype=np.float64)
+
+
+def run_entry(
+    state: _SeedState, method: str, progress: BenchProgress, log: Callable[[str], None]
+) -> tuple[dict[str, Any], bool]:
+    """The (method, seed) entry: reused when finished, else computed and written."""
+    config = _entry_config(state, method)
+    digest = run_config_sha256(config)
+    path = entry_path(state.plan.out, state.seed, method)
+    done = _read(path, ENTRY_FORMAT, digest)
+    if done is not None:
+        log(f"seed {state.seed}: per-example {method} finished earlier; reused")
+        return done, False
+    started = time.perf_counter()
+    refs = [state.model_numbers(REFERENCE_ROW, k, progress, log) for k in range(state.n)]
+    runs = []
+    for k in range(state.n):
+        progress.advance(k, state.n, f"model {k + 1}/{state.n}")
+        runs.append(state.model_numbers(method, k, progress, log))
+    score = per_example_score(
+        _stack(runs, "forget_stat"),
+        _stack(refs, "forget_stat"),
+        unlearned_retain=[r["retain_acc"] for r in runs],
+        retrained_retain=[r["retain_acc"] for r in refs],
+        unlearned_test=[r["test_acc"] for r in runs],
+        retrained_test=[r["test_acc"] for r in refs],
+    )
+    entry = json_safe(
+        {
+            "format": ENTRY_FORMAT,
+            "method": method,
+            "seed": state.seed,
+            "dataset": state.scenario.name,
+            "config": config,
+            "config_sha256": digest,
+            **score.to_dict(),
+            "model_seeds": state.seeds,
+            "accuracies": {
+                side: {split: [r[f"{split}_acc"] for r in rows] for split in STAT_SPLITS}
+                for side, rows in (("unlearned", runs), ("retrained", refs))
+            },
+            "statistic": STATISTIC,
+            "seconds": time.perf_counter() - started,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
+    atomic_write_json(path, entry)
+    log(
+        f"seed {state.seed}: per-example {method} (N={state.n}): score "
+        f"{_shown(entry['per_example_score'])}, forgetting quality "
+        f"{_shown(entry['forgetting_quality'])} in {entry['seconds']:.1f}s"
+    )
+    return entry, True
+
+
+def _shown(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def summary(entry: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The ``per_example.json`` form of an entry: without the per-sample lists."""
+    short = {k: v for k, v in entry.items() if k not in ("epsilons", "points", "config")}
+    short["file"] = entry_path(out, entry["seed"], entry["method"]).relative_to(out).as_posix()
+    return short
+
+
+def run_per_example(
+    plan: BenchPlan,
+    *,
+    progress: BenchProgress | None = None,
+    log: Callable[[str], None] | None = None,
+    on_done: Callable[[int, str, dict[str, Any], bool], None] | None = None,
+    on_fail: Callable[[int, str, BaseException], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every (method, seed) entry of ``plan`` (``plan.per_example`` models per side), in plan
+    order; writes ``DIR/per_example.json`` after each. A failed entry is passed to ``on_fail``
+    (raised when None) and the others still run."""
+    if plan.per_example < 2:
+        raise ConfigError(f"--per-example needs at least 2 models, got {plan.per_example}")
+    progress = progress or BenchProgress()
+    log = log or (lambda message: None)
+    methods = scored_methods(plan)
+    entries: list[dict[str, Any]] = []
+    device = resolve_device(plan.device)
+    for seed in plan.seeds:
+        scenario, recipe = build_scenario(plan, seed)
+        state = _SeedState(plan, seed, scenario, recipe, device, plan.per_example)
+        for method in methods:
+            label = f"seed {seed}: per-example {method} (N={plan.per_example})"
+            progress.begin(label)
+            try:
+                entry, ran = run_entry(state, method, progress, log)
+            except Exception as exc:
+                if on_fail is None:
+                    raise
+                on_fail(seed, method, exc)
+            else:
+                entries.append(entry)
+                atomic_write_json(plan.out / SUMMARY_FILE, [summary(e, plan.out) for e in entries])
+                if on_done is not None:
+                    on_done(seed, method, entry, ran)
+            progress.end(label)
+    atomic_write_json(plan.out / SUMMARY_FILE, [summary(e, plan.out) for e in entries])
+    return entries
