@@ -382,3 +382,29 @@ def test_bench_per_example_end_to_end(
     redone = json.loads(entry_file.read_text())
     assert redone["epsilons"] == entry["epsilons"]
     assert (folder / "finetune.m1.json").stat().st_mtime_ns == before["finetune.m1.json"]
+
+
+def test_report_shows_the_per_example_table_and_epsilon_figure(tmp_path: Path) -> None:
+    from dlfd.report import build_report
+    from test_report import write_bench_dir
+
+    folder = write_bench_dir(tmp_path / "b")
+    results = json.loads((folder / "results.json").read_text())
+    for k, record in enumerate(results):
+        if record["method"] in ("original", "dlfd"):
+            name = f"seed-{record['seed']}/per-example/{record['method']}.json"
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            epsilons = [0.1 * (k % 5) + 0.2 * j for j in range(20)]
+            (folder / name).write_text(json.dumps({"epsilons": epsilons, "buckets": [0.5, 1.0]}))
+            record.update(
+                per_example_score=0.3 + 0.01 * k, forgetting_quality=0.5, per_example_file=name
+            )
+    (folder / "results.json").write_text(json.dumps(results))
+    report = build_report(folder)
+    md = (folder / "report.md").read_text()
+    assert "Per-example epsilon score" in md and "per_example_score" in md
+    assert "epsilons" in report.figures and report.figures["epsilons"].stat().st_size > 1000
+    outside = dict(results[0], per_example_file="../elsewhere.json")
+    (folder / "results.json").write_text(json.dumps([outside, *results[1:]]))
+    with pytest.raises(ConfigError, match="leaves the results folder"):
+        build_report(folder)

@@ -45,6 +45,7 @@ from dlfd.report.tables import (
     attacks_table,
     main_table,
     method_order,
+    per_example_table,
     published_table,
     runs_table,
     settings_table,
@@ -54,7 +55,7 @@ from dlfd.report.tables import (
 TRACE_METHOD = "dlfd"
 
 #: Every figure the report may write (as figures/NAME.png beside the Markdown page).
-FIGURE_NAMES = ("losses", "paired", "nomus_time", "dlfd_trace", "features")
+FIGURE_NAMES = ("losses", "paired", "nomus_time", "dlfd_trace", "features", "epsilons")
 
 Details = dict[tuple[str, int], dict[str, Any]]
 
@@ -156,6 +157,51 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 def _label(method: str) -> str:
     return ROW_LABELS.get(method, method)
+
+
+def load_per_example(folder: Path, records: Sequence[Mapping[str, Any]]) -> Details:
+    """Each scored run's per-example entry (``per_example_file``, written by ``dlfd bench
+    --per-example``), read under the same rules as the run files (:func:`run_file_path`);
+    an entry that is missing or not an object is left out."""
+    entries: Details = {}
+    for k, record in enumerate(records):
+        name = record.get("per_example_file")
+        if not isinstance(name, str) or not name:
+            continue
+        path = run_file_path(folder, name, f"{RESULTS_FILE} record {k}")
+        if not path.exists():
+            continue
+        entry = read_json_file(path, "per-example file", limit=MAX_RECORD_BYTES, error=ConfigError)
+        if isinstance(entry, dict):
+            entries[(str(record["method"]), int(record["seed"]))] = entry
+    return entries
+
+
+def epsilon_figure(records: Sequence[Mapping[str, Any]], entries: Details) -> Figure | None:
+    """Histogram of the per-example epsilons per method, pooled over seeds (None without)."""
+    panels: dict[str, list[float]] = {}
+    buckets: list[float] = []
+    for method in method_order(records):
+        for (name, _), entry in sorted(entries.items()):
+            if name != method:
+                continue
+            epsilons = entry.get("epsilons")
+            if isinstance(epsilons, list):
+                panels.setdefault(_label(method), []).extend(
+                    v for v in epsilons if finite_number(v) is not None
+                )
+            edges = entry.get("buckets")
+            if isinstance(edges, list) and not buckets:
+                buckets = [float(v) for v in edges if finite_number(v) is not None]
+    if not panels:
+        return None
+    return Figure(
+        "epsilons",
+        plots.epsilon_histograms(panels, buckets),
+        "Per-example epsilon of every forget sample (unlearned vs retrained models), pooled "
+        "over seeds, with the challenge's bucket edges (dotted): the more mass at the left, "
+        "the closer the method is to retraining sample by sample.",
+    )
 
 
 def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[Figure]:
@@ -327,8 +373,11 @@ def build_report(
     md_out = Path(md_path) if md_path is not None else folder / "report.md"
     main = main_table(records)
     tables = [main, published_table(records), attacks_table(records)]
-    tables += [settings_table(records), runs_table(records)]
+    tables += [per_example_table(records), settings_table(records), runs_table(records)]
     figures = figures_of(records, details)
+    epsilons = epsilon_figure(records, load_per_example(folder, records))
+    if epsilons is not None:
+        figures.append(epsilons)
     comparison = paired.compare_all(records, compare_to)
     if comparison is not None:
         paired_lines = paired.sentences(comparison)

@@ -290,3 +290,24 @@ def paired_differences(
 def _rows(panels: Mapping[str, Mapping[str, object]]) -> int:
     """The most methods of any panel (the figure's height follows it)."""
     return max((len(methods) for methods in panels.values()), default=1)
+
+
+@literal_text
+def epsilon_histograms(panels: Mapping[str, Sequence[float]], buckets: Sequence[float]) -> bytes:
+    """Per method, the distribution of the forget samples' per-example epsilon (pooled over
+    seeds), with the challenge's bucket edges as dotted lines: mass at the left is forgotten."""
+    values = {name: _finite_values(v) for name, v in panels.items()}
+    top = max([*buckets, *(float(v.max()) for v in values.values() if len(v))], default=1.0)
+    bins = np.linspace(0.0, top if top > 0 else 1.0, 31)
+    fig, axes, columns = _grid(len(values), None, 4.0, 3.0, sharex=True)
+    for k, (ax, (name, eps)) in enumerate(zip(axes, values.items(), strict=True)):
+        if len(eps):
+            ax.hist(eps, bins=bins, color=COLORS.get("forget"), alpha=0.8)
+        for edge in buckets:
+            ax.axvline(edge, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(plain(name))
+        ax.set_xlabel("per-example epsilon")
+        ax.tick_params(labelbottom=True)
+        if k % columns == 0:
+            ax.set_ylabel("forget samples")
+    return _finish(fig)

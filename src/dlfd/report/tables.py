@@ -13,6 +13,7 @@ retrained reference's.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,7 +26,14 @@ from dlfd.report.pages import PageTable
 REFERENCE_ROWS = ("original", "retrain")
 ROW_LABELS = {"retrain": "retrain (reference)"}
 MAIN_COLUMNS: tuple[str, ...] = (*MAIN_METRICS, "wall_s")
-TOP_LEVEL = ("wall_s", "train_s", "monitor_s", "eval_s")
+TOP_LEVEL = (
+    "wall_s",
+    "train_s",
+    "monitor_s",
+    "eval_s",
+    "per_example_score",
+    "forgetting_quality",
+)
 
 _HIGHER = {"test_acc", "retain_acc", "unseen_acc", "val_acc", "nomus"}
 _LOWER = {"forgetting_score", "avg_gap", "wall_s", "train_s", "monitor_s"}
@@ -327,3 +335,20 @@ def runs_table(records: Sequence[Mapping[str, Any]]) -> PageTable:
 def _one(record: Mapping[str, Any], key: str) -> tuple[float, float, int] | None:
     value = value_of(record, key)
     return None if value is None else (value, 0.0, 1)
+
+
+def per_example_table(records: Sequence[Mapping[str, Any]]) -> PageTable | None:
+    """The per-example epsilon score (``dlfd bench --per-example N``) and its forgetting
+    quality, mean ± std [95% interval] over seeds; None when no record has it."""
+    if not any(value_of(r, "per_example_score") is not None for r in records):
+        return None
+    table = main_table(records, ("per_example_score", "forgetting_quality"))
+    return dataclasses.replace(
+        table,
+        title="Per-example epsilon score (NeurIPS 2023 unlearning challenge metric): "
+        + table.title,
+        note="forgetting_quality: mean bucket points of the forget samples' per-example "
+        "epsilon (1 = indistinguishable from retraining); per_example_score: forgetting "
+        "quality times the retain and test accuracy ratios to the retrained models. "
+        "The original row scores the originals themselves; retrain has no score.",
+    )
