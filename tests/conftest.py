@@ -82,6 +82,19 @@ FAST_TRAIN = [
 ]
 
 
+#: ``dlfd bench`` flags that train the original and reference in seconds (tiny CNN, 16 px).
+FAST_BENCH = [
+    "--image-size",
+    "16",
+    "--set",
+    "recipe.model=small_cnn",
+    "--set",
+    "recipe.epochs=1",
+    "--set",
+    "recipe.batch_size=64",
+]
+
+
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
     """``cli(*args)``: run ``dlfd ARGS`` in-process; returns (exit code, stdout, stderr)."""

@@ -36,6 +36,16 @@ GLASSES, PLAIN = 0, 1
 PHOTOS = 10  # per person
 
 
+#: One person per entry and split, forget and unseen with the same class mix.
+BALANCED = {
+    "retain": ["glasses", "plain"] * 2,
+    "forget": ["glasses", "plain"],
+    "val": ["plain"],
+    "test": ["glasses", "plain"],
+    "unseen": ["plain", "glasses"],
+}
+
+
 def _scenario(tmp_path: Path, write_image: Callable[..., Path], people: dict[str, list]) -> Any:
     """A CSV scenario: ``people[split]`` lists one class name per person of that split, each
     person with PHOTOS distinct random 8x8 photos of that class."""
@@ -159,13 +169,7 @@ def test_no_label_shift_no_warning(tmp_path: Path, write_image: Callable[..., Pa
     scenario = _scenario(
         tmp_path,
         write_image,
-        {
-            "retain": ["glasses", "plain"] * 2,
-            "forget": ["glasses", "plain"],
-            "val": ["plain"],
-            "test": ["glasses", "plain"],
-            "unseen": ["plain", "glasses"],
-        },
+        BALANCED,
     )
     biased = Lookup({}, _logits(GLASSES, 1.0))
     cert, outputs = _audit(
@@ -184,13 +188,7 @@ def test_a_model_that_lost_its_retain_accuracy_fails_on_utility_though_attacks_p
     scenario = _scenario(
         tmp_path,
         write_image,
-        {
-            "retain": ["glasses", "plain"] * 2,
-            "forget": ["glasses", "plain"],
-            "val": ["plain"],
-            "test": ["glasses", "plain"],
-            "unseen": ["plain", "glasses"],
-        },
+        BALANCED,
     )
     photos = _photos(scenario)
     right = {key: _logits(label, 4.0) for split in photos for key, label in photos[split]}

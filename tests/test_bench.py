@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FAST_BENCH
 from dlfd.bench import BenchPlan, load_recipe_file, resolve_methods, split_settings, validate_plan
 from dlfd.cli import main
 from dlfd.errors import ConfigError
@@ -16,14 +17,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"
 TINY = [
     "--dataset",
     "orl-glasses",
-    "--image-size",
-    "16",
-    "--set",
-    "recipe.model=small_cnn",
-    "--set",
-    "recipe.epochs=1",
-    "--set",
-    "recipe.batch_size=64",
+    *FAST_BENCH,
     "--set",
     "finetune.epochs=1",
     "--seeds",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FAST_TRAIN, _write_image
+from conftest import FAST_BENCH, FAST_TRAIN, _write_image
 from dlfd.bench.records import validate_bench_record
 from dlfd.metrics import SplitOutputs, per_sample_loss, protocol_metrics
 from dlfd.metrics.matching import matched_attack_reason, matched_mia_accuracy
@@ -219,14 +219,7 @@ def test_bench_records_carry_the_label_shift(
         "csv",
         "--data-root",
         glasses_manifest,
-        "--image-size",
-        "16",
-        "--set",
-        "recipe.model=small_cnn",
-        "--set",
-        "recipe.epochs=1",
-        "--set",
-        "recipe.batch_size=64",
+        *FAST_BENCH,
         "--methods",
         "original,retrain",
         "--seeds",

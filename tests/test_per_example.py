@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import FAST_BENCH
 from dlfd.bench import BenchPlan, validate_plan
 from dlfd.bench.per_example import SUMMARY_FILE, model_seed
 from dlfd.cli import main
@@ -311,14 +312,7 @@ def test_bench_per_example_end_to_end(
         "csv",
         "--data-root",
         str(csv_dataset),
-        "--image-size",
-        "16",
-        "--set",
-        "recipe.model=small_cnn",
-        "--set",
-        "recipe.epochs=1",
-        "--set",
-        "recipe.batch_size=64",
+        *FAST_BENCH,
         "--set",
         "finetune.epochs=1",
         "--methods",
