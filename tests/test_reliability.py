@@ -437,3 +437,31 @@ def test_a_listed_image_that_is_a_fifo_is_never_opened(
     (tmp_path / "m.csv").write_text("path,label\na.png,x\nb.png,y\n")
     with pytest.raises(DlfdError, match="not regular files"):
         read_manifest(tmp_path / "m.csv")
+
+
+def test_a_refused_command_leaves_no_folder_behind(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("report", "nope/[x]")
+    assert code == 2 and "results.json not found" in error_line(err)
+    code, _, err = cli("evaluate", "-m", "missing.safetensors", "--json", "a/b/eval.json")
+    assert code == 2 and "sidecar not found" in error_line(err)
+    assert not list(tmp_path.iterdir())
+
+
+def test_long_output_names_get_a_short_lock_and_one_error_line(
+    cli: Cli, csv_model: Path, tmp_path: Path
+) -> None:
+    long_name = tmp_path / ("x" * 250 + ".json")
+    code, _, err = cli("evaluate", "-m", csv_model, "--json", long_name)
+    assert code == 0, err
+    assert written_by_dlfd(long_name)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".lock")]
+
+
+def test_settings_of_methods_that_do_not_run_are_checked_too(cli: Cli, tmp_path: Path) -> None:
+    args = ("bench", "-d", "orl-glasses", "--methods", "original", "--out", tmp_path / "b")
+    code, _, err = cli(*args, "--set", "finetune.lr=-1")
+    assert code == 2 and "lr must be in" in error_line(err)
+    assert not (tmp_path / "b").exists()

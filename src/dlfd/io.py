@@ -25,6 +25,8 @@ from typing import Any, BinaryIO
 from dlfd.errors import DataError, DlfdError
 
 _CHUNK = 1 << 20
+#: Bytes of the destination's name kept in its temporary file's name (names are <= 255 bytes).
+_MAX_TMP_STEM = 200
 
 #: Upper bound of a text input a user names (forget list, manifest, recipe, JSON records).
 MAX_TEXT_BYTES = 256 << 20
@@ -44,7 +46,9 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    stem = path.name.encode("utf-8", "surrogateescape")[:_MAX_TMP_STEM]
+    stem_text = stem.decode("utf-8", "ignore")  # a long name must leave room for the suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem_text}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp_name, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:

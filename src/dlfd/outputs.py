@@ -18,6 +18,7 @@ Every command that writes files (``train``/``unlearn --out``, ``evaluate``/``dat
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import struct
@@ -161,9 +162,26 @@ def check_output(
     return path
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+#: Longest file name the lock name is derived from literally (file systems allow 255 bytes).
+_MAX_LOCK_STEM = 200
+
+
 def lock_path(path: Path) -> Path:
-    """The lock file that guards writes to ``path``: ``.NAME.lock`` beside it."""
-    return path.with_name(f".{path.name}.lock")
+    """The lock file that guards writes to ``path``: ``.NAME.lock`` beside it (a digest of
+    the name when the name is too long to take six more characters)."""
+    name = path.name
+    if len(name.encode("utf-8", "surrogateescape")) > _MAX_LOCK_STEM:
+        name = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return path.with_name(f".{name}.lock")
 
 
 @contextlib.contextmanager
@@ -185,7 +203,12 @@ def output_lock(path: Path, what: str) -> Iterator[None]:
         f"{what} {path} is being written by another dlfd command (lock {where}); "
         "wait for it to finish or choose another output"
     )
-    fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ConfigError(
+            f"{what} {path}: cannot create its lock file {where} ({exc.strerror or exc})"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -217,14 +240,25 @@ def claim_outputs(
     same output cannot both pass the checks.
     """
     inputs = [Path(p) for p in inputs]
-    for path in outputs:  # clear errors (and the folders) before any lock file is made
-        check_output(Path(path), what, inputs=inputs, force=force)
-    with contextlib.ExitStack() as stack:
-        for path in outputs:
-            stack.enter_context(output_lock(Path(path), what))
-        for path in outputs:  # again under the locks: another writer may have finished meanwhile
+    created = sorted(
+        {f for path in outputs for f in _missing_folders(Path(path).parent)},
+        key=lambda f: len(f.parts),
+        reverse=True,
+    )
+    try:
+        for path in outputs:  # clear errors (and the folders) before any lock file is made
             check_output(Path(path), what, inputs=inputs, force=force)
-        yield
+        with contextlib.ExitStack() as stack:
+            for path in outputs:
+                stack.enter_context(output_lock(Path(path), what))
+            for path in outputs:  # again under the locks: another writer may have finished
+                check_output(Path(path), what, inputs=inputs, force=force)
+            yield
+    except BaseException:
+        for folder in created:  # a failed command leaves no empty folder of its own behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def refuse_listed_outputs(

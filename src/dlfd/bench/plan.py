@@ -223,6 +223,7 @@ def validate_plan(plan: BenchPlan) -> None:
                 )
             continue
         get_method(head)  # unknown method keys raise, naming the known ones
+        plan.method_params(head)  # settings of a method that does not run are checked too
     for method in plan.methods:
         if method not in CHECKPOINT_ROWS:
             plan.method_params(method)

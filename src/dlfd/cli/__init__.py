@@ -49,5 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         where = f" {exc.filename}:" if exc.filename else ""
-        err.print(styled(("error:", "red"), f"{where} {exc.strerror or exc}"), highlight=False)
+        err.print(
+            styled(("error:", "red"), f"{where} {exc.strerror or exc}"),
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(EXIT_USER_ERROR)
