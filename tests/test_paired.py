@@ -205,8 +205,9 @@ def test_main_table_interval_is_the_t_interval() -> None:
     assert table.rows[0][1] == "0.6000 ± 0.1000 [0.352, 0.848]"
     assert "t interval" in table.note.replace("Student-t", "t")
     terminal = rich_table(main_table(ten_seed_records(), digits=3, sep="±"))
-    cells = list(terminal.columns[1].cells)
-    assert all("\n[" in str(c) for c in cells)  # the interval on its own line
+    cells = [str(c) for c in terminal.columns[1].cells]
+    assert cells and all("±" not in c and "[" not in c for c in cells)  # means only
+    assert "95% intervals" in str(terminal.caption)
 
 
 # --------------------------------------------------------------------------- seed ranges

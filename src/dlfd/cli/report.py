@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -19,27 +20,32 @@ from dlfd.report.paired import DEFAULT_REFERENCE
 
 
 def _terminal_cell(text: str) -> str:
-    """A cell for the terminal: a trailing interval ``[low, high]`` on a line of its own, as
-    ``[low,high]``, so the columns stay as narrow as ``mean±std``."""
-    value, space, interval = text.rpartition(" [")
-    if not (space and value and interval.endswith("]")):
-        return text
-    return f"{value}\n[{interval.replace(', ', ',')}"
+    """A cell for the terminal: the mean alone (``0.728`` of ``0.728±0.033 [0.65, 0.81]``);
+    the pages carry the spread and the intervals, and a dozen columns then fit a terminal."""
+    return text.split("±", 1)[0].split(" [", 1)[0].strip()
 
 
 def rich_table(table: PageTable) -> Table:
-    """A :class:`PageTable` for the terminal (best cells in bold green; a cell's trailing
-    interval on its second line)."""
-    shown = Table(title=table.title)
+    """A :class:`PageTable` for the terminal: means only (best in bold green), headers that
+    may wrap at their underscores, no vertical rules."""
+    spread = "±" in "".join(cell for row in table.rows for cell in row[1:])
+    caption = "means; ± std and 95% intervals: report.html / report.md" if spread else None
+    shown = Table(
+        title=table.title, caption=caption, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False
+    )
+    cells = [
+        [_terminal_cell(text) if c else text for c, text in enumerate(row)] for row in table.rows
+    ]
     for k, name in enumerate(table.header):
-        shown.add_column(name, justify="left" if k == 0 else "right", no_wrap=k == 0)
-    for r, row in enumerate(table.rows):
+        header = name if k == 0 else name.replace("_", "\n")
+        widest = max([len(line) for line in header.split("\n")] + [len(r[k]) for r in cells])
+        shown.add_column(
+            header, justify="left" if k == 0 else "right", no_wrap=True, min_width=widest
+        )
+    for r, row in enumerate(cells):
         shown.add_row(
             *(
-                Text(
-                    _terminal_cell(text) if c else text,
-                    style="bold green" if (r, c) in table.best else "",
-                )
+                Text(text, style="bold green" if (r, c) in table.best else "")
                 for c, text in enumerate(row)
             )
         )
