@@ -72,3 +72,11 @@ def test_label_shift_by_hand() -> None:
     )
     assert multi.forget == {"m": 1.0, "s": 0.5} and multi.unseen == {"m": 0.5, "s": 0.0}
     assert multi.tv == pytest.approx(0.5)
+
+
+def test_a_shift_of_exactly_the_threshold_does_not_warn() -> None:
+    forget = torch.tensor([0] * 7 + [1] * 3)
+    unseen = torch.tensor([0] * 8 + [1] * 2)
+    shift = label_shift(forget, unseen, "multiclass")
+    assert shift.tv == pytest.approx(0.1) and shift.warning() is None
+    assert shift.warning(0.05) is not None

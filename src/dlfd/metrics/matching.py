@@ -131,7 +131,7 @@ class LabelShift:
 
     def warning(self, threshold: float = LABEL_SHIFT_TV) -> str | None:
         """A one-line warning with the numbers when ``tv`` exceeds ``threshold``, else None."""
-        if self.tv <= threshold:
+        if self.tv <= threshold + 1e-9:  # 0.8 - 0.7 is 0.10000000000000009 in floats
             return None
 
         def mix(shares: dict[str, float]) -> str:
