@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from dlfd.data.manifest import read_manifest
 from dlfd.data.splits import parse_forget_line, read_forget_list
 from dlfd.errors import DlfdError
 from dlfd.outputs import lock_path, output_lock, written_by_dlfd
+from test_fuzz_inputs import time_limit
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -256,16 +256,9 @@ READERS: dict[str, Callable[[Path], object]] = {
 
 @pytest.fixture
 def alarm() -> Iterator[None]:
-    """Fail instead of hanging: SIGALRM after 20 s."""
-
-    def fire(*_: object) -> None:
-        raise TimeoutError("the reader hung")
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+    """Fail instead of hanging: the reader must return within 20 s."""
+    with time_limit(20.0):
+        yield
 
 
 @pytest.mark.parametrize("reader", sorted(READERS))
