@@ -108,6 +108,7 @@ def unlearn(
             seed=derive_seed(seed, "monitor"),
             dist=dist,
             read_forget=read_forget,
+            matched=params.monitor_attack == "matched",
         )
         if params.select:
             selector = Selector(params.save_threshold, params.selection)

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from dlfd.config import check_bounds, setting, to_dict
 from dlfd.errors import ConfigError
 from dlfd.losses import correct_predictions, task_loss
+from dlfd.metrics.matching import matched_indices
 from dlfd.metrics.mia import loss_attack_fold_accuracies
 from dlfd.training.loop import NonFiniteLossError, describe_tensor, non_finite_tensor
 from dlfd.training.recipe import TrainRecipe
@@ -45,12 +46,17 @@ MIN_MONITOR_SAMPLES = 6
 NonFiniteUnlearningError = NonFiniteLossError
 
 #: The settings every method shares (not repeated when a divergence names the settings).
-SHARED_SETTINGS = ("select", "selection", "save_threshold", "monitor_samples")
+SHARED_SETTINGS = ("select", "selection", "monitor_attack", "save_threshold", "monitor_samples")
 
 #: The shared selection rules (``MethodParams.selection``): ``forget_and_val`` keeps the best
 #: validation accuracy among states whose forgetting score is <= ``save_threshold`` (else the
 #: last state); ``val_only`` keeps the best validation accuracy and never reads the forget set.
 SELECTION_RULES = ("forget_and_val", "val_only")
+#: The monitor's attacks (``MethodParams.monitor_attack``): ``published`` is the benchmark's
+#: balanced loss attack on the forget and validation subsamples; ``matched`` runs it on the two
+#: subsamples cut to equal counts per class (:mod:`dlfd.metrics.matching`), so a class mix that
+#: differs between forget and validation cannot pass for membership.
+MONITOR_ATTACKS = ("published", "matched")
 #: The rule recorded when no selection ran (no validation loader, or ``select=false``).
 NO_SELECTION = "none"
 
@@ -101,7 +107,9 @@ class MethodParams:
     last state if none qualified (the result says which). ``selection="val_only"`` keeps the
     state with the best validation accuracy alone: the selection then never reads the forget
     set (no forgetting score is computed for it). ``result.selection`` records the rule, how
-    many states it examined and whether it read the forget set.
+    many states it examined and whether it read the forget set. ``monitor_attack="matched"``
+    scores the forgetting with the label-matched attack (forget and validation subsamples cut
+    to equal counts per class) instead of the published one.
 
     Every numeric setting of every method is declared with its plausible range
     (:func:`dlfd.config.setting`) and checked on construction: a value that is not a finite
@@ -113,6 +121,8 @@ class MethodParams:
     select: bool = True
     #: The selection rule, one of :data:`SELECTION_RULES`.
     selection: str = "forget_and_val"
+    #: The monitor's attack, one of :data:`MONITOR_ATTACKS`.
+    monitor_attack: str = "published"
     save_threshold: float = setting(0.09, "[0, 0.5]")
     monitor_samples: int = setting(256, f"[{MIN_MONITOR_SAMPLES}, 1000000]")
 
@@ -123,7 +133,12 @@ class MethodParams:
         check_bounds(self)
         # checked here, not in validate(): subclasses override validate() without super()
         require(
-            {f"selection ({' or '.join(SELECTION_RULES)})": self.selection in SELECTION_RULES}, self
+            {
+                f"selection ({' or '.join(SELECTION_RULES)})": self.selection in SELECTION_RULES,
+                f"monitor_attack ({' or '.join(MONITOR_ATTACKS)})": self.monitor_attack
+                in MONITOR_ATTACKS,
+            },
+            self,
         )
         self.validate()
 
@@ -224,6 +239,7 @@ class Monitor:
         balance: bool = True,
         dist: DistributedContext | None = None,
         read_forget: bool = True,
+        matched: bool = False,
     ) -> None:
         self.task = task
         self.device = device
@@ -231,6 +247,16 @@ class Monitor:
         self.read_forget = read_forget
         forget_data, forget_size = _subsample(forget, samples, seed, dist)
         val_data, val_size = _subsample(val, samples, seed + 1, dist)
+        #: indices of the label-matched forget/validation samples the attack uses (None: all)
+        self.matched: tuple[np.ndarray, np.ndarray] | None = None
+        if matched and read_forget and forget_data is not None and val_data is not None:
+            self.matched = matched_indices(forget_data[1], val_data[1], task)
+            if self.matched[0].size < MIN_MONITOR_SAMPLES:
+                raise ConfigError(
+                    f"monitor_attack=matched: the forget and validation subsamples share only "
+                    f"{self.matched[0].size} sample(s) per side after matching their classes; "
+                    f"at least {MIN_MONITOR_SAMPLES} are needed (use monitor_attack=published)"
+                )
         checked = [("forget", forget_size)] if read_forget else []
         for name, size in (*checked, ("validation", val_size)):
             if size == 0:
@@ -284,9 +310,12 @@ class Monitor:
         val_losses, val_correct = scored["validation"]
         mia = math.nan
         if self.read_forget:
-            forget_losses = scored["forget"][0]
+            forget_losses, attack_val = scored["forget"][0], val_losses
+            if self.matched is not None:
+                forget_losses = forget_losses[self.matched[0]]
+                attack_val = val_losses[self.matched[1]]
             mia = float(
-                loss_attack_fold_accuracies(forget_losses, val_losses, balance=self.balance).mean()
+                loss_attack_fold_accuracies(forget_losses, attack_val, balance=self.balance).mean()
             )
         return MonitorReading(
             where=where,
