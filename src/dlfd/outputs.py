@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from dlfd.errors import ConfigError, DlfdError
-from dlfd.io import read_file_bytes
+from dlfd.io import read_json_file
 
 #: Marks an HTML page dlfd wrote (in its ``<head>``).
 HTML_MARK = "<meta name='generator' content='dlfd'>"
@@ -52,9 +52,10 @@ def _json_marked(value: object) -> bool:
 
 
 def _read_json(path: Path) -> object:
+    """The JSON content of ``path``, or None when it is not a readable JSON file."""
     try:
-        return json.loads(read_file_bytes(path, "file").decode("utf-8"))
-    except (DlfdError, UnicodeDecodeError, ValueError, RecursionError):
+        return read_json_file(path, "file")
+    except DlfdError:
         return None
 
 

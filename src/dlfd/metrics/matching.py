@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from dlfd.errors import ConfigError
-from dlfd.metrics.mia import _check_split, mia_accuracy
+from dlfd.metrics.mia import check_attack_split, mia_accuracy
 
 __all__ = [
     "LABEL_SHIFT_TV",
@@ -190,7 +190,7 @@ def matched_attack_reason(
     if forget_idx.size == 0:
         return "forget and unseen samples share no class"
     try:  # the checks mia_accuracy makes before fitting (its default 10 folds of 10%)
-        _check_split(int(forget_idx.size), int(forget_idx.size), 10, 0.1)
+        check_attack_split(int(forget_idx.size), int(forget_idx.size), 10, 0.1)
     except ConfigError as exc:
         return f"too few matched samples ({exc})"
     return None

@@ -50,7 +50,9 @@ def balance_members(
     return members[: nonmembers.size], nonmembers
 
 
-def _check_split(n_members: int, n_nonmembers: int, n_splits: int, test_size: float | int) -> None:
+def check_attack_split(
+    n_members: int, n_nonmembers: int, n_splits: int, test_size: float | int
+) -> None:
     """Refuse inputs for which StratifiedShuffleSplit cannot put each class in train and test."""
     if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) or n_splits < 1:
         raise ConfigError(f"n_splits must be a positive integer, got {n_splits!r}")
@@ -94,7 +96,7 @@ def loss_attack_fold_accuracies(
     nonmembers = finite_array(nonmember_losses, "nonmember_losses")
     if balance:
         members, nonmembers = balance_members(members, nonmembers, seed=balance_seed)
-    _check_split(members.size, nonmembers.size, n_splits, test_size)
+    check_attack_split(members.size, nonmembers.size, n_splits, test_size)
     x = np.concatenate([nonmembers, members]).reshape(-1, 1)
     y = np.concatenate([np.zeros(nonmembers.size, dtype=np.int64), np.ones(members.size, np.int64)])
     cv = StratifiedShuffleSplit(n_splits=n_splits, test_size=test_size, random_state=random_state)
