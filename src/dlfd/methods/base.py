@@ -206,6 +206,10 @@ class MonitorReading:
     val_acc: float
     mia_acc: float
     seconds: float
+    #: samples the attack scored (members + non-members, after balancing or matching; 0 when
+    #: the forget set is not read): the binomial standard error of ``mia_acc`` is about
+    #: ``0.5 / sqrt(attack_samples)``, which DLFD's confident switch uses
+    attack_samples: int = 0
 
 
 class Monitor:
@@ -309,6 +313,7 @@ class Monitor:
                 )
         val_losses, val_correct = scored["validation"]
         mia = math.nan
+        attack_samples = 0
         if self.read_forget:
             forget_losses, attack_val = scored["forget"][0], val_losses
             if self.matched is not None:
@@ -317,12 +322,18 @@ class Monitor:
             mia = float(
                 loss_attack_fold_accuracies(forget_losses, attack_val, balance=self.balance).mean()
             )
+            attack_samples = (
+                2 * min(forget_losses.size, attack_val.size)
+                if self.balance
+                else forget_losses.size + attack_val.size
+            )
         return MonitorReading(
             where=where,
             forgetting_score=abs(mia - 0.5),
             val_acc=float(val_correct.mean()),
             mia_acc=mia,
             seconds=time.perf_counter() - started,
+            attack_samples=attack_samples,
         )
 
 

@@ -32,6 +32,15 @@ normalised units (~0.1 in pixels at ImageNet statistics, ~0.2 at mean/std 0.5), 
 steps saturate the images; here ``step_size`` is in pixel units with default 2/255 and
 ``budget`` 16/255 (see docs/dlfd.md for the measurements behind these and the features choice).
 
+Beyond the paper (paper mode only; docs/dlfd.md): ``updates`` sets the number of optimiser
+steps of the unlearning phase, cycling over retain, so a small retain set is not limited to a
+handful of steps (None: one pass); ``switch_z``/``switch_patience`` make the switch wait until
+the score is below the threshold by ``switch_z`` standard errors on ``switch_patience``
+consecutive readings; ``match`` adds, while forgetting, a term pulling the forget samples'
+confidences (or features) toward those the model had on validation samples, so they end up
+looking like never-seen photos rather than as far away as possible; ``reinit`` re-initialises
+the head or the least retain-salient weights first, DLFD then repairing the model.
+
 Data-parallel (``torchrun``, see docs/distributed.md): each rank synthesises its share of the
 retain batch against the whole global forget batch; the OT distance is computed on the
 gathered global features (the same value on every rank) and the classification term is the
@@ -42,7 +51,9 @@ synthesis to fine-tuning at the same batch. ``mode="official"`` runs on one proc
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -51,6 +62,7 @@ import torch
 from torch import nn
 
 from dlfd.config import setting
+from dlfd.errors import ConfigError
 from dlfd.losses import task_loss
 from dlfd.methods.base import (
     COUNT,
@@ -60,11 +72,25 @@ from dlfd.methods.base import (
     WEIGHT_DECAY,
     MethodParams,
     Monitor,
+    MonitorReading,
     RunContext,
     UnlearnData,
     require,
 )
-from dlfd.methods.common import cycle, sgd
+from dlfd.methods.common import (
+    cycle,
+    fisher_diagonal,
+    last_blocks,
+    reinitialise,
+    sgd,
+    unresettable_parameters,
+)
+from dlfd.methods.nonmember import (
+    MATCH_CHOICES,
+    confidence_margins,
+    feature_distance,
+    quantile_gap,
+)
 from dlfd.methods.registry import register_method
 from dlfd.models.features import (
     LOGITS,
@@ -76,6 +102,11 @@ from dlfd.models.features import (
 from dlfd.ot import entropic_ot_loss
 
 Mode = Literal["paper", "official"]
+#: ``reinit`` choices: nothing, the classification head (the model's last block), or the
+#: ``reinit_fraction`` of weights least salient for the retain set.
+REINIT_CHOICES = ("none", "head", "saliency")
+#: Settings that only the paper mode has (the official mode reproduces a fixed schedule).
+PAPER_ONLY = ("updates", "switch_z", "switch_patience", "match", "reinit")
 
 
 @dataclass(frozen=True)
@@ -104,6 +135,22 @@ class DLFDParams(MethodParams):
     sinkhorn_iters: int = setting(50, "[1, 100000]")
     forget_threshold: float = setting(0.15, "[0, 0.5]")
     monitor_every: int = setting(1, COUNT)
+    #: optimiser steps of the unlearning phase, cycling over retain (None: one pass, the paper)
+    updates: int | None = setting(None, COUNT)
+    #: confident switch: stop synthesising only when score + switch_z * its standard error is
+    #: below ``forget_threshold`` on ``switch_patience`` consecutive readings (0 and 1: the
+    #: paper's rule, one reading below the threshold)
+    switch_z: float = setting(0.0, "[0, 10]")
+    switch_patience: int = setting(1, "[1, 1000]")
+    #: pull the forget samples toward non-member (validation) samples while forgetting:
+    #: ``confidence`` (their distributions of logit-scaled confidence, hence of losses),
+    #: ``features`` (OT between their features), or none
+    match: str = "none"
+    match_weight: float = setting(1.0, WEIGHT)
+    #: re-initialise before the unlearning phase: ``head``, ``saliency`` (the
+    #: ``reinit_fraction`` of weights with the smallest retain-gradient saliency), or none
+    reinit: str = "none"
+    reinit_fraction: float = setting(0.1, "(0, 1]")
     amp: bool = False
     channels_last: bool = False
 
@@ -116,6 +163,10 @@ class DLFDParams(MethodParams):
         "step_size",
         "budget",
         "epsilon",
+        "updates",
+        "match",
+        "match_weight",
+        "reinit",
     )
 
     def validate(self) -> None:
@@ -126,9 +177,22 @@ class DLFDParams(MethodParams):
                     self.features, str
                 )
                 and bool(self.features),
+                f"match ({', '.join(MATCH_CHOICES)})": self.match in MATCH_CHOICES,
+                f"reinit ({', '.join(REINIT_CHOICES)})": self.reinit in REINIT_CHOICES,
             },
             self,
         )
+        if self.mode == "official":
+            changed = [
+                name
+                for name in PAPER_ONLY
+                if getattr(self, name) != getattr(DLFDParams, name, None)
+            ]
+            if changed:
+                raise ConfigError(
+                    f"invalid DLFDParams: {', '.join(changed)} belong to mode=paper; "
+                    f"mode=official reproduces the official code's one-pass schedule"
+                )
 
 
 def feature_layer(model: nn.Module, requested: str) -> str:
@@ -204,19 +268,24 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
             data.forget, data.val, task=data.task, device=ctx.device, samples=None,
             seed=0, balance=False,
         )  # fmt: skip
+    # the non-member targets come from the model as given, before any re-initialisation
+    matcher = NonmemberMatch(model, params, data, ctx, features) if params.match != "none" else None
+    reinitialised = _reinitialise(model, params, data, ctx) if params.reinit != "none" else None
     optimizer = sgd(model.parameters(), params.lr, params.momentum, params.weight_decay)
     net = ctx.parallel(model)  # training steps; synthesis and monitoring use the plain model
     forget_batches = cycle(data.forget)
-    batches = len(data.retain)
-    forgetting = True  # the score is unknown before the first reading: start synthesising
+    retain_batches = cycle(data.retain, "retain")
+    batches = len(data.retain) if params.updates is None else params.updates
+    switch = SwitchRule(params)
     train_mode = True
     synthesis_s = step_s = 0.0
     synthesis_batches: list[int] = []
     skipped = 0
     switched_at: int | None = None
 
-    for b, (x_r, y_r) in enumerate(data.retain):
-        x_f, _ = next(forget_batches)
+    for b in range(batches):
+        x_r, y_r = next(retain_batches)
+        x_f, y_f = next(forget_batches)
         x_r, y_r, x_f = x_r.to(ctx.device), y_r.to(ctx.device), x_f.to(ctx.device)
         if params.channels_last and ctx.device.type == "cuda":
             x_r = x_r.contiguous(memory_format=torch.channels_last)
@@ -224,6 +293,7 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
         if official and x_f.shape[0] != x_r.shape[0]:
             skipped += 1  # the official loop `continue`s here: no step, no evaluation
             continue
+        forgetting = switch.forgetting
         weight = classification_weight(params, b, batches)
         started = time.perf_counter()
         if forgetting:
@@ -238,6 +308,12 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
         model.train(train_mode)
         with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss = task_loss(net(x_train), y_r, data.task)
+        match_value = None
+        if matcher is not None and forgetting:
+            match_term = matcher.term(model, x_f, y_f.to(ctx.device), use_amp)
+            match_value = float(match_term.item())
+            loss = loss + params.match_weight * match_term
+            model.train(train_mode)
         where = f"batch {b + 1} ({'synthesis' if forgetting else 'retain'})"
         ctx.check_loss(loss, where=where)
         optimizer.zero_grad(set_to_none=True)
@@ -252,6 +328,8 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
             "loss": float(loss.item()),
             "weight": weight,
         }
+        if match_value is not None:
+            record["match"] = match_value
         if ctx.monitor is not None and ((b + 1) % params.monitor_every == 0 or b + 1 == batches):
             if official:
                 _official_extra_evaluation(model, data, ctx)
@@ -260,17 +338,17 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
             record.update(forgetting_score=reading.forgetting_score, val_acc=reading.val_acc)
             if official:
                 train_mode = False  # its evaluation leaves the model in eval mode for good
-            was_forgetting = forgetting
-            forgetting = reading.forgetting_score >= params.forget_threshold
-            if was_forgetting and not forgetting and switched_at is None:
+            switch.read(reading)
+            if forgetting and not switch.forgetting and switched_at is None:
                 switched_at = b + 1
         ctx.log(**record)
-        ctx.progress(b + 1, batches, "synthesis" if forgetting else "fine-tune")
+        ctx.progress(b + 1, batches, "synthesis" if switch.forgetting else "fine-tune")
 
     return {
         "mode": params.mode,
         "features": features,
         "batches": batches,
+        "retain_batches_per_pass": len(data.retain),
         "synthesis_batches": synthesis_batches,
         "switched_to_finetune_at_batch": switched_at,
         "skipped_batches": skipped,
@@ -278,7 +356,138 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
         "step_s": step_s,
         "amp": use_amp,
         "monitored": ctx.monitor is not None,
+        "reinitialised": reinitialised,
     }
+
+
+class SwitchRule:
+    """When to stop synthesising (and stop the non-member term): the paper stops after one
+    reading with a forgetting score below ``forget_threshold``. The confident rule asks for
+    ``score + switch_z * se < forget_threshold`` on ``switch_patience`` consecutive readings,
+    where ``se = 0.5 / sqrt(n)`` is the binomial standard error of an attack accuracy near 0.5
+    on the ``n`` samples the monitor's attack scored. A reading above the threshold starts the
+    synthesis again, as in the paper."""
+
+    def __init__(self, params: DLFDParams) -> None:
+        self.threshold = params.forget_threshold
+        self.z = params.switch_z
+        self.patience = params.switch_patience
+        self.below = 0
+        #: synthesise now? (the score is unknown before the first reading: start synthesising)
+        self.forgetting = True
+
+    def read(self, reading: MonitorReading) -> None:
+        se = 0.5 / math.sqrt(reading.attack_samples) if reading.attack_samples > 0 else 0.0
+        if reading.forgetting_score + self.z * se < self.threshold:
+            self.below += 1
+        else:
+            self.below = 0
+        self.forgetting = self.below < self.patience
+
+
+class NonmemberMatch:
+    """The ``match`` term: the forget batch's eval-mode confidences (or features) against those the
+    model had on validation samples (never trained on) when unlearning began — a fixed target,
+    so the term cannot chase a moving one, and taken before any re-initialisation. Eval mode, so
+    BatchNorm statistics see neither side; up to ``TARGET_SAMPLES`` validation samples."""
+
+    TARGET_SAMPLES = 1024
+
+    def __init__(self, model: nn.Module, params: DLFDParams, data: UnlearnData, ctx: RunContext,
+                 features: str) -> None:  # fmt: skip
+        if data.val is None:
+            raise ConfigError(
+                f"match={params.match} needs non-member samples: give a validation loader"
+            )
+        ctx.single_process_only(f"match={params.match} is not data-parallel yet")
+        self.params = params
+        self.task = data.task
+        self.features = features
+        self.device = ctx.device
+        was_training = model.training
+        model.eval()
+        targets, seen = [], 0
+        with torch.no_grad():
+            for x_v, y_v in data.val:
+                x_v, y_v = x_v.to(self.device), y_v.to(self.device)
+                logits, feats = forward_with_features(model, x_v, features)
+                targets.append(
+                    feats.float() if params.match == "features"
+                    else confidence_margins(logits, y_v, self.task)
+                )  # fmt: skip
+                seen += x_v.shape[0]
+                if seen >= self.TARGET_SAMPLES:
+                    break
+        model.train(was_training)
+        if not targets:
+            raise ConfigError(f"match={params.match}: the validation loader yields no batches")
+        self.target = torch.cat(targets)[: self.TARGET_SAMPLES]
+
+    def term(
+        self, model: nn.Module, x_f: torch.Tensor, y_f: torch.Tensor, use_amp: bool
+    ) -> torch.Tensor:
+        """The term's value on this forget batch (differentiable on the forget side)."""
+        model.eval()
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits, forget_features = forward_with_features(model, x_f, self.features)
+        if self.params.match == "features":
+            return feature_distance(
+                forget_features, self.target, self.params.epsilon, self.params.sinkhorn_iters
+            )
+        # the forget labels are the ones the model was trained on
+        return quantile_gap(confidence_margins(logits, y_f, self.task), self.target)
+
+
+def _reinitialise(
+    model: nn.Module, params: DLFDParams, data: UnlearnData, ctx: RunContext
+) -> dict[str, object]:
+    """``reinit=head``: the model's last block gets a fresh initialisation (from a generator
+    derived from the run seed). ``reinit=saliency``: the ``reinit_fraction`` of weight elements
+    (tensors of 2 or more dimensions) with the smallest retain-set Fisher saliency (squared
+    gradients of the retain loss) take the values of a fresh initialisation; weights the
+    retain set barely uses are where forget-specific memory can hide. Returns what was reset."""
+    fresh = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=ctx.generator("reinit"))))
+        if params.reinit == "head":
+            ((name, block),) = last_blocks(fresh, 1)
+            kept = unresettable_parameters(block)
+            if kept:
+                raise ConfigError(
+                    "reinit=head cannot re-initialise parameters whose modules have no "
+                    "reset_parameters: " + ", ".join(kept[:8])
+                )
+            reinitialise(block)
+        else:
+            reinitialise(fresh)
+    fresh_state = fresh.state_dict()
+    if params.reinit == "head":
+        prefix = f"{name}."
+        state = model.state_dict()
+        with torch.no_grad():
+            for key, value in state.items():
+                if key.startswith(prefix):
+                    value.copy_(fresh_state[key])
+        count = sum(p.numel() for p in block.parameters())
+        return {"what": "head", "block": name, "elements": count}
+    ctx.single_process_only("reinit=saliency reads per-process retain gradients")
+    saliency = fisher_diagonal(model, data.retain, data.task, ctx.device)
+    weights = {n: v for n, v in saliency.items() if v.dim() >= 2}
+    if not weights:
+        raise ConfigError("reinit=saliency found no weight tensors (2 or more dimensions)")
+    flat = torch.cat([v.flatten() for v in weights.values()]).float().cpu()
+    count = max(1, int(params.reinit_fraction * flat.numel()))
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+    chosen[torch.topk(flat, count, largest=False).indices] = True  # exactly `count`, ties cut
+    parameters = dict(model.named_parameters())
+    start = 0
+    with torch.no_grad():
+        for name, value in weights.items():
+            mask = chosen[start : start + value.numel()].view_as(value).to(value.device)
+            start += value.numel()
+            parameters[name].copy_(torch.where(mask, fresh_state[name], parameters[name]))
+    reset = count
+    return {"what": "saliency", "fraction": reset / flat.numel(), "elements": reset}
 
 
 def _synthesise(

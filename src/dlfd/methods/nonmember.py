@@ -1,0 +1,79 @@
+"""Pulling the forget samples toward never-trained samples (DLFD's ``match`` setting).
+
+A retrained model treats the forget samples like any photo it never saw: membership attacks
+cannot tell them from held-out ones. These terms move the *forget* samples' outputs toward the
+distribution of the current model's outputs on non-member (validation) samples, and stop there
+— unlike pushing them as far away as possible, which over-forgets:
+
+* :func:`quantile_gap` of :func:`confidence_margins`: the 1-D Wasserstein-1 distance between
+  the forget samples' logit-scaled confidences ``log p_y - log(1 - p_y)`` and the non-members'
+  (quantile against quantile). The task loss is a decreasing function of this confidence, so
+  when the two distributions agree the loss attack sees the same losses on both sides: the term
+  drives it toward chance, and no further. Unlike the loss itself, whose gradient vanishes on
+  the confidently memorised samples this term must move, the confidence has a gradient of
+  order one everywhere.
+* :func:`feature_distance`: the entropic OT distance (cosine cost, as DLFD's own term) between
+  the forget samples' features and the non-members' features.
+
+The non-member side is a target, never trained on: it is computed without gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dlfd.ot import entropic_ot_loss
+
+#: DLFD's ``match`` choices: no term, the confidence distributions, the feature distributions.
+MATCH_CHOICES = ("none", "confidence", "features")
+
+
+def confidence_margins(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+    """Differentiable logit-scaled confidence of each sample's true label, float32 or wider:
+    multiclass ``z_y - logsumexp(z_j, j != y)`` (= ``log p_y - log(1 - p_y)``), multilabel the
+    mean over labels of ``(2 y - 1) z`` (the same statistic per sigmoid)."""
+    z = logits.float()
+    if task == "multiclass":
+        true = z.gather(1, labels.long().view(-1, 1)).squeeze(1)
+        others = z.scatter(1, labels.long().view(-1, 1), float("-inf"))
+        return true - torch.logsumexp(others, dim=1)
+    return ((2.0 * labels.float() - 1.0) * z).mean(dim=1)
+
+
+def quantiles_at(values: torch.Tensor, count: int) -> torch.Tensor:
+    """The empirical quantile function of ``values`` at ``count`` mid-point levels
+    ``(i + 0.5) / count`` (no interpolation), so batches of different sizes can be compared
+    rank by rank; with ``count == len(values)`` it is ``values`` sorted."""
+    ordered = torch.sort(values).values
+    levels = (torch.arange(count, device=values.device, dtype=torch.float64) + 0.5) / count
+    index = torch.floor(levels * ordered.shape[0]).long().clamp(max=ordered.shape[0] - 1)
+    return ordered[index]
+
+
+def quantile_gap(forget_values: torch.Tensor, nonmember_values: torch.Tensor) -> torch.Tensor:
+    """Wasserstein-1 distance between the empirical distributions of the forget values and the
+    non-member values (the latter detached): mean over ranks of |sorted forget value - the
+    non-members' quantile at the same rank|."""
+    ordered = torch.sort(forget_values).values
+    target = quantiles_at(nonmember_values.detach().to(ordered.dtype), ordered.shape[0])
+    return (ordered - target).abs().mean()
+
+
+def feature_distance(
+    forget_features: torch.Tensor,
+    nonmember_features: torch.Tensor,
+    epsilon: float,
+    iterations: int,
+) -> torch.Tensor:
+    """Entropic OT distance (cosine cost) from the forget features to the non-member features
+    (the latter detached)."""
+    return entropic_ot_loss(forget_features, nonmember_features.detach(), epsilon, iterations)
+
+
+__all__ = [
+    "MATCH_CHOICES",
+    "confidence_margins",
+    "feature_distance",
+    "quantile_gap",
+    "quantiles_at",
+]
