@@ -3,7 +3,8 @@
 - :mod:`dlfd.bench.plan`: what runs (:class:`BenchPlan`), settings, validation;
 - :mod:`dlfd.bench.recipe_file`: committed recipe files (TOML/JSON) for published tables;
 - :mod:`dlfd.bench.references`: the cached original and retrained checkpoints of each seed;
-- :mod:`dlfd.bench.records`: run configuration hashes, file layout, when a run is finished;
+- :mod:`dlfd.bench.records`: run configuration hashes, file layout, when a run is finished,
+  and that a folder holds the runs of one forget request;
 - :mod:`dlfd.bench.unit`: one (method, seed) run (:func:`run_unit`) and its seed's shared
   context (:func:`prepare_seed`); :mod:`dlfd.bench.details`: losses and feature projections kept
   for the report;
@@ -24,7 +25,7 @@ from dlfd.bench.progress import BenchProgress
 from dlfd.bench.recipe_file import RecipeFile, load_recipe_file
 from dlfd.bench.records import RESULTS_FILE, RUN_FORMAT, RunPaths, read_record
 from dlfd.bench.runner import BenchError, BenchOutcome, run_bench
-from dlfd.bench.unit import prepare_seed, run_unit
+from dlfd.bench.unit import check_forget_request, prepare_seed, run_unit
 
 __all__ = [
     "CHECKPOINT_ROWS",
@@ -37,6 +38,7 @@ __all__ = [
     "RecipeFile",
     "RunPaths",
     "available_methods",
+    "check_forget_request",
     "load_recipe_file",
     "parse_seeds",
     "prepare_seed",

@@ -6,6 +6,10 @@ from it, so a run can execute in another process. Settings are ``HEAD.KEY=VALUE`
 ``recipe.KEY`` changes how the original and the retrained reference are trained,
 ``all.KEY`` one of the settings every method shares (``select``, ``save_threshold``,
 ``monitor_samples``), ``METHOD.KEY`` one method's setting (``dlfd methods METHOD`` lists them).
+
+A plan may carry a forget request (``forget_entries``, read from a forget list with
+:func:`dlfd.data.splits.read_forget_list`, as ``dlfd train --forget`` reads it): every seed's
+scenario then forgets the training images those entries name instead of its own forget set.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from typing import Any
 
 from dlfd.config import apply_overrides
 from dlfd.errors import ConfigError
+from dlfd.io import sha256_bytes
 from dlfd.methods import MethodParams, get_method, list_methods
 from dlfd.runtime import SEED_MAX
+from dlfd.scenarios import scenario_options
 from dlfd.training.recipe import TrainRecipe
 
 #: Rows taken from the two trained checkpoints of each seed, not from an unlearning run:
@@ -39,7 +45,9 @@ class BenchPlan:
     split with the seed); a number fixes one split for every seed. ``settings`` maps a method
     key (or ``all``) to its overrides; ``recipe`` holds the training recipe's overrides.
     ``per_example`` > 0 adds the per-example epsilon score with that many models per side
-    (:mod:`dlfd.bench.per_example`); 0 leaves it out.
+    (:mod:`dlfd.bench.per_example`); 0 leaves it out. ``forget_entries`` (people or image
+    paths, from the forget list ``forget``) replace every seed's forget set; empty: the
+    scenario's own.
     """
 
     dataset: str
@@ -59,6 +67,24 @@ class BenchPlan:
     cache_dir: Path | None = None
     jobs: int = 1
     per_example: int = 0
+    forget: Path | None = None
+    forget_entries: tuple[str, ...] = ()
+
+    @property
+    def forget_request(self) -> dict[str, Any] | None:
+        """What the records say of the forget request: the list's file (as given), its number
+        of entries and :func:`forget_request_sha256`; None for the scenario's own forget set."""
+        if not self.forget_entries:
+            return None
+        return {
+            "file": None if self.forget is None else str(self.forget),
+            "entries": len(self.forget_entries),
+            "sha256": forget_request_sha256(self.forget_entries),
+        }
+
+    @property
+    def forget_request_sha256(self) -> str | None:
+        return forget_request_sha256(self.forget_entries) if self.forget_entries else None
 
     def split_seed_for(self, seed: int) -> int:
         return seed if self.split_seed is None else self.split_seed
@@ -74,6 +100,12 @@ class BenchPlan:
     def train_recipe(self, base: TrainRecipe) -> TrainRecipe:
         """The scenario's recipe ``base`` with the plan's ``recipe.*`` overrides."""
         return apply_overrides(base, self.recipe)
+
+
+def forget_request_sha256(entries: Iterable[str]) -> str:
+    """sha256 of a forget request: its distinct entries, sorted, one per line (so the order of
+    the list and repeated lines do not matter; comments are not entries)."""
+    return sha256_bytes("\n".join(sorted(set(entries))).encode("utf-8"))
 
 
 #: The most models per side ``--per-example`` may ask for (the challenge used 512).
@@ -205,6 +237,7 @@ def validate_plan(plan: BenchPlan) -> None:
     """Refuse, before any work, settings that name nothing or have bad values."""
     if not plan.methods:
         raise ConfigError("no methods to run")
+    scenario_options(plan.dataset)  # an unknown scenario is refused, naming the known ones
     apply_overrides(TrainRecipe(), plan.recipe)  # names and values of recipe.* settings
     shared = {f.name for f in dataclasses.fields(MethodParams)}
     for head, overrides in plan.settings.items():

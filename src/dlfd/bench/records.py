@@ -41,6 +41,10 @@ BENCH_CONFIG_VERSION = 1
 MAX_RECORD_BYTES = 64 << 20
 #: Deepest nesting a bench record may have (the bench writes about five levels).
 MAX_RECORD_DEPTH = 32
+#: Why a run without a record file runs (:func:`finished_record`).
+NO_RECORD = "no record yet"
+#: Upper bound of ``results.json`` when a bench checks which forget request a folder holds.
+MAX_RESULTS_BYTES = 256 << 20
 #: Top-level timings of a record (seconds).
 TIMINGS = ("wall_s", "train_s", "monitor_s", "eval_s")
 
@@ -80,13 +84,16 @@ def run_config(
     reference_config: str,
     lam: float,
     attacks: bool,
+    forget_request_sha256: str | None = None,
 ) -> dict[str, Any]:
     """Everything that determines a run's model and numbers; its hash keys resuming.
 
     The two checkpoints' configuration hashes already cover the scenario, its data, split
     and forget set, the training seed, input format, recipe and dlfd version.
+    ``forget_request_sha256`` (a bench given a forget list) is added only when given, so the
+    runs of the scenario's own forget set keep their hashes.
     """
-    return {
+    config = {
         "bench_config_version": BENCH_CONFIG_VERSION,
         "method": method,
         "params": params,
@@ -106,6 +113,9 @@ def run_config(
         "mia_seed": BENCHMARK_SHUFFLE_SEED,
         "dlfd_version": __version__,
     }
+    if forget_request_sha256 is not None:
+        config["forget_request_sha256"] = forget_request_sha256
+    return config
 
 
 def run_config_sha256(config: dict[str, Any]) -> str:
@@ -238,6 +248,7 @@ def validate_bench_record(record: Any, where: str) -> dict[str, Any]:
         raise fail("run_file", "a non-empty string", record["run_file"])
     for key in ("hardware", "versions", "hashes"):
         obj(record, key, key)
+    obj(record, "forget_request", "forget_request", null=True)
     for key, value in obj(record, "split_sizes", "split_sizes").items():
         if value is not None and not _is_number(value):
             raise fail(f"split_sizes.{key}", "a number", value)
@@ -294,7 +305,7 @@ def finished_record(
 ) -> tuple[dict[str, Any] | None, str]:
     """(the finished record, "finished") or (None, why the run must be done again)."""
     if not paths.record.exists():
-        return None, "not run yet"
+        return None, NO_RECORD
     record = read_record(paths.record)
     if record is None:
         return None, f"{paths.record.name} is unreadable"
@@ -327,3 +338,60 @@ def write_results(out: Path, summaries: list[dict[str, Any]]) -> Path:
     path = out / RESULTS_FILE
     atomic_write_json(path, json_safe(summaries))
     return path
+
+
+def _request_of(record: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(the forget request's sha256, its file) a record was made for; (None, None) for the
+    scenario's own forget set (and for records from before forget requests)."""
+    config = record.get("config")
+    digest = config.get("forget_request_sha256") if isinstance(config, dict) else None
+    request = record.get("forget_request")
+    file = request.get("file") if isinstance(request, dict) else None
+    return (digest if isinstance(digest, str) else None), (file if isinstance(file, str) else None)
+
+
+def _folder_records(out: Path) -> list[dict[str, Any]]:
+    """The records a bench folder holds: results.json's entries and every run record file
+    (unreadable ones are left out: they are redone, never read)."""
+    found: list[dict[str, Any]] = []
+    results = out / RESULTS_FILE
+    if results.is_file():
+        try:
+            data = read_json_file(
+                results, "results file", limit=MAX_RESULTS_BYTES, error=ConfigError
+            )
+        except DlfdError:
+            data = None
+        if isinstance(data, list):
+            found.extend(r for r in data if isinstance(r, dict))
+    for path in sorted(out.glob(f"seed-*/*{RECORD_SUFFIX}")):
+        record = read_record(path)
+        if record is not None:
+            found.append(record)
+    return found
+
+
+def refuse_other_forget_request(
+    out: Path, request_sha256: str | None, request_file: Path | None = None
+) -> None:
+    """Refuse a bench folder that holds runs made for another forget request.
+
+    A folder holds the runs of one forget request (a forget list, or the scenario's own
+    forget set): resuming it with another ``--forget`` would replace some runs and keep
+    others, so it is refused with :class:`ConfigError`, before any work.
+    """
+
+    def shown(digest: str | None, file: str | Path | None) -> str:
+        if digest is None:
+            return "the scenario's own forget set"
+        name = f" {file}" if file is not None else ""
+        return f"the forget list{name} (sha256 {digest[:12]})"
+
+    for record in _folder_records(out):
+        digest, file = _request_of(record)
+        if digest != request_sha256:
+            raise ConfigError(
+                f"{out} holds runs made for {shown(digest, file)}, not for "
+                f"{shown(request_sha256, request_file)}; a bench folder holds the runs of one "
+                "forget request: choose another --out"
+            )

@@ -32,12 +32,14 @@ ROLE_OF_ROW = {"original": "original", "retrain": "retrained"}
 
 @dataclass(frozen=True)
 class Reference:
-    """A trained checkpoint of one seed: where it is, its sidecar, and whether it was trained
-    now (False: reused from the cache)."""
+    """A trained checkpoint of one seed: where it is, its sidecar, whether it was trained
+    now (False: reused from the cache) and, if so, after which epoch an interrupted training
+    was resumed (0: trained from the start)."""
 
     path: Path
     meta: CheckpointMeta
     trained_now: bool
+    resumed_from_epoch: int = 0
 
     @property
     def training_s(self) -> float:
@@ -80,7 +82,12 @@ def ensure_reference(
             resume=True,
             progress=progress,
         )
-    return Reference(path, result.meta, trained_now=not result.reused)
+    return Reference(
+        path,
+        result.meta,
+        trained_now=not result.reused,
+        resumed_from_epoch=result.resumed_from_epoch,
+    )
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -18,7 +18,7 @@ from dlfd.bench.per_example import entry_path, run_per_example, scored_methods
 from dlfd.bench.plan import BenchPlan, validate_plan
 from dlfd.bench.pool import run_pool
 from dlfd.bench.progress import BenchLog, BenchProgress
-from dlfd.bench.records import RESULTS_FILE, write_results
+from dlfd.bench.records import RESULTS_FILE, refuse_other_forget_request, write_results
 from dlfd.bench.references import ROLE_OF_ROW
 from dlfd.bench.unit import prepare_seed, run_unit
 from dlfd.errors import ConfigError, DlfdError
@@ -103,10 +103,18 @@ def _clean_temporaries(out: Path, log: BenchLog) -> None:
 
 
 def _run_locked(plan: BenchPlan, progress: BenchProgress, log: BenchLog) -> BenchOutcome:
+    refuse_other_forget_request(plan.out, plan.forget_request_sha256, plan.forget)
     _clean_temporaries(plan.out, log)
+    request = plan.forget_request
+    forget = (
+        ""
+        if request is None
+        else f"; forget list {request['file']} ({request['entries']} entries, sha256 "
+        f"{request['sha256'][:12]})"
+    )
     log(
         f"bench {plan.dataset}: methods {', '.join(plan.methods)}; seeds "
-        f"{', '.join(map(str, plan.seeds))}; out {plan.out}; jobs {plan.jobs}",
+        f"{', '.join(map(str, plan.seeds))}; out {plan.out}; jobs {plan.jobs}{forget}",
         echo=False,
     )
     collector = _Collector(plan, log)

@@ -10,6 +10,7 @@ atomically. A unit needs nothing but the plan and the seed, so it can run in ano
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from dlfd.bench.details import PROJECTION_SPLITS, projection_2d, sample_losses
 from dlfd.bench.plan import CHECKPOINT_ROWS, BenchPlan
 from dlfd.bench.progress import BenchProgress, TrainAdapter
 from dlfd.bench.records import (
+    NO_RECORD,
     RUN_FORMAT,
     RunPaths,
     finished_record,
@@ -34,6 +36,8 @@ from dlfd.bench.references import ROLE_OF_ROW, Reference, ensure_reference, plac
 from dlfd.checkpoint import load_checkpoint, sidecar_path, weights_sha256
 from dlfd.config import to_dict
 from dlfd.data.loaders import ProblemLoaders
+from dlfd.data.splits import apply_forget_request
+from dlfd.errors import SplitError
 from dlfd.evaluation import (
     label_shift_json,
     metrics_from_outputs,
@@ -82,7 +86,13 @@ class SeedContext:
 
 
 def build_scenario(plan: BenchPlan, seed: int) -> tuple[Scenario, TrainRecipe]:
-    """The scenario of ``seed`` (split seed per the plan) and the plan's training recipe."""
+    """The scenario of ``seed`` (split seed per the plan) and the plan's training recipe.
+
+    With a forget request in the plan, the scenario forgets the training images it names
+    (:func:`dlfd.data.splits.apply_forget_request`, as ``dlfd train --forget``); a request
+    that names unknown people or images, or people without training images in this split,
+    raises :class:`~dlfd.errors.SplitError`.
+    """
     scenario = get_scenario(
         plan.dataset,
         split_seed=plan.split_seed_for(seed),
@@ -90,7 +100,38 @@ def build_scenario(plan: BenchPlan, seed: int) -> tuple[Scenario, TrainRecipe]:
         image_size=plan.image_size,
         options=dict(plan.options),
     )
+    if plan.forget_entries:
+        problem = apply_forget_request(scenario.problem, plan.forget_entries)
+        scenario = dataclasses.replace(scenario, problem=problem)
     return scenario, plan.train_recipe(scenario.recipe)
+
+
+def check_forget_request(plan: BenchPlan) -> dict[int, int]:
+    """Apply the plan's forget request to the split of every seed before any training;
+    returns the forget set's size per split seed ({} without a request).
+
+    A request that does not fit a seed's split is refused with :class:`SplitError` naming
+    the split seed (and, when each seed has its own split, ``--split-seed``).
+    """
+    sizes: dict[int, int] = {}
+    if not plan.forget_entries:
+        return sizes
+    for seed in plan.seeds:
+        split_seed = plan.split_seed_for(seed)
+        if split_seed in sizes:
+            continue
+        try:
+            scenario, _ = build_scenario(plan, seed)
+        except SplitError as exc:
+            where = f"forget list {plan.forget}" if plan.forget is not None else "forget request"
+            fix = (
+                "; --split-seed N gives every seed one split"
+                if plan.split_seed is None and len(plan.seeds) > 1
+                else ""
+            )
+            raise SplitError(f"{where}, split seed {split_seed}: {exc}{fix}") from None
+        sizes[split_seed] = scenario.problem.sizes()["forget"]
+    return sizes
 
 
 def prepare_seed(
@@ -103,6 +144,13 @@ def prepare_seed(
     """Build the seed's scenario and train (or reuse from the cache) its two checkpoints."""
     progress = progress or BenchProgress()
     scenario, recipe = build_scenario(plan, seed)
+    if log is not None and plan.forget_entries:
+        people = scenario.problem.forget_identities()
+        whom = f" of {len(people)} people" if people else ""
+        log(
+            f"seed {seed}: forget set from {plan.forget or 'the forget request'}: "
+            f"{scenario.problem.sizes()['forget']} training images{whom}"
+        )
     device = resolve_device(plan.device)
     refs: dict[str, Reference] = {}
     for row, role in ROLE_OF_ROW.items():
@@ -119,7 +167,15 @@ def prepare_seed(
         )
         refs[row] = ref
         if log is not None:
-            how = f"trained in {ref.training_s:.1f}s" if ref.trained_now else "reused from cache"
+            if not ref.trained_now:
+                how = "reused from cache"
+            elif ref.resumed_from_epoch:
+                how = (
+                    f"resumed after epoch {ref.resumed_from_epoch} and trained "
+                    f"({ref.training_s:.1f}s in all)"
+                )
+            else:
+                how = f"trained in {ref.training_s:.1f}s"
             log(f"seed {seed}: {role} model {how} ({ref.path.name})")
         progress.end(label)
     ctx = SeedContext(
@@ -165,6 +221,7 @@ def run_unit(
         reference_config=ctx.reference.meta.config_sha256 or "",
         lam=plan.lam,
         attacks=plan.attacks,
+        forget_request_sha256=plan.forget_request_sha256,
     )
     digest = run_config_sha256(config)
     paths = RunPaths(plan.out, seed, method)
@@ -173,8 +230,9 @@ def run_unit(
         log(f"seed {seed}: {method} finished earlier (config {digest[:12]}); skipped")
         short = summary(record, paths)
         short.setdefault("label_shift", json_safe(ctx.label_shift))  # a record from before it
+        short.setdefault("forget_request", json_safe(plan.forget_request))
         return short, False
-    log(f"seed {seed}: {method} running ({why})")
+    log(f"seed {seed}: {method} running" + ("" if why == NO_RECORD else f" ({why})"))
     with contextlib.suppress(FileNotFoundError):
         paths.record.unlink()
     _remove_model(paths)
@@ -251,6 +309,7 @@ def run_unit(
         "selected": selected,
         "selection": selection,
         "split_sizes": scenario.problem.sizes(),
+        "forget_request": plan.forget_request,
         "label_shift": ctx.label_shift,
         "model": model_file,
         "hardware": hardware_info(),

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
+import typer
+
+from dlfd import __version__
 from dlfd.cli import (  # noqa: F401  (commands register on import)
     audit,
     bench,
@@ -14,15 +18,30 @@ from dlfd.cli import (  # noqa: F401  (commands register on import)
     train,
     unlearn,
 )
-from dlfd.cli.app import app, err, styled
+from dlfd.cli.app import app, err, out, styled
 from dlfd.errors import DlfdError
 
 EXIT_USER_ERROR = 2
 
 
+def _show_version(show: bool) -> None:
+    """``--version``: ``dlfd X.Y.Z`` on stdout, then exit 0."""
+    if show:
+        out.print(f"dlfd {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
-    debug: bool = False,  # handled in main(); declared so --help documents it
+    debug: Annotated[  # handled in main(); declared so --help documents it
+        bool, typer.Option("--debug", help="Show the full traceback of an error.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_show_version, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Machine unlearning for image classifiers: train, unlearn, evaluate, audit.
 

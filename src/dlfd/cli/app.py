@@ -3,24 +3,97 @@
 Both consoles print text literally (``markup=False``): paths, method names and forget-list
 lines are user text, and ``[/]`` in a file name must print as typed, not as a style tag. Styled
 words go through :func:`styled` (or ``rich.text.Text``), never through markup strings.
+
+Commands are registered with :data:`app` (or a sub-application made with :class:`DlfdTyper`):
+their help is the docstring with its paragraphs unwrapped (so ``--help`` wraps them to the
+terminal), and ``--help`` shows no raw types such as ``<bool>`` (flags) or ``<path>``.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-app = typer.Typer(
+
+def unwrap_help(text: str | None) -> str | None:
+    """``text`` with the line breaks inside each paragraph replaced by spaces.
+
+    Docstrings are wrapped to the source's line length; help printed as written would break
+    lines mid-sentence in a terminal of another width. Paragraphs (separated by a blank line)
+    stay apart; a paragraph that starts with ``\\b`` keeps its lines.
+    """
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        p if p.startswith("\b") else " ".join(line.strip() for line in p.splitlines())
+        for p in paragraphs
+    )
+
+
+def _no_type(ctx: Any) -> None:
+    return None
+
+
+def _hide_raw_types(params: list[Any]) -> None:
+    """No ``<bool>`` or ``<path>`` in ``--help``: a flag takes no value (an empty metavar), and
+    an argument with a metavar is named by it already (no type column)."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+        elif isinstance(param, TyperArgument) and param.metavar:
+            param.display_type_rich = _no_type
+
+
+class _HelpRules:
+    """dlfd's help rules for a command or a group: help unwrapped (:func:`unwrap_help`), no raw
+    types in ``--help`` (:func:`_hide_raw_types`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["help"] = unwrap_help(kwargs.get("help"))
+        super().__init__(*args, **kwargs)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        _hide_raw_types(params)
+        return params
+
+
+class DlfdCommand(_HelpRules, TyperCommand):
+    """A command that follows dlfd's help rules."""
+
+
+class DlfdGroup(_HelpRules, TyperGroup):
+    """A group of commands (``dlfd``, ``dlfd data``) that follows dlfd's help rules."""
+
+
+class DlfdTyper(typer.Typer):
+    """A typer application whose groups and commands follow dlfd's help rules."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", DlfdGroup)
+        kwargs.setdefault("add_completion", False)
+        kwargs.setdefault("rich_markup_mode", "rich")
+        super().__init__(**kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+        kwargs.setdefault("cls", DlfdCommand)
+        return super().command(*args, **kwargs)
+
+
+app = DlfdTyper(
     name="dlfd",
     help="Machine unlearning for image classifiers: train, unlearn, evaluate, audit.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
 )
 
 
@@ -49,3 +122,13 @@ def warn(message: str) -> None:
 def note(message: str) -> None:
     """``note: MESSAGE`` on stderr (the message printed literally)."""
     err.print(styled(("note:", "yellow"), " ", message), highlight=False)
+
+
+def hint(*commands: str) -> None:
+    """``next: COMMAND`` on stderr, dim, one line per command: what usually comes next.
+
+    Lines are never wrapped, so a command with long paths stays one line to copy.
+    """
+    for k, command in enumerate(commands):
+        lead = "next: " if k == 0 else "      "
+        err.print(styled((lead + command, "dim")), highlight=False, soft_wrap=True)

@@ -22,6 +22,8 @@ from dlfd.cli.common import (
     DeviceOpt,
     ForgetOpt,
     OptionOpt,
+    RecordedDatasetOpt,
+    RecordedSplitSeedOpt,
     claimed,
     input_files,
     refuse_data_outputs,
@@ -30,7 +32,7 @@ from dlfd.cli.common import (
 )
 from dlfd.errors import CheckpointError, ConfigError
 from dlfd.io import atomic_write_json
-from dlfd.runtime import SEED_MAX, resolve_device
+from dlfd.runtime import resolve_device
 from dlfd.scenarios import Scenario
 
 #: What an audit writes into its --out folder.
@@ -45,21 +47,26 @@ AUDIT_FILES = (
 
 @app.command()
 def audit(
-    model: Annotated[Path, typer.Option("--model", "-m", help="The unlearned checkpoint.")],
-    original: Annotated[Path, typer.Option("--original", help="The model before unlearning.")],
-    reference: Annotated[
-        Path, typer.Option("--reference", "-r", help="The retrained reference (retain only).")
+    model: Annotated[
+        Path, typer.Option("--model", "-m", metavar="FILE", help="The unlearned checkpoint.")
     ],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the audit.")],
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", "-d", help="Scenario (default: the model's).")
-    ] = None,
-    split_seed: Annotated[
-        int | None,
+    original: Annotated[
+        Path, typer.Option("--original", metavar="FILE", help="The model before unlearning.")
+    ],
+    reference: Annotated[
+        Path,
         typer.Option(
-            "--split-seed", min=0, max=SEED_MAX, help="Seed of the split (default: the model's)."
+            "--reference",
+            "-r",
+            metavar="FILE",
+            help="The retrained reference (retain only).",
         ),
-    ] = None,
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for the audit.")
+    ],
+    dataset: RecordedDatasetOpt = None,
+    split_seed: RecordedSplitSeedOpt = None,
     data_root: DataRootOpt = None,
     forget: ForgetOpt = None,
     option: OptionOpt = None,
@@ -69,6 +76,7 @@ def audit(
             "--tolerance",
             min=0.0,
             max=1.0,
+            metavar="DELTA",
             help="An attack passes when its accuracy on the unlearned "
             "model is within this of its accuracy on the retrained reference.",
         ),
@@ -79,12 +87,14 @@ def audit(
             "--utility-tolerance",
             min=0.0,
             max=1.0,
+            metavar="DELTA",
             help="Retain and test accuracy pass when the unlearned model's is at most this "
             "(absolute accuracy) below the retrained reference's.",
         ),
     ] = 0.05,
     n_boot: Annotated[
-        int, typer.Option("--n-boot", min=10, max=100_000, help="Bootstrap rounds.")
+        int,
+        typer.Option("--n-boot", min=10, max=100_000, metavar="N", help="Bootstrap rounds."),
     ] = 200,
     shadows: Annotated[
         int,
@@ -92,6 +102,7 @@ def audit(
             "--shadows",
             min=0,
             max=256,
+            metavar="N",
             help="LiRA budget: shadow models trained with and "
             "without the forget set, per side (each is one full training run; 0 = no "
             "LiRA).",
@@ -101,21 +112,26 @@ def audit(
         Path | None,
         typer.Option(
             "--shadow-dir",
+            metavar="DIR",
             help="Cache of shadow models (default: OUT/shadows); finished ones are reused.",
         ),
     ] = None,
     top_k: Annotated[
-        int, typer.Option("--top-k", min=0, max=10_000, help="Most exposed photos listed.")
+        int,
+        typer.Option("--top-k", min=0, max=10_000, metavar="N", help="Most exposed photos listed."),
     ] = 10,
     device: DeviceOpt = "auto",
     force: Annotated[
         bool, typer.Option("--force", help="Replace files in --out that dlfd did not write.")
     ] = False,
 ) -> None:
-    """Attacks with intervals, per-person evidence and a verdict, as certificate.json plus
-    audit.html / audit.md with plots. The verdict needs both forgetting (label-matched
-    membership attacks within --tolerance of the reference) and utility (retain and test
-    accuracy within --utility-tolerance). Exit code 0: pass; 1: fail; 3: inconclusive."""
+    """Audit an unlearned model: attacks with intervals, per-person evidence and a verdict.
+
+    Writes certificate.json plus audit.html / audit.md with plots. The verdict needs both
+    forgetting (label-matched membership attacks within --tolerance of the reference) and
+    utility (retain and test accuracy within --utility-tolerance). Exit code 0: pass; 1: fail;
+    3: inconclusive.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} exists and is not a folder")
     written = [out_dir / name for name in AUDIT_FILES]

@@ -29,8 +29,9 @@ from dlfd.bench import (
     validate_plan,
 )
 from dlfd.bench.plan import MAX_PER_EXAMPLE
-from dlfd.bench.records import RESULTS_FILE
-from dlfd.cli.app import app, err, out, styled
+from dlfd.bench.records import RESULTS_FILE, refuse_other_forget_request
+from dlfd.bench.unit import check_forget_request
+from dlfd.cli.app import app, err, hint, out, styled
 from dlfd.cli.common import (
     DataRootOpt,
     DeviceOpt,
@@ -39,12 +40,15 @@ from dlfd.cli.common import (
     QuietOpt,
     claimed,
     input_files,
+    known_dataset,
+    shell_word,
 )
 from dlfd.cli.report import rich_table
 from dlfd.config import parse_overrides
+from dlfd.data.splits import read_forget_list
 from dlfd.errors import ConfigError
 from dlfd.report import main_table
-from dlfd.runtime import SEED_MAX
+from dlfd.runtime import SEED_MAX, resolve_device
 
 
 class RichBenchProgress(BenchProgress):
@@ -92,24 +96,60 @@ class RichBenchProgress(BenchProgress):
         self.progress.stop()
 
 
+def _known_methods(spec: str | None) -> str | None:
+    """``--methods`` callback: every key is checked while the command line is read."""
+    if spec is not None:
+        resolve_methods(spec)  # raises ConfigError naming the unknown key and the known ones
+    return spec
+
+
+def _valid_seeds(spec: str | None) -> str | None:
+    """``--seeds`` callback: the seed list is checked while the command line is read."""
+    if spec is not None:
+        parse_seeds(spec)
+    return spec
+
+
 @app.command()
 def bench(
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder of the results.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder of the results.")
+    ],
     dataset: Annotated[
         str | None,
-        typer.Option("--dataset", "-d", help="Scenario (see `dlfd datasets`); or --recipe."),
+        typer.Option(
+            "--dataset",
+            "-d",
+            metavar="NAME",
+            callback=known_dataset,
+            help="Scenario (see `dlfd datasets`); or --recipe.",
+        ),
     ] = None,
     recipe: Annotated[
         Path | None,
-        typer.Option("--recipe", help="Recipe file (.toml/.json) with the bench's settings."),
+        typer.Option(
+            "--recipe",
+            metavar="FILE",
+            help="Recipe file (.toml/.json) with the bench's settings.",
+        ),
     ] = None,
     methods: Annotated[
         str | None,
-        typer.Option("--methods", help="'all' or comma-separated keys (see `dlfd methods`)."),
+        typer.Option(
+            "--methods",
+            metavar="METHODS",
+            callback=_known_methods,
+            help="'all' or comma-separated keys (see `dlfd methods`).",
+        ),
     ] = None,
     seeds: Annotated[
         str | None,
-        typer.Option("--seeds", help="Seeds and ranges: 0,1,2 or 0-19 or 0-2,5 (default 0)."),
+        typer.Option(
+            "--seeds",
+            metavar="SEEDS",
+            callback=_valid_seeds,
+            help="Seeds and ranges: 0,1,2 or 0-19 or 0-2,5 (default 0).",
+        ),
     ] = None,
     data_root: DataRootOpt = None,
     option: OptionOpt = None,
@@ -120,20 +160,38 @@ def bench(
             "--split-seed",
             min=0,
             max=SEED_MAX,
+            metavar="SEED",
             help="One split for every seed (default: the seed).",
+        ),
+    ] = None,
+    forget: Annotated[
+        Path | None,
+        typer.Option(
+            "--forget",
+            metavar="FILE",
+            help="File naming people or images to forget, one per line, as for `dlfd train`; "
+            "every seed's originals, references and methods use it instead of the "
+            "scenario's forget set.",
         ),
     ] = None,
     settings: Annotated[
         list[str] | None,
         typer.Option(
             "--set",
+            metavar="HEAD.KEY=VALUE",
             help="METHOD.KEY=VALUE (a method's setting), all.KEY=VALUE (a shared one) or "
-            "recipe.KEY=VALUE (how original/retrained are trained).",
+            "recipe.KEY=VALUE (how original/retrained are trained); repeatable.",
         ),
     ] = None,
     lam: Annotated[
         float | None,
-        typer.Option("--lambda", min=0.0, max=1.0, help="NoMUS weight of test accuracy."),
+        typer.Option(
+            "--lambda",
+            min=0.0,
+            max=1.0,
+            metavar="WEIGHT",
+            help="NoMUS weight of test accuracy.",
+        ),
     ] = None,
     attacks: Annotated[
         bool | None,
@@ -146,17 +204,22 @@ def bench(
         bool,
         typer.Option(
             "--save-models/--no-save-models",
-            help="Keep every run's model as DIR/seed-<s>/<method>.safetensors.",
+            help="Keep every run's model beside its record (seed-S/METHOD.safetensors).",
         ),
     ] = True,
     cache_dir: Annotated[
         Path | None,
         typer.Option(
-            "--cache-dir", help="Where trained originals/references are cached (default: dlfd's)."
+            "--cache-dir",
+            metavar="DIR",
+            help="Where trained originals/references are cached (default: dlfd's).",
         ),
     ] = None,
     jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=1, max=256, help="Runs in parallel (processes).")
+        int,
+        typer.Option(
+            "--jobs", "-j", min=1, max=256, metavar="N", help="Runs in parallel (processes)."
+        ),
     ] = 1,
     per_example: Annotated[
         int,
@@ -177,12 +240,15 @@ def bench(
         typer.Option("--force", help="Replace a results.json in --out that dlfd did not write."),
     ] = False,
 ) -> None:
-    """Benchmark unlearning methods: per seed, train (or reuse) the original and the retrained
-    reference, run every method from the same original under the same rules, evaluate each
-    result with the protocol, and write DIR/seed-<s>/<method>.result.json and DIR/results.json.
+    """Benchmark unlearning methods on a scenario, seed by seed, resumably.
+
+    Per seed: train (or reuse) the original and the retrained reference, run every method from
+    the same original under the same rules, evaluate each result with the protocol, and write
+    DIR/seed-S/METHOD.result.json and DIR/results.json.
 
     Finished runs are skipped when rerun (same configuration hash); an interrupted run is
-    redone. Progress goes to the terminal, a log to DIR/bench.log.
+    redone. A folder holds the runs of one forget request: another --forget needs another
+    --out. Progress goes to the terminal, a log to DIR/bench.log.
     """
     file = load_recipe_file(recipe) if recipe is not None else None
     dataset = dataset or (file.dataset if file else None)
@@ -212,22 +278,36 @@ def bench(
         cache_dir=cache_dir,
         jobs=jobs,
         per_example=per_example,
+        forget=forget,
+        forget_entries=tuple(read_forget_list(forget)) if forget is not None else (),
     )
+    # Everything that can be checked is checked before the banner and before any work: the
+    # settings, the device, the forget request against every seed's split, the folder's runs.
+    validate_plan(plan)
+    resolve_device(plan.device)
+    forget_sizes = check_forget_request(plan)
+    refuse_other_forget_request(plan.out, plan.forget_request_sha256, plan.forget)
     progress = None if quiet or jobs > 1 else RichBenchProgress(err)
 
     def echo(message: str) -> None:
         console = progress.progress.console if progress is not None else err
         console.print(message, highlight=False, markup=False)
 
+    forgetting = ""
+    if forget is not None:
+        counts = sorted(set(forget_sizes.values()))
+        images = "/".join(map(str, counts))
+        forgetting = f"; forget list {forget} ({len(plan.forget_entries)} entries, {images} images)"
     err.print(
         styled(
             ("bench", "bold"),
-            f" {plan.dataset}: {len(plan.methods)} methods x {len(plan.seeds)} seeds -> {plan.out}",
-        )
+            f" {plan.dataset}: {len(plan.methods)} methods x {len(plan.seeds)} seeds -> "
+            f"{plan.out}{forgetting}",
+        ),
+        highlight=False,
     )
-    validate_plan(plan)  # bad settings are refused before the output folder is made
     results = out_dir / RESULTS_FILE
-    with claimed([results], "--out", inputs=input_files(recipe, data_root), force=force):
+    with claimed([results], "--out", inputs=input_files(recipe, data_root, forget), force=force):
         outcome = run_bench(plan, progress=progress, echo=echo)
     if outcome.records:
         out.print(rich_table(main_table(outcome.records, digits=3, sep="±")))
@@ -235,6 +315,8 @@ def bench(
         f"{outcome.ran} run(s) done now, {outcome.skipped} reused; wrote {outcome.results} "
         f"(log: {outcome.log})"
     )
+    if outcome.records:
+        hint(f"dlfd report {shell_word(out_dir)}")
     if outcome.failed:
         raise BenchError(
             f"{len(outcome.failed)} run(s) failed (see {outcome.log}): " + "; ".join(outcome.failed)

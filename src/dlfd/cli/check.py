@@ -44,14 +44,18 @@ def data_check(
             "--near-bits",
             min=0,
             max=12,
+            metavar="BITS",
             help="Photos whose 64-bit perceptual hashes differ in at most this many bits are "
             "near-duplicates.",
         ),
     ] = DEFAULT_NEAR_BITS,
     examples: Annotated[
-        int, typer.Option("--examples", min=0, max=10_000, help="Examples per kind.")
+        int,
+        typer.Option("--examples", min=0, max=10_000, metavar="N", help="Examples per kind."),
     ] = 5,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", metavar="FILE", help="Write the report here.")
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a --json file that dlfd did not write.")
     ] = False,

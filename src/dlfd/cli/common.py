@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shlex
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
@@ -19,42 +20,113 @@ from dlfd.data.records import ImageRecords
 from dlfd.data.splits import apply_forget_request, read_forget_list
 from dlfd.distributed import ENV_RANK, DistributedContext, distributed_from_env
 from dlfd.errors import CheckpointError, ConfigError, DataError, SplitError
+from dlfd.methods import get_method
 from dlfd.outputs import claim_outputs, refuse_listed_outputs
 from dlfd.runtime import SEED_MAX
-from dlfd.scenarios import Scenario, get_scenario
+from dlfd.scenarios import Scenario, get_scenario, scenario_options
+
+
+def known_dataset(name: str | None) -> str | None:
+    """``--dataset`` callback: an unknown scenario is refused while the command line is read,
+    naming the known ones, before anything is printed or loaded."""
+    if name is not None:
+        scenario_options(name)  # raises ConfigError listing the registered scenarios
+    return name
+
+
+def known_method(key: str | None) -> str | None:
+    """``--method`` callback: an unknown method key is refused while the command line is
+    read, naming the known ones."""
+    if key is not None:
+        get_method(key)  # raises ConfigError listing the registered methods
+    return key
+
 
 DatasetOpt = Annotated[
-    str, typer.Option("--dataset", "-d", help="Scenario name (see `dlfd datasets`).")
+    str,
+    typer.Option(
+        "--dataset",
+        "-d",
+        metavar="NAME",
+        callback=known_dataset,
+        help="Scenario (see `dlfd datasets`).",
+    ),
+]
+RecordedDatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        "-d",
+        metavar="NAME",
+        callback=known_dataset,
+        help="Scenario (default: the model's; see `dlfd datasets`).",
+    ),
 ]
 DataRootOpt = Annotated[
     Path | None,
-    typer.Option("--data-root", help="Your copy of the dataset (folder, or CSV for 'csv')."),
+    typer.Option(
+        "--data-root",
+        metavar="PATH",
+        help="Your copy of the dataset (folder, or CSV for 'csv').",
+    ),
 ]
 SplitSeedOpt = Annotated[
     int | None,
-    typer.Option("--split-seed", min=0, max=SEED_MAX, help="Seed of the split (default: --seed)."),
+    typer.Option(
+        "--split-seed",
+        min=0,
+        max=SEED_MAX,
+        metavar="SEED",
+        help="Seed of the split (default: --seed).",
+    ),
+]
+RecordedSplitSeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--split-seed",
+        min=0,
+        max=SEED_MAX,
+        metavar="SEED",
+        help="Seed of the split (default: the model's).",
+    ),
 ]
 DataSplitSeedOpt = Annotated[
-    int, typer.Option("--split-seed", min=0, max=SEED_MAX, help="Seed of the split.")
+    int,
+    typer.Option("--split-seed", min=0, max=SEED_MAX, metavar="SEED", help="Seed of the split."),
 ]
 ImageSizeOpt = Annotated[
     int | None,
-    typer.Option("--image-size", min=8, help="Square input size (default: scenario's)."),
+    typer.Option(
+        "--image-size", min=8, metavar="N", help="Square input size (default: scenario's)."
+    ),
 ]
 ForgetOpt = Annotated[
     Path | None,
     typer.Option(
         "--forget",
+        metavar="FILE",
         help="File naming people or images to forget, one per line; "
         "replaces the scenario's forget set (the rest of train becomes retain).",
     ),
 ]
 OptionOpt = Annotated[
     list[str] | None,
-    typer.Option("--option", "-O", help="Scenario option KEY=VALUE (see `dlfd datasets`)."),
+    typer.Option(
+        "--option",
+        "-O",
+        metavar="KEY=VALUE",
+        help="Scenario option (see `dlfd datasets`); repeatable.",
+    ),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto.")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+
+
+def shell_word(path: Path | str) -> str:
+    """``path`` quoted for a shell command line (as a hint to copy)."""
+    return shlex.quote(str(path))
 
 
 def load_scenario(

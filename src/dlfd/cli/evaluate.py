@@ -17,7 +17,8 @@ from dlfd.cli.common import (
     DeviceOpt,
     ForgetOpt,
     OptionOpt,
-    SplitSeedOpt,
+    RecordedDatasetOpt,
+    RecordedSplitSeedOpt,
     claimed,
     input_files,
     refuse_data_outputs,
@@ -92,23 +93,26 @@ EVALUATION_FORMAT = "dlfd-evaluation/1"
 @app.command()
 def evaluate(
     models: Annotated[
-        list[Path], typer.Option("--model", "-m", help="Checkpoint to evaluate (repeatable).")
+        list[Path],
+        typer.Option("--model", "-m", metavar="FILE", help="Checkpoint to evaluate; repeatable."),
     ],
-    dataset: Annotated[
-        str | None,
-        typer.Option("--dataset", "-d", help="Scenario (default: the first model's)."),
-    ] = None,
+    dataset: RecordedDatasetOpt = None,
     reference: Annotated[
-        Path | None, typer.Option("--reference", "-r", help="Retrained reference checkpoint.")
+        Path | None,
+        typer.Option("--reference", "-r", metavar="FILE", help="Retrained reference checkpoint."),
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
-    split_seed: SplitSeedOpt = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", metavar="FILE", help="Write results here.")
+    ] = None,
+    split_seed: RecordedSplitSeedOpt = None,
     data_root: DataRootOpt = None,
     forget: ForgetOpt = None,
     option: OptionOpt = None,
     lam: Annotated[
         float,
-        typer.Option("--lambda", min=0.0, max=1.0, help="NoMUS weight of test accuracy."),
+        typer.Option(
+            "--lambda", min=0.0, max=1.0, metavar="WEIGHT", help="NoMUS weight of test accuracy."
+        ),
     ] = 0.5,
     attacks: Annotated[
         bool,

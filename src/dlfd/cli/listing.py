@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import typer
 from rich.table import Table
 
-from dlfd.cli.app import app, out
+from dlfd.cli.app import DlfdTyper, app, out
 from dlfd.cli.common import (
     DataRootOpt,
     DatasetOpt,
@@ -20,7 +19,7 @@ from dlfd.scenarios import list_scenarios, scenario_options
 
 MAX_CLASS_COLUMNS = 8
 MAX_NAMED_PEOPLE = 12
-data_app = typer.Typer(help="Inspect datasets and their unlearning splits.", no_args_is_help=True)
+data_app = DlfdTyper(help="Inspect datasets and their unlearning splits.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 

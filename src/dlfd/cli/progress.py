@@ -37,7 +37,7 @@ class RichTrainProgress(TrainProgress):
 
     def start(self, total_epochs: int, first_epoch: int, batches_per_epoch: int) -> None:
         self.progress.start()
-        info = f"resumed at epoch {first_epoch}" if first_epoch else ""
+        info = f"resumed after epoch {first_epoch}" if first_epoch else ""
         self.epochs = self.progress.add_task(
             f"{self.label} epochs", total=total_epochs, completed=first_epoch, info=info
         )

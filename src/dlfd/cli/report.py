@@ -54,20 +54,26 @@ def rich_table(table: PageTable) -> Table:
 
 @app.command()
 def report(
-    folder: Annotated[Path, typer.Argument(help="A `dlfd bench --out` folder.")],
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A `dlfd bench --out` folder.")],
     html_out: Annotated[
-        Path | None, typer.Option("--html", help="HTML file to write (default DIR/report.html).")
+        Path | None,
+        typer.Option(
+            "--html", metavar="FILE", help="HTML file to write (default DIR/report.html)."
+        ),
     ] = None,
     md_out: Annotated[
         Path | None,
         typer.Option(
-            "--md", help="Markdown file to write (default DIR/report.md; figures/ beside it)."
+            "--md",
+            metavar="FILE",
+            help="Markdown file to write (default DIR/report.md; figures/ beside it).",
         ),
     ] = None,
     compare_to: Annotated[
         str,
         typer.Option(
             "--compare-to",
+            metavar="METHOD",
             help="Reference method of the paired, seed-by-seed comparison (default dlfd).",
         ),
     ] = DEFAULT_REFERENCE,
@@ -79,11 +85,11 @@ def report(
 
     Main table (mean ± std over seeds with the 95% t-interval of the mean, best per column
     marked, retrain as the reference row), the published MUFAC numbers beside it for MUFAC,
-    the stronger attacks when they were run,
-    a paired comparison of every method with --compare-to seed by seed (mean difference, 95%
-    bootstrap interval, wins/ties/losses, Wilcoxon p, "decided" or "not decided"), loss
-    distributions, NoMUS vs wall time, DLFD's forgetting-score trace and 2-D feature
-    projections; one self-contained HTML file (opens offline) and a Markdown version.
+    the stronger attacks when they were run, a paired comparison of every method with
+    --compare-to seed by seed (mean difference, 95% bootstrap interval, wins/ties/losses,
+    Wilcoxon p, "decided" or "not decided"), loss distributions, NoMUS vs wall time, DLFD's
+    forgetting-score trace and 2-D feature projections; one self-contained HTML file (opens
+    offline) and a Markdown version.
     """
     html_path = html_out if html_out is not None else folder / "report.html"
     md_path = md_out if md_out is not None else folder / "report.md"

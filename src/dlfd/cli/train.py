@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from dlfd.checkpoint import check_weights_path
-from dlfd.cli.app import app, err, styled
+from dlfd.cli.app import app, err, hint, styled
 from dlfd.cli.common import (
     DataRootOpt,
     DatasetOpt,
@@ -27,35 +27,74 @@ from dlfd.cli.common import (
     input_files,
     load_scenario,
     refuse_data_outputs,
+    shell_word,
     torchrun_context,
 )
 from dlfd.cli.progress import RichTrainProgress
 from dlfd.config import apply_overrides, parse_overrides
+from dlfd.errors import ConfigError
 from dlfd.runtime import SEED_MAX, resolve_device
 from dlfd.training import train_checkpoint
 from dlfd.training.resume import ResumePaths
+from dlfd.training.runner import ROLES
+
+
+def known_role(role: str) -> str:
+    """``--role`` callback: refused while the command line is read, naming the roles."""
+    if role not in ROLES:
+        raise ConfigError(f"--role must be {' or '.join(ROLES)}, got {role!r}")
+    return role
+
+
+def next_step(out: Path, role: str) -> None:
+    """The hint after a training: unlearn from an original; use a retrained model as the
+    reference of an evaluation."""
+    if role == "retrained":
+        hint(f"dlfd evaluate --model UNLEARNED.safetensors --reference {shell_word(out)}")
+        return
+    unlearned = out.with_name(f"{out.stem}-dlfd.safetensors")
+    hint(f"dlfd unlearn --model {shell_word(out)} --method dlfd --out {shell_word(unlearned)}")
 
 
 @app.command()
 def train(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (.safetensors).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", metavar="FILE", help="Checkpoint to write (.safetensors)."),
+    ],
     dataset: DatasetOpt = "orl-glasses",
     role: Annotated[
-        str, typer.Option("--role", help="original (all of train) or retrained (retain only).")
+        str,
+        typer.Option(
+            "--role",
+            metavar="|".join(ROLES),
+            callback=known_role,
+            help="original (all of train) or retrained (retain only).",
+        ),
     ] = "original",
-    seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Training seed.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option("--seed", min=0, max=SEED_MAX, metavar="SEED", help="Training seed."),
+    ] = 0,
     split_seed: SplitSeedOpt = None,
     data_root: DataRootOpt = None,
     image_size: ImageSizeOpt = None,
     forget: ForgetOpt = None,
     option: OptionOpt = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Architecture (see `dlfd models`).")
+        str | None,
+        typer.Option("--model", metavar="ARCH", help="Architecture (see `dlfd models`)."),
     ] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Override epochs.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", metavar="N", help="Override epochs.")
+    ] = None,
     settings: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Recipe override KEY=VALUE (e.g. lr=0.05, augment.hflip=0)."),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Recipe setting (e.g. lr=0.05, augment.hflip=0); repeatable.",
+        ),
     ] = None,
     device: DeviceOpt = "auto",
     resume: Annotated[
@@ -67,6 +106,7 @@ def train(
             "--resume-every",
             min=0,
             max=1e9,
+            metavar="SECONDS",
             help="Save the resume state after an epoch when this many seconds have passed "
             "since the last save (0: after every epoch).",
         ),
@@ -136,6 +176,7 @@ def train(
             )
             if result.reused:
                 err.print(f"{out} is up to date (same configuration); nothing to do")
+                next_step(out, role)
                 return
             if result.resumed_from_epoch:
                 err.print(f"resumed after epoch {result.resumed_from_epoch}")
@@ -144,3 +185,4 @@ def train(
                 f"wrote {out} in {result.seconds:.1f}s (final train loss "
                 f"{last.get('loss', float('nan')):.3f}, acc {last.get('acc', float('nan')):.3f})"
             )
+            next_step(out, role)

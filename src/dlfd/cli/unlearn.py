@@ -15,20 +15,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dlfd.checkpoint import check_weights_path, load_checkpoint
-from dlfd.cli.app import app, err, note, out, styled
+from dlfd.cli.app import app, err, hint, note, out, styled
 from dlfd.cli.common import (
     DataRootOpt,
     DeviceOpt,
     ForgetOpt,
     OptionOpt,
     QuietOpt,
-    SplitSeedOpt,
+    RecordedDatasetOpt,
+    RecordedSplitSeedOpt,
     checkpoint_files,
     claimed,
     input_files,
+    known_method,
     refuse_data_outputs,
     refuse_unfit,
     scenario_for_checkpoint,
+    shell_word,
     torchrun_context,
 )
 from dlfd.config import parse_overrides, setting_ranges, to_dict
@@ -41,30 +44,48 @@ from dlfd.training.recipe import TrainRecipe
 
 @app.command(name="unlearn")
 def unlearn_command(
-    model: Annotated[Path, typer.Option("--model", "-m", help="The original checkpoint.")],
+    model: Annotated[
+        Path, typer.Option("--model", "-m", metavar="FILE", help="The original checkpoint.")
+    ],
     out_path: Annotated[
-        Path, typer.Option("--out", "-o", help="Unlearned checkpoint to write (.safetensors).")
+        Path,
+        typer.Option(
+            "--out", "-o", metavar="FILE", help="Unlearned checkpoint to write (.safetensors)."
+        ),
     ],
     method: Annotated[
-        str, typer.Option("--method", help="Method key (see `dlfd methods`).")
+        str,
+        typer.Option(
+            "--method",
+            metavar="METHOD",
+            callback=known_method,
+            help="Method key (see `dlfd methods`).",
+        ),
     ] = "dlfd",
     settings: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Method setting KEY=VALUE (see `dlfd methods KEY`)."),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Method setting (see `dlfd methods METHOD`); repeatable.",
+        ),
     ] = None,
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", "-d", help="Scenario (default: the model's).")
-    ] = None,
+    dataset: RecordedDatasetOpt = None,
     seed: Annotated[
-        int, typer.Option("--seed", min=0, max=SEED_MAX, help="Seed of the method.")
+        int,
+        typer.Option("--seed", min=0, max=SEED_MAX, metavar="SEED", help="Seed of the method."),
     ] = 0,
     batch_size: Annotated[
         int | None,
         typer.Option(
-            "--batch-size", min=1, max=65_536, help="Batch size (default: the original's recipe)."
+            "--batch-size",
+            min=1,
+            max=65_536,
+            metavar="N",
+            help="Batch size (default: the original's recipe).",
         ),
     ] = None,
-    split_seed: SplitSeedOpt = None,
+    split_seed: RecordedSplitSeedOpt = None,
     data_root: DataRootOpt = None,
     forget: ForgetOpt = None,
     option: OptionOpt = None,
@@ -161,12 +182,30 @@ def unlearn_command(
                 f"wrote {out_path} in {result.wall_s:.1f}s "
                 f"(training {result.train_s:.1f}s, monitoring {result.monitor_s:.1f}s)"
             )
+            next_steps(model, out_path)
+
+
+def next_steps(original: Path, unlearned: Path) -> None:
+    """The hints after an unlearning run: evaluate it, audit it (the retrained reference is
+    the user's to name)."""
+    model, result = shell_word(original), shell_word(unlearned)
+    audit_dir = shell_word(unlearned.with_name(f"{unlearned.stem}-audit"))
+    hint(
+        f"dlfd evaluate --model {model} --model {result} --reference RETRAINED.safetensors",
+        f"dlfd audit --model {result} --original {model} --reference RETRAINED.safetensors "
+        f"--out {audit_dir}",
+    )
 
 
 @app.command()
 def methods(
     key: Annotated[
-        str | None, typer.Argument(help="Show this method's settings and defaults.")
+        str | None,
+        typer.Argument(
+            metavar="METHOD",
+            callback=known_method,
+            help="Show this method's settings and defaults.",
+        ),
     ] = None,
 ) -> None:
     """List the unlearning methods, or one method's settings with their defaults."""
