@@ -1,4 +1,4 @@
-"""DLFD's cost, measured side by side in one run (issue #3's performance benchmark).
+"""DLFD's cost, measured side by side in one run.
 
 Default mode: on a scenario (default orl-glasses, resnet18_mlp at its 64x64 recipe) it times,
 on the same original model and the same retain loader:
