@@ -39,8 +39,8 @@ from dlfd.cli.common import (
     OptionOpt,
     QuietOpt,
     claimed,
+    dataset_option,
     input_files,
-    known_dataset,
     shell_word,
 )
 from dlfd.cli.report import rich_table
@@ -116,14 +116,7 @@ def bench(
         Path, typer.Option("--out", "-o", metavar="DIR", help="Folder of the results.")
     ],
     dataset: Annotated[
-        str | None,
-        typer.Option(
-            "--dataset",
-            "-d",
-            metavar="NAME",
-            callback=known_dataset,
-            help="Scenario (see `dlfd datasets`); or --recipe.",
-        ),
+        str | None, dataset_option("Scenario (see `dlfd datasets`); or --recipe.")
     ] = None,
     recipe: Annotated[
         Path | None,

@@ -8,7 +8,7 @@ import os
 import shlex
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
@@ -42,25 +42,14 @@ def known_method(key: str | None) -> str | None:
     return key
 
 
-DatasetOpt = Annotated[
-    str,
-    typer.Option(
-        "--dataset",
-        "-d",
-        metavar="NAME",
-        callback=known_dataset,
-        help="Scenario (see `dlfd datasets`).",
-    ),
-]
+def dataset_option(help_text: str) -> Any:
+    """The ``--dataset/-d NAME`` option, checked while the command line is read."""
+    return typer.Option("--dataset", "-d", metavar="NAME", callback=known_dataset, help=help_text)
+
+
+DatasetOpt = Annotated[str, dataset_option("Scenario (see `dlfd datasets`).")]
 RecordedDatasetOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--dataset",
-        "-d",
-        metavar="NAME",
-        callback=known_dataset,
-        help="Scenario (default: the model's; see `dlfd datasets`).",
-    ),
+    str | None, dataset_option("Scenario (default: the model's; see `dlfd datasets`).")
 ]
 DataRootOpt = Annotated[
     Path | None,
