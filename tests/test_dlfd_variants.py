@@ -212,3 +212,16 @@ def test_monitor_readings_count_the_attack_samples() -> None:
     assert monitor(balance=False).read(model, "b").attack_samples == 40
     assert np.isnan(monitor(read_forget=False).read(model, "b").mia_acc)
     assert monitor(read_forget=False).read(model, "b").attack_samples == 0
+
+
+def test_running_without_input_bounds_warns_once_with_the_fix() -> None:
+    with pytest.warns(UserWarning, match="input_bounds"):
+        unlearn(_model(), _loader(16, 1), _loader(8, 2), None, method="dlfd", steps=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unlearn(
+            _model(), _loader(16, 1), _loader(8, 2), None, method="dlfd", steps=1,
+            input_bounds=BOUNDS,
+        )  # fmt: skip

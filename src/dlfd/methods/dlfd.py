@@ -55,6 +55,7 @@ import copy
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -256,6 +257,14 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
     official = params.mode == "official"
     if official:
         ctx.single_process_only("mode=official reproduces a single-process reference code")
+    if not official and data.input_bounds is None:
+        warnings.warn(
+            "DLFD runs without input_bounds: step_size and budget then apply in the model's "
+            "input units (not pixels) and synthesised images are not kept valid; pass "
+            "input_bounds=(low, high) per channel, e.g. ((0 - mean) / std, (1 - mean) / std)",
+            UserWarning,
+            stacklevel=2,
+        )
     features = feature_layer(model, params.features)
     if features != params.features:
         params = dataclasses.replace(params, features=features)
