@@ -360,8 +360,9 @@ def spawn_local(fn: Callable[..., T], world_size: int, *args: Any, device: str =
     """Run ``fn(context, *args)`` in ``world_size`` fresh processes on this machine (gloo on CPU,
     NCCL on ``device="cuda"``) and return their results in rank order.
 
-    For tests and benchmarks: ``fn`` must be a module-level function and its result something
-    ``torch.save`` can store. A failing rank ends them all and re-raises here.
+    For tests and benchmarks: ``fn`` must be a module-level function and its result plain data
+    (tensors, numbers, strings, lists, dicts), which is read back with ``weights_only=True`` (no
+    unpickling of arbitrary objects). A failing rank ends them all and re-raises here.
     """
     import tempfile
 
@@ -376,7 +377,7 @@ def spawn_local(fn: Callable[..., T], world_size: int, *args: Any, device: str =
             start_method="spawn",
         )
         return [
-            torch.load(Path(results) / f"{rank}.pt", weights_only=False)
+            torch.load(Path(results) / f"{rank}.pt", weights_only=True)
             for rank in range(world_size)
         ]
 

@@ -42,13 +42,14 @@ from dlfd.cli.common import (
     dataset_option,
     input_files,
     shell_word,
+    split_seed_option,
 )
 from dlfd.cli.report import rich_table
 from dlfd.config import parse_overrides
 from dlfd.data.splits import read_forget_list
 from dlfd.errors import ConfigError
 from dlfd.report import main_table
-from dlfd.runtime import SEED_MAX, resolve_device
+from dlfd.runtime import resolve_device
 
 
 class RichBenchProgress(BenchProgress):
@@ -148,14 +149,7 @@ def bench(
     option: OptionOpt = None,
     image_size: ImageSizeOpt = None,
     split_seed: Annotated[
-        int | None,
-        typer.Option(
-            "--split-seed",
-            min=0,
-            max=SEED_MAX,
-            metavar="SEED",
-            help="One split for every seed (default: the seed).",
-        ),
+        int | None, split_seed_option("One split for every seed (default: the seed).")
     ] = None,
     forget: Annotated[
         Path | None,

@@ -59,25 +59,16 @@ DataRootOpt = Annotated[
         help="Your copy of the dataset (folder, or CSV for 'csv').",
     ),
 ]
-SplitSeedOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--split-seed",
-        min=0,
-        max=SEED_MAX,
-        metavar="SEED",
-        help="Seed of the split (default: --seed).",
-    ),
-]
+
+
+def split_seed_option(help_text: str) -> Any:
+    """The ``--split-seed SEED`` option (0 to :data:`dlfd.runtime.SEED_MAX`)."""
+    return typer.Option("--split-seed", min=0, max=SEED_MAX, metavar="SEED", help=help_text)
+
+
+SplitSeedOpt = Annotated[int | None, split_seed_option("Seed of the split (default: --seed).")]
 RecordedSplitSeedOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--split-seed",
-        min=0,
-        max=SEED_MAX,
-        metavar="SEED",
-        help="Seed of the split (default: the model's).",
-    ),
+    int | None, split_seed_option("Seed of the split (default: the model's).")
 ]
 DataSplitSeedOpt = Annotated[
     int,
