@@ -14,7 +14,8 @@ from dlfd.methods import get_method, unlearn
 from dlfd.methods.base import MonitorReading, RunContext, UnlearnData
 from dlfd.methods.common import fisher_diagonal
 from dlfd.methods.dlfd import DLFDParams, SwitchRule, _reinitialise
-from dlfd.methods.nonmember import confidence_margins, quantile_gap, quantiles_at
+from dlfd.methods.nonmember import quantile_gap, quantiles_at
+from dlfd.metrics.lira import confidence_margins
 from test_methods_dlfd import BOUNDS, _loader, _model
 
 

@@ -4,7 +4,7 @@ cycling, re-initialisation, parameter blocks and masks, the Fisher diagonal, wro
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -297,3 +297,18 @@ def unresettable_parameters(module: nn.Module) -> list[str]:
         for name, _ in sub.named_parameters(recurse=False):
             names.append(f"{prefix}.{name}" if prefix else name)
     return names
+
+
+def reinitialise_blocks(blocks: Sequence[tuple[str, nn.Module]], who: str) -> int:
+    """:func:`reinitialise` every block of ``blocks`` (``[(name, module), ...]``), after
+    refusing, with a ConfigError naming ``who``, blocks holding parameters that
+    :func:`reinitialise` cannot reset (they would silently keep their values); returns how many
+    modules were reset."""
+    kept = [f"{name}.{p}" for name, module in blocks for p in unresettable_parameters(module)]
+    if kept:
+        raise ConfigError(
+            f"{who} cannot re-initialise parameters whose modules have no reset_parameters: "
+            + ", ".join(kept[:8])
+            + (f", ... ({len(kept)} in all)" if len(kept) > 8 else "")
+        )
+    return sum(reinitialise(module) for _, module in blocks)

@@ -83,16 +83,12 @@ from dlfd.methods.common import (
     fisher_diagonal,
     last_blocks,
     reinitialise,
+    reinitialise_blocks,
     sgd,
-    unresettable_parameters,
 )
-from dlfd.methods.nonmember import (
-    MATCH_CHOICES,
-    confidence_margins,
-    feature_distance,
-    quantile_gap,
-)
+from dlfd.methods.nonmember import MATCH_CHOICES, feature_distance, quantile_gap
 from dlfd.methods.registry import register_method
+from dlfd.metrics.lira import confidence_margins
 from dlfd.models.features import (
     LOGITS,
     PENULTIMATE,
@@ -455,31 +451,24 @@ def _reinitialise(
     (tensors of 2 or more dimensions) with the smallest retain-set Fisher saliency (squared
     gradients of the retain loss) take the values of a fresh initialisation; weights the
     retain set barely uses are where forget-specific memory can hide. Returns what was reset."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator("reinit")))
+    if params.reinit == "head":
+        blocks = last_blocks(model, 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            reinitialise_blocks(blocks, "dlfd reinit=head")
+        ((name, block),) = blocks
+        return {
+            "what": "head",
+            "block": name,
+            "elements": sum(p.numel() for p in block.parameters()),
+        }
+    ctx.single_process_only("reinit=saliency reads per-process retain gradients")
     fresh = copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=ctx.generator("reinit"))))
-        if params.reinit == "head":
-            ((name, block),) = last_blocks(fresh, 1)
-            kept = unresettable_parameters(block)
-            if kept:
-                raise ConfigError(
-                    "reinit=head cannot re-initialise parameters whose modules have no "
-                    "reset_parameters: " + ", ".join(kept[:8])
-                )
-            reinitialise(block)
-        else:
-            reinitialise(fresh)
+        torch.manual_seed(seed)
+        reinitialise(fresh)
     fresh_state = fresh.state_dict()
-    if params.reinit == "head":
-        prefix = f"{name}."
-        state = model.state_dict()
-        with torch.no_grad():
-            for key, value in state.items():
-                if key.startswith(prefix):
-                    value.copy_(fresh_state[key])
-        count = sum(p.numel() for p in block.parameters())
-        return {"what": "head", "block": name, "elements": count}
-    ctx.single_process_only("reinit=saliency reads per-process retain gradients")
     saliency = fisher_diagonal(model, data.retain, data.task, ctx.device)
     weights = {n: v for n, v in saliency.items() if v.dim() >= 2}
     if not weights:
@@ -495,8 +484,7 @@ def _reinitialise(
             mask = chosen[start : start + value.numel()].view_as(value).to(value.device)
             start += value.numel()
             parameters[name].copy_(torch.where(mask, fresh_state[name], parameters[name]))
-    reset = count
-    return {"what": "saliency", "fraction": reset / flat.numel(), "elements": reset}
+    return {"what": "saliency", "fraction": count / flat.numel(), "elements": count}
 
 
 def _synthesise(

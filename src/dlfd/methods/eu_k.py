@@ -27,17 +27,12 @@ from typing import Any
 
 from torch import nn
 
-from dlfd.errors import ConfigError
 from dlfd.methods.base import (
     RunContext,
     UnlearnData,
 )
 from dlfd.methods.cf_k import CfkParams, train_last_blocks
-from dlfd.methods.common import (
-    last_blocks,
-    reinitialise,
-    unresettable_parameters,
-)
+from dlfd.methods.common import last_blocks, reinitialise_blocks
 from dlfd.methods.registry import register_method
 
 
@@ -51,15 +46,7 @@ def run_eu_k(
     model: nn.Module, data: UnlearnData, params: EukParams, ctx: RunContext
 ) -> dict[str, Any]:
     blocks = last_blocks(model, params.k)
-    modules = [module for _, module in blocks]
-    kept = [f"{name}.{p}" for name, module in blocks for p in unresettable_parameters(module)]
-    if kept:
-        raise ConfigError(
-            "eu_k cannot re-initialise parameters whose modules have no reset_parameters: "
-            + ", ".join(kept[:8])
-            + (f", ... ({len(kept)} in all)" if len(kept) > 8 else "")
-        )
-    reinitialised = sum(reinitialise(module) for module in modules)
+    reinitialised = reinitialise_blocks(blocks, "eu_k")
     mask = train_last_blocks(model, blocks, data, params, ctx, "eu_k")
     return {
         "trained_blocks": [name for name, _ in blocks],

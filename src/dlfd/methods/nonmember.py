@@ -2,16 +2,16 @@
 
 A retrained model treats the forget samples like any photo it never saw: membership attacks
 cannot tell them from held-out ones. These terms move the *forget* samples' outputs toward the
-distribution of the current model's outputs on non-member (validation) samples, and stop there
-— unlike pushing them as far away as possible, which over-forgets:
+distribution of the model's outputs on non-member (validation) samples, and stop there —
+unlike pushing them as far away as possible, which over-forgets:
 
-* :func:`quantile_gap` of :func:`confidence_margins`: the 1-D Wasserstein-1 distance between
-  the forget samples' logit-scaled confidences ``log p_y - log(1 - p_y)`` and the non-members'
-  (quantile against quantile). The task loss is a decreasing function of this confidence, so
-  when the two distributions agree the loss attack sees the same losses on both sides: the term
-  drives it toward chance, and no further. Unlike the loss itself, whose gradient vanishes on
-  the confidently memorised samples this term must move, the confidence has a gradient of
-  order one everywhere.
+* :func:`quantile_gap` of :func:`dlfd.metrics.lira.confidence_margins`: the 1-D Wasserstein-1
+  distance between the forget samples' logit-scaled confidences ``log p_y - log(1 - p_y)`` and
+  the non-members' (quantile against quantile). The task loss is a decreasing function of this
+  confidence, so when the two distributions agree the loss attack sees the same losses on both
+  sides: the term drives it toward chance, and no further. Unlike the loss itself, whose
+  gradient vanishes on the confidently memorised samples this term must move, the confidence
+  has a gradient of order one everywhere.
 * :func:`feature_distance`: the entropic OT distance (cosine cost, as DLFD's own term) between
   the forget samples' features and the non-members' features.
 
@@ -26,18 +26,6 @@ from dlfd.ot import entropic_ot_loss
 
 #: DLFD's ``match`` choices: no term, the confidence distributions, the feature distributions.
 MATCH_CHOICES = ("none", "confidence", "features")
-
-
-def confidence_margins(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
-    """Differentiable logit-scaled confidence of each sample's true label, float32 or wider:
-    multiclass ``z_y - logsumexp(z_j, j != y)`` (= ``log p_y - log(1 - p_y)``), multilabel the
-    mean over labels of ``(2 y - 1) z`` (the same statistic per sigmoid)."""
-    z = logits.float()
-    if task == "multiclass":
-        true = z.gather(1, labels.long().view(-1, 1)).squeeze(1)
-        others = z.scatter(1, labels.long().view(-1, 1), float("-inf"))
-        return true - torch.logsumexp(others, dim=1)
-    return ((2.0 * labels.float() - 1.0) * z).mean(dim=1)
 
 
 def quantiles_at(values: torch.Tensor, count: int) -> torch.Tensor:
@@ -72,7 +60,6 @@ def feature_distance(
 
 __all__ = [
     "MATCH_CHOICES",
-    "confidence_margins",
     "feature_distance",
     "quantile_gap",
     "quantiles_at",

@@ -34,6 +34,7 @@ __all__ = [
     "OFFLINE_THRESHOLD",
     "ONLINE_THRESHOLD",
     "LiraFit",
+    "confidence_margins",
     "fit_lira",
     "lira_compare",
     "lira_scores",
@@ -48,23 +49,32 @@ ONLINE_THRESHOLD = 0.0
 OFFLINE_THRESHOLD = math.log(2.0)
 
 
+def confidence_margins(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+    """Differentiable logit-scaled confidence of each sample's true label, in float32 or wider
+    (float64 stays float64): multiclass ``z_y - logsumexp(z_j, j != y)`` (= ``log p_y -
+    log(1 - p_y)``, finite where ``p_y`` rounds to 1), multilabel the mean over labels of
+    ``(2 y - 1) z`` (the same statistic per sigmoid). No validation: see
+    :func:`logit_confidence` for checked inputs."""
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if task == "multiclass":
+        index = labels.long().view(-1, 1)
+        others = z.scatter(1, index, float("-inf"))
+        return z.gather(1, index).squeeze(1) - torch.logsumexp(others, dim=1)
+    return ((2.0 * labels.to(z.dtype) - 1.0) * z).mean(dim=1)
+
+
 def logit_confidence(logits: object, labels: object) -> np.ndarray:
     """Return ``phi = log p_y - log(1 - p_y)`` of softmax outputs, shape (N,), float64.
 
-    Computed as ``logit_y - logsumexp(logits of the other classes)``, which stays finite where
-    ``p_y`` rounds to 1. ``logits`` (N, C) with C >= 2 and integer ``labels`` (N,) may be torch
-    tensors or numpy arrays.
+    :func:`confidence_margins` on validated inputs: ``logits`` (N, C) with C >= 2 and integer
+    ``labels`` (N,), torch tensors or numpy arrays.
     """
     z = as_logits(logits)
     n, n_classes = z.shape
     if n_classes < 2:
         raise ConfigError(f"logit_confidence needs at least 2 classes, got {n_classes}")
     y = as_class_labels(labels, n, n_classes)
-    rows = torch.arange(n)
-    true_logit = z[rows, y]
-    others = z.clone()
-    others[rows, y] = -math.inf
-    return (true_logit - torch.logsumexp(others, dim=1)).numpy()
+    return confidence_margins(z, y, "multiclass").numpy()
 
 
 @dataclass(frozen=True)

@@ -86,11 +86,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from dlfd.errors import ConfigError
 from dlfd.metrics.classification import as_binary_targets, as_logits, check_task
-from dlfd.metrics.lira import logit_confidence
+from dlfd.metrics.lira import confidence_margins, logit_confidence
 
 __all__ = [
     "BUCKET_WIDTH",
@@ -134,9 +133,9 @@ def logit_scaled_confidence(logits: object, labels: object, task: str = "multicl
     check_task(task)
     if task == "multiclass":
         return logit_confidence(logits, labels)
-    z = as_logits(logits).to(torch.float64)
+    z = as_logits(logits)
     y = as_binary_targets(labels, tuple(z.shape))
-    return ((2.0 * y - 1.0) * z).mean(dim=1).numpy()
+    return confidence_margins(z, y, "multilabel").numpy()
 
 
 def _sample(values: object, name: str) -> np.ndarray:
