@@ -22,7 +22,7 @@ from dlfd.checkpoint import load_checkpoint
 from dlfd.data.loaders import ProblemLoaders
 from dlfd.evaluation import evaluate_model
 from dlfd.methods.base import Monitor
-from dlfd.methods.scenario_run import method_loaders, unlearn_on_scenario
+from dlfd.runs.method_run import method_loaders, unlearn_on_scenario
 from dlfd.runtime import resolve_device
 from dlfd.scenarios import get_scenario
 from dlfd.training import train_checkpoint

@@ -21,8 +21,8 @@ it times, while the batch counts are those of the real sizes (``--retain-size`` 
   1. a fine-tuning step (forward, backward, SGD step; train mode),
   2. a paper-mode DLFD batch: ``_synthesise`` with K = ``--steps`` steps, then one training
      step (the paper mode's monitoring is not included),
-  3. an official-mode DLFD batch: ``_synthesise_official``, then one training step (eval mode,
-     as the official loop trains from its second batch on),
+  3. an official-mode DLFD batch: ``_synthesise`` in official mode, then one training step
+     (eval mode, as the official loop trains from its second batch on),
   4. a no-grad eval-mode forward of one batch (loss included): the official code evaluates
      retain, forget and validation in full after every batch, so its per-batch evaluation is
      projected as this cost times the batches of the three splits.
@@ -64,12 +64,11 @@ from dlfd.methods.common import sgd
 from dlfd.methods.dlfd import (
     DLFDParams,
     _synthesise,
-    _synthesise_official,
     classification_weight,
     feature_layer,
 )
-from dlfd.methods.scenario_run import unlearn_on_scenario
 from dlfd.models import create_model
+from dlfd.runs.method_run import unlearn_on_scenario
 from dlfd.runtime import hardware_info, resolve_device
 from dlfd.scenarios import get_scenario
 from dlfd.training import train_checkpoint
@@ -329,14 +328,13 @@ def mufac_shape(args: argparse.Namespace) -> dict[str, Any]:
     def dlfd_batch(params: DLFDParams) -> Step:
         """One DLFD batch of ``params``' mode: synthesis against forget batch ``i``, a step."""
         official_mode = params.mode == "official"
-        synthesise = _synthesise_official if official_mode else _synthesise
         ctx = RunContext(method="dlfd", params=params, device=device, seed=args.seed)
 
         def step(model: nn.Module, optimizer: torch.optim.Optimizer, i: int) -> None:
             """Synthesis on retain batch ``i`` and one training step on the result."""
             (x_r, y_r), (x_f, _) = batches["retain"][i], batches["forget"][i]
             weight = classification_weight(params, i, counts["retain"])
-            x_train = synthesise(model, x_r, y_r, x_f, weight, params, data, ctx, False)
+            x_train = _synthesise(model, x_r, y_r, x_f, weight, params, data, ctx, False)
             train_step(model, optimizer, x_train, y_r, train=not official_mode)
 
         return step

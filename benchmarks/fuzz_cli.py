@@ -161,7 +161,7 @@ def run_quiet(argv: list[str]) -> tuple[int, str, str]:
 
 def build_sandbox(top: Path, seed: int) -> World:
     """Images, the base manifest, a trained model and its retrained reference."""
-    from dlfd.cli.common import load_scenario
+    from dlfd.runs.scenario import load_scenario
 
     rng = random.Random(f"sandbox:{seed}")
     root, outside = top / "sandbox", top / "outside"

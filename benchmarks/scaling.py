@@ -34,7 +34,7 @@ import torch
 from dlfd.checkpoint import load_checkpoint
 from dlfd.config import apply_overrides
 from dlfd.distributed import DistributedContext, spawn_local
-from dlfd.methods.scenario_run import unlearn_on_scenario
+from dlfd.runs.method_run import unlearn_on_scenario
 from dlfd.runtime import resolve_device
 from dlfd.scenarios import get_scenario
 from dlfd.training import train_checkpoint

@@ -68,6 +68,15 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["DLFD_CACHE_DIR"] = str(tmp_path_factory.mktemp("dlfd-cache"))
 
 
+@pytest.fixture(autouse=True)
+def _private_trust_list(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test gets an empty ``$XDG_CONFIG_HOME``, so the factories ``dlfd import`` trusts
+    (``dlfd/trusted-factories.json`` there) never touch the user's nor leak between tests."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+
+
 #: Flags that make ``dlfd train`` on ORL take seconds (tiny CNN, 32 px, one epoch).
 FAST_TRAIN = [
     "--model",

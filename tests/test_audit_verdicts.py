@@ -28,7 +28,7 @@ from dlfd.checkpoint import CheckpointMeta
 from dlfd.cli.audit import verdict_table
 from dlfd.data import ProblemLoaders
 from dlfd.errors import ConfigError
-from dlfd.report.pages import md_text
+from dlfd.pages import md_text
 from dlfd.scenarios import Scenario, get_scenario
 
 # class indices follow the sorted class names: glasses = 0, plain = 1

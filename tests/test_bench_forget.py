@@ -208,3 +208,17 @@ def test_a_list_that_misses_some_seeds_split_names_it(
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     assert f"split seed {misses[0]}" in lines[0] and "--split-seed" in lines[0]
     assert not out.exists()
+
+
+def test_the_report_names_the_forget_request(
+    bench_a: tuple[Path, Path, str], lists: dict[str, Path], tmp_path: Path
+) -> None:
+    from dlfd.report import build_report
+
+    out, _, _ = bench_a
+    build_report(out, html_path=tmp_path / "r.html", md_path=tmp_path / "r.md")
+    text = (tmp_path / "r.md").read_text()
+    record = _results(out)[0]
+    sha = record["forget_request"]["sha256"]
+    assert f"forget request {lists['a']} (2 entries, sha256 {sha[:12]})" in text
+    assert record["config"]["forget_sha256"][:12] in text

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from typing import Literal
+
 import pytest
 
-from dlfd.config import apply_overrides, parse_overrides, to_dict
+from dlfd.config import (
+    apply_overrides,
+    check_bounds,
+    invalid_examples,
+    parse_overrides,
+    setting,
+    to_dict,
+)
 from dlfd.errors import ConfigError
-from dlfd.training.recipe import TrainRecipe
+from dlfd.recipe import TrainRecipe
 
 
 def test_parse_overrides_splits_on_first_equals() -> None:
@@ -70,3 +81,26 @@ def test_to_dict_is_json_ready() -> None:
     data = to_dict(TrainRecipe())
     assert data["augment"]["scale"] == [1.0, 1.0]
     assert data["model"] == "resnet18_mlp"
+
+
+@dataclass(frozen=True)
+class _Demo:
+    count: int = setting(1, "[1, 10]")
+    rate: float | None = setting(None, "(0, 1]")
+    kind: Literal["a", "b"] = "a"
+    flag: bool = False
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
+
+def test_invalid_examples_are_derived_from_the_declarations() -> None:
+    examples = invalid_examples(_Demo)
+    assert {"count": 0} in examples and {"count": 11} in examples and {"rate": 0.0} in examples
+    assert [e for e in examples if "rate" in e][1]["rate"] > 1.0
+    assert {e.get("kind") for e in examples} - {None} and {"flag": "maybe"} in examples
+    for example in examples:
+        ((name, value),) = example.items()
+        with pytest.raises(ConfigError, match=rf"^{name} must be .*, got {re.escape(repr(value))}"):
+            _Demo(**example)
+    _Demo(count=10, rate=None, kind="b", flag=True)

@@ -337,7 +337,7 @@ def test_imagefolder_scenario(tmp_path, write_image):
 
 
 def test_get_scenario_errors(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown dataset 'mnist'; available: .*orl-glasses"):
+    with pytest.raises(ConfigError, match=r"unknown dataset 'mnist'; known: .*orl-glasses"):
         get_scenario("mnist")
     assert {"orl-glasses", "orl-identity", "csv", "imagefolder"} <= set(list_scenarios())
     for name in ("csv", "imagefolder"):

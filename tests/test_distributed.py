@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Tenso
 
 from dlfd.distributed import DistributedContext, ShardSampler, spawn_local
 from dlfd.errors import ConfigError
-from dlfd.methods import list_methods, unlearn
+from dlfd.methods import get_method, list_methods, unlearn
 from dlfd.models import create_model
-from dlfd.training import TrainRecipe
+from dlfd.recipe import TrainRecipe
 from dlfd.training.loop import make_optimizer, train_epochs
 
 WORLD = 2
@@ -127,14 +127,12 @@ DLFD = {"steps": 3, "forget_threshold": 0.0, "monitor_every": 2}
 
 
 def _every_method(dist: DistributedContext) -> dict[str, Any]:
-    from test_methods_contract import SETTINGS
-
     torch.set_num_threads(1)
     states = {}
     for key in list_methods():
         torch.manual_seed(0)
         model = create_model("small_cnn", 3)  # BatchNorm: statistics must be synced at the end
-        states[key] = _unlearn(key, dist, model, **SETTINGS[key]["fast"])["state"]
+        states[key] = _unlearn(key, dist, model, **get_method(key).test_settings)["state"]
     return states
 
 

@@ -33,8 +33,8 @@ from dlfd.data.transforms import InputSpec
 from dlfd.errors import CheckpointError, DlfdError
 from dlfd.io import sha256_file
 from dlfd.models import create_model
+from dlfd.recipe import TrainRecipe
 from dlfd.training.loop import make_optimizer
-from dlfd.training.recipe import TrainRecipe
 from dlfd.training.resume import ResumePaths, load_resume_state, save_resume_state
 
 DLFD = str(Path(sys.executable).with_name("dlfd"))

@@ -46,9 +46,9 @@ from dlfd.data.transforms import InputSpec
 from dlfd.errors import DlfdError
 from dlfd.io import sha256_bytes
 from dlfd.models import create_model
+from dlfd.recipe import TrainRecipe
 from dlfd.scenarios import get_scenario
 from dlfd.training.loop import make_optimizer
-from dlfd.training.recipe import TrainRecipe
 from dlfd.training.resume import ResumePaths, load_resume_state, save_resume_state
 
 FUZZ = settings(

@@ -14,13 +14,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import dlfd.methods.random_label as random_label_module
+import dlfd.methods.common as random_label_module  # the random-label loop lives there
 from dlfd.errors import ConfigError
 from dlfd.losses import task_loss
 from dlfd.methods import unlearn
 from dlfd.methods.salun import saliency_mask
 from dlfd.models import create_model
-from dlfd.training.recipe import TrainRecipe
+from dlfd.recipe import TrainRecipe
 
 IMAGE = (3, 8, 8)
 CLASSES = 4

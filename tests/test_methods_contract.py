@@ -1,8 +1,9 @@
 """Every registered method honours the shared contract (tested by being registered).
 
-The settings table below gives each method small, fast hyperparameters, one invalid value and
-(for masked methods) the parameters it must leave untouched. A registered method missing from
-the table fails :func:`test_every_registered_method_has_settings`.
+Each method brings small, fast settings at registration (``test_settings``); invalid values
+are derived from each method's declared constraints (:func:`dlfd.config.invalid_examples`).
+Below: what this fixture's model lets the tests check beyond the contract (parameters a masked
+method must leave untouched; the method that returns its input).
 """
 
 from __future__ import annotations
@@ -14,45 +15,20 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from dlfd.config import invalid_examples
 from dlfd.errors import ConfigError
 from dlfd.methods import get_method, list_methods, unlearn
 from dlfd.models import create_model
 
-#: key -> {"fast": hparams for a quick run, "invalid": one bad value, "unchanged": prefixes of
-#: parameter names the method must not change, "identity": True if it returns the input}.
-SETTINGS: dict[str, dict[str, Any]] = {
-    "original": {"fast": {}, "invalid": {"save_threshold": 0.9}, "identity": True},
-    "retrain": {
-        "fast": {
-            "epochs": 1,
-            "lr": 0.01,
-            "momentum": 0.9,
-            "weight_decay": 5e-4,
-            "schedule": "cosine",
-        },
-        "invalid": {"epochs": 0},
-    },
-    "finetune": {"fast": {"epochs": 2, "lr": 0.01}, "invalid": {"lr": -1.0}},
-    "cf_k": {
-        "fast": {"epochs": 1, "lr": 0.01, "k": 1},
-        "invalid": {"k": 0},
-        "unchanged": ("features.",),
-    },
-    "eu_k": {
-        "fast": {"epochs": 1, "lr": 0.01, "k": 2},
-        "invalid": {"k": 0},
-        "unchanged": ("features.0.", "features.1.", "features.2."),
-    },
-    "neggrad": {"fast": {"epochs": 1, "lr": 0.01}, "invalid": {"lr": 0.0}},
-    "neggrad_plus": {"fast": {"epochs": 1, "lr": 0.01}, "invalid": {"beta": -1.0}},
-    "random_label": {"fast": {"epochs": 1, "lr": 0.01}, "invalid": {"epochs": 0}},
-    "bad_teacher": {"fast": {"epochs": 1}, "invalid": {"temperature": 0.0}},
-    "unsir": {"fast": {"noise_steps": 2}, "invalid": {"noise_steps": 0}},
-    "scrub": {"fast": {"epochs": 1, "lr": 0.01}, "invalid": {"temperature": -1.0}},
-    "ssd": {"fast": {"alpha": 2.0}, "invalid": {"alpha": 0.0}},
-    "salun": {"fast": {"epochs": 1, "lr": 0.01}, "invalid": {"sparsity": 1.5}},
-    "dlfd": {"fast": {"steps": 2}, "invalid": {"steps": 0}},
-}
+#: Prefixes of the small_cnn parameters a masked method must not change.
+UNCHANGED = {"cf_k": ("features.",), "eu_k": ("features.0.", "features.1.", "features.2.")}
+#: Methods that return their input.
+IDENTITY = {"original"}
+
+
+def fast(key: str) -> dict[str, Any]:
+    return dict(get_method(key).test_settings or {})
+
 
 IMAGE = (3, 16, 16)
 CLASSES = 3
@@ -89,7 +65,7 @@ def _run(key: str, task: str = "multiclass", seed: int = 0, **extra: Any):
         task=task,
         seed=seed,
         input_bounds=(torch.full((3, 1, 1), -3.0), torch.full((3, 1, 1), 3.0)),
-        **{**SETTINGS[key]["fast"], **extra},
+        **{**fast(key), **extra},
     )
     return model, result
 
@@ -97,9 +73,11 @@ def _run(key: str, task: str = "multiclass", seed: int = 0, **extra: Any):
 REGISTERED = list(list_methods())
 
 
-def test_every_registered_method_has_settings() -> None:
-    missing = sorted(set(REGISTERED) - set(SETTINGS))
-    assert not missing, f"add contract-test settings for: {missing}"
+@pytest.mark.parametrize("key", REGISTERED)
+def test_every_method_brings_valid_fast_settings(key: str) -> None:
+    spec = get_method(key)
+    assert spec.test_settings is not None, f"register {key} with test_settings={{...}}"
+    spec.make_params(spec.test_settings)
 
 
 @pytest.mark.parametrize("key", REGISTERED)
@@ -121,11 +99,11 @@ def test_method_contract(key: str) -> None:
     changed = {
         name for name, p in out.named_parameters() if not torch.equal(p.detach(), before[name])
     }
-    if SETTINGS[key].get("identity"):
+    if key in IDENTITY:
         assert not changed
     else:
         assert changed, f"{key} changed no parameter"
-    for prefix in SETTINGS[key].get("unchanged", ()):
+    for prefix in UNCHANGED.get(key, ()):
         touched = sorted(n for n in changed if n.startswith(prefix))
         assert not touched, f"{key} changed parameters it must not: {touched}"
     assert not out.training
@@ -147,9 +125,15 @@ def test_method_is_deterministic_on_cpu(key: str) -> None:
 @pytest.mark.parametrize("key", REGISTERED)
 def test_method_rejects_invalid_hyperparameters(key: str) -> None:
     spec = get_method(key)
-    ((name, value),) = SETTINGS[key]["invalid"].items()
-    with pytest.raises(ConfigError, match=name):
-        spec.make_params({name: value})
+    examples = invalid_examples(spec.params_cls)
+    constrained = {name for example in examples for name in example}
+    assert {"select", "selection", "save_threshold"} <= constrained
+    for example in examples:
+        ((name, value),) = example.items()
+        with pytest.raises(ConfigError, match=rf"\b{name}\b"):
+            spec.make_params({name: value})
+        with pytest.raises(ConfigError, match=rf"^{name} must be .*, got "):
+            spec.params_cls(**example)
     with pytest.raises(ConfigError, match="unknown setting"):
         spec.make_params({"no_such_setting": 1})
 
@@ -174,10 +158,65 @@ def test_selection_returns_the_best_eligible_state() -> None:
     assert f"epoch {best + 1}" in result.selected
 
 
+def _selection_run(forget: DataLoader, val: DataLoader, **extra: Any):
+    """finetune (2 epochs) from a model that, whatever its input, predicts class 0 with a
+    logit margin of 20 (``fc`` weights 0, bias (20, 0, 0)); two epochs at lr 0.01 move that
+    bias by well under 1, so a sample's loss is ~20 for labels 1 and 2 and ~0 for label 0."""
+    model = _model()
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.tensor([20.0, 0.0, 0.0]))
+    return unlearn(
+        model,
+        _loader(48, 1),
+        forget,
+        val,
+        method="finetune",
+        seed=0,
+        input_bounds=(torch.full((3, 1, 1), -3.0), torch.full((3, 1, 1), 3.0)),
+        **{"epochs": 2, "lr": 0.01, **extra},
+    )
+
+
+def _fixed(inputs: torch.Tensor, label: int) -> DataLoader:
+    return DataLoader(TensorDataset(inputs, torch.full((len(inputs),), label)), batch_size=8)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
 def test_selection_falls_back_to_last_state_when_none_is_eligible() -> None:
-    _, result = _run("finetune", save_threshold=0.0, monitor_samples=16)
-    eligible = [r for r in result.readings if r["forgetting_score"] == 0.0]
-    assert result.selected.startswith("best" if eligible else "last state")
+    # forget samples all have label 1 (loss ~20), validation samples label 0 (loss ~0): the
+    # attack separates them perfectly at every epoch (accuracy 1, score 0.5 > 0.09), so no
+    # state is eligible and the last one must be returned
+    forget = _fixed(torch.randn(16, *IMAGE, generator=torch.Generator().manual_seed(2)), 1)
+    val = _fixed(torch.randn(16, *IMAGE, generator=torch.Generator().manual_seed(3)), 0)
+    result = _selection_run(forget, val, save_threshold=0.09)
+    assert [r["forgetting_score"] for r in result.readings] == [0.5, 0.5]
+    assert result.selected == "last state: no monitored state had a forgetting score <= 0.09"
+    assert result.selection["states_examined"] == 2
+    # the weights are those of the last state: the same training without selection
+    unselected = _selection_run(forget, val, select=False)
+    assert unselected.selected.startswith("last state")
+    assert _same_weights(result.model, unselected.model)
+
+
+def test_selection_keeps_an_eligible_state_even_at_threshold_zero() -> None:
+    # forget and validation are the same all-zero image with the same label: every sample
+    # has the same loss, the attack predicts one side for all and scores exactly 0.5, so every
+    # state's forgetting score is exactly 0 and eligible at save_threshold=0; the validation
+    # accuracy (label 0 is predicted) is 1 at both epochs and ties keep the first state
+    zeros = torch.zeros(16, *IMAGE)
+    result = _selection_run(_fixed(zeros, 0), _fixed(zeros.clone(), 0), save_threshold=0.0)
+    assert [(r["forgetting_score"], r["val_acc"]) for r in result.readings] == [(0.0, 1.0)] * 2
+    assert result.selected.startswith("best state at train epoch 1:")
+    # not the last state: the kept epoch-1 weights were restored
+    unselected = _selection_run(_fixed(zeros, 0), _fixed(zeros.clone(), 0), select=False)
+    assert not _same_weights(result.model, unselected.model)
 
 
 def test_unknown_method_lists_known() -> None:

@@ -218,10 +218,21 @@ def test_invalid_settings_are_refused() -> None:
             spec.make_params({key: value})
 
 
-def test_auto_features_are_the_penultimate_layer_or_the_logits_of_a_plain_module() -> None:
+def test_auto_features_are_the_penultimate_layer_of_any_module_or_the_logits() -> None:
     assert _run(val=False, steps=1).info["features"] == "penultimate"
-    plain = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+    # a plain module: the input of its last nn.Linear (hidden layer after the ReLU)
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 5), nn.ReLU(), nn.Linear(5, 3))
     result = unlearn(
         plain, _loader(16, 1), _loader(8, 2), None, method="dlfd", steps=1, input_bounds=BOUNDS
+    )
+    assert result.info["features"] == "3:input"
+    x = torch.randn(4, 3, 16, 16)
+    logits, features = forward_with_features(plain, x, "penultimate")
+    assert torch.equal(features, plain[2](plain[1](plain[0](x))))
+    assert torch.equal(logits, plain(x))
+    # no nn.Linear head: the logits
+    conv = nn.Sequential(nn.Conv2d(3, 3, 16), nn.Flatten())
+    result = unlearn(
+        conv, _loader(16, 1), _loader(8, 2), None, method="dlfd", steps=1, input_bounds=BOUNDS
     )
     assert result.info["features"] == "logits"

@@ -12,6 +12,7 @@ from dlfd.models import (
     extract_features,
     forward_with_features,
     list_models,
+    penultimate_layer,
     register_model,
     validate_feature_layer,
 )
@@ -84,7 +85,7 @@ def test_bad_option_values(name: str, kwargs: dict[str, object], match: str) -> 
 
 
 def test_register_custom_model_and_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+    monkeypatch.setattr(registry_module.MODELS, "_entries", dict(registry_module.MODELS._entries))
 
     @register_model("tiny_linear", "a test model")
     def tiny_linear(num_classes: int, *, in_channels: int = 3) -> nn.Module:
@@ -289,9 +290,19 @@ def test_unknown_layer_is_config_error() -> None:
 
 
 @pytest.mark.parametrize("layer", ["penultimate", None])
-def test_penultimate_without_forward_features_is_config_error(layer: str | None) -> None:
+def test_penultimate_of_a_plain_module_is_the_input_of_its_last_linear(layer: str | None) -> None:
+    model = _user_model()
+    x = torch.randn(2, 3, 8, 8)
+    assert penultimate_layer(model) == "6:input"
+    logits, features = forward_with_features(model, x, layer=layer)
+    assert torch.equal(logits, model(x))
+    assert torch.equal(features, model[:6](x))  # after the ReLU, what the head reads
+
+
+def test_penultimate_without_forward_features_or_linear_is_config_error() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 2, 8), nn.Flatten())
     with pytest.raises(ConfigError, match="name a layer"):
-        forward_with_features(_user_model(), torch.randn(1, 3, 8, 8), layer=layer)
+        forward_with_features(model, torch.randn(1, 3, 8, 8), layer="penultimate")
 
 
 def test_layer_used_twice_is_config_error() -> None:

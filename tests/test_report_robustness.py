@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from dlfd import __version__
+from dlfd import pages as plots
 from dlfd.audit.render import write_pages
 from dlfd.bench.records import read_record, validate_bench_record
 from dlfd.cli import main
@@ -27,9 +28,9 @@ from dlfd.errors import ConfigError
 from dlfd.metrics import SplitOutputs
 from dlfd.metrics.protocol import MAIN_METRICS
 from dlfd.outputs import HTML_MARK, MD_MARK, PNG_SOFTWARE, written_by_dlfd
-from dlfd.report import build_report, load_results, plots
+from dlfd.pages import PageTable, md_table, md_text
+from dlfd.report import build_report, load_results
 from dlfd.report.build import load_details
-from dlfd.report.pages import PageTable, md_table, md_text
 from test_report import record, write_bench_dir
 
 MATH_NAME = r"$\undefined{x}$"
@@ -576,7 +577,7 @@ def test_written_outputs_carry_dlfd_markers(bench_dir: Path) -> None:
 
 
 def test_png_metadata_from_figure_png() -> None:
-    from dlfd.report.pages import figure_png, pyplot
+    from dlfd.pages import figure_png, pyplot
 
     plt = pyplot()
     fig, _ = plt.subplots()

@@ -19,8 +19,8 @@ from dlfd.data.transforms import InputSpec
 from dlfd.errors import ConfigError
 from dlfd.methods import MethodParams, get_method, list_methods, unlearn
 from dlfd.methods.base import SELECTION_RULES, MonitorReading, Selector
-from dlfd.methods.scenario_run import save_unlearned
 from dlfd.models import create_model
+from dlfd.runs.method_run import save_unlearned
 
 IMAGE = (3, 16, 16)
 CLASSES = 3

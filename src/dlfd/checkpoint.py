@@ -1,21 +1,24 @@
 """Checkpoints: safetensors weights plus a JSON sidecar; loading never unpickles.
 
-``model.safetensors`` holds the tensors; ``model.json`` beside it records what they are:
-architecture, classes, input size and normalisation, scenario, split seed, role, the sha256 of
-the weights file and of the forget list, the training recipe and dlfd's version. Both files are
-written atomically, the sidecar first: the weights file appears only once its sidecar is in
-place, so a run killed in between leaves no ``NAME.safetensors`` to be mistaken for a finished
-checkpoint. On load the weights' hash is checked against the sidecar, so a torn pair (an
-overwrite killed between the two renames) or a tampered one is refused.
+``model.json`` beside ``model.safetensors`` records what the tensors are (architecture,
+classes, input, scenario, split, role, hashes, recipe, dlfd's version). Both files are written
+atomically, the sidecar first, so a run killed in between leaves no ``NAME.safetensors`` to be
+mistaken for a finished checkpoint; on load the weights' hash is checked against the sidecar,
+so a torn pair (an overwrite killed between the two renames) or a tampered one is refused.
+
+``arch`` is a registered model (``dlfd models``) or, for a model imported with ``dlfd import``,
+the user's code (``factory:FILE.py:FUNCTION``, ``timm:NAME``...); such a sidecar records the
+sha256 of the factory's file (``factory_sha256``), and loading runs the factory only when that
+file is unchanged and on this machine's trust list (:mod:`dlfd.models.user_factory`).
 """
 
 from __future__ import annotations
 
+import io
 import json
-import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ WEIGHTS_SUFFIX = ".safetensors"
 _MAX_SIDECAR_BYTES = 4 << 20
 _MAX_WEIGHTS_BYTES = 64 << 30
 _MAX_CLASSES = 2**31 - 1
+_OPTIONAL_TEXT = ("scenario", "forget_sha256", "data_sha256", "data_root", "config_sha256")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class CheckpointMeta:
     data_root: str | None = None
     scenario_options: dict[str, str] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    factory_sha256: str | None = None
     config_sha256: str | None = None
     recipe: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -63,30 +68,16 @@ class CheckpointMeta:
     created: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form of the sidecar."""
-        return {
-            "format": SIDECAR_FORMAT,
-            "arch": self.arch,
-            "num_classes": self.num_classes,
-            "task": self.task,
-            "input": self.input_spec.to_dict(),
-            "role": self.role,
-            "scenario": self.scenario,
-            "split_seed": self.split_seed,
-            "train_seed": self.train_seed,
-            "forget_sha256": self.forget_sha256,
-            "forget_keys": None if self.forget_keys is None else list(self.forget_keys),
-            "data_sha256": self.data_sha256,
-            "data_root": self.data_root,
-            "scenario_options": self.scenario_options,
-            "model_kwargs": self.model_kwargs,
-            "config_sha256": self.config_sha256,
-            "recipe": self.recipe,
-            "extra": self.extra,
-            "weights_sha256": self.weights_sha256,
-            "dlfd_version": self.dlfd_version,
-            "created": self.created,
-        }
+        """JSON form of the sidecar: its format, then the fields in order (``input_spec`` as
+        ``input``)."""
+        data: dict[str, Any] = {"format": SIDECAR_FORMAT}
+        for f in fields(self):
+            data["input" if f.name == "input_spec" else f.name] = getattr(self, f.name)
+        data["input"] = self.input_spec.to_dict()
+        data["forget_keys"] = None if self.forget_keys is None else list(self.forget_keys)
+        if self.factory_sha256 is None:
+            del data["factory_sha256"]  # only checkpoints of user code (``dlfd import``) have one
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "sidecar") -> CheckpointMeta:
@@ -136,6 +127,9 @@ class CheckpointMeta:
         taken = sorted({"num_classes", "in_channels"} & set(model_kwargs))
         if taken:
             raise CheckpointError(f"{source}: field 'model_kwargs' may not set {taken}")
+        factory_sha = need("factory_sha256", str, optional=True)
+        if factory_sha is not None and len(factory_sha) != 64:
+            raise CheckpointError(f"{source}: factory_sha256 is not a sha256 hex digest")
         try:
             spec = InputSpec.from_dict(need("input", dict))
         except ConfigError as exc:
@@ -146,16 +140,13 @@ class CheckpointMeta:
             task=task,
             input_spec=spec,
             role=need("role", str),
-            scenario=need("scenario", str, optional=True),
             split_seed=seed("split_seed"),
             train_seed=seed("train_seed"),
-            forget_sha256=need("forget_sha256", str, optional=True),
             forget_keys=None if forget_keys is None else tuple(forget_keys),
-            data_sha256=need("data_sha256", str, optional=True),
-            data_root=need("data_root", str, optional=True),
             scenario_options=options,
             model_kwargs=model_kwargs,
-            config_sha256=need("config_sha256", str, optional=True),
+            factory_sha256=factory_sha,
+            **{k: need(k, str, optional=True) for k in _OPTIONAL_TEXT},
             recipe=need("recipe", dict, optional=True) or {},
             extra=need("extra", dict, optional=True) or {},
             weights_sha256=weights_sha,
@@ -177,16 +168,12 @@ def check_weights_path(path: str | Path) -> Path:
     return path
 
 
-def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A state dict safe for safetensors: detached, contiguous, on CPU, no shared storage."""
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-
-
 def weights_bytes(model: nn.Module, arch: str) -> bytes:
     """The safetensors file content :func:`save_checkpoint` writes for ``model``; non-finite
     weights are refused. The same weights always give the same bytes (and sha256): the header
     holds one metadata entry, since safetensors writes several in a random order."""
-    tensors = _state_tensors(model)
+    # detached, contiguous, on CPU, no shared storage: what safetensors accepts
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"refusing to save non-finite weights ({', '.join(bad[:3])})")
@@ -199,20 +186,12 @@ def weights_sha256(model: nn.Module, arch: str) -> str:
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, meta: CheckpointMeta) -> CheckpointMeta:
-    """Write sidecar then weights, each atomically; returns the meta with hash and time filled in.
-
-    Everything is built before anything is written, so a metadata problem writes nothing; the
-    weights go last, so ``path`` exists only with its sidecar beside it.
-    """
+    """Write sidecar then weights, each atomically (the weights last, so ``path`` exists only
+    with its sidecar; a metadata problem writes nothing); returns the meta as written."""
     path = check_weights_path(path)
     data = weights_bytes(model, meta.arch)
-    final = CheckpointMeta(
-        **{
-            **meta.__dict__,
-            "weights_sha256": sha256_bytes(data),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-    )
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    final = replace(meta, weights_sha256=sha256_bytes(data), created=created)
     try:
         sidecar_text = json.dumps(final.to_dict(), indent=2, allow_nan=False) + "\n"
     except (TypeError, ValueError) as exc:
@@ -223,8 +202,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: CheckpointMeta) ->
 
 
 def _read_bytes(path: Path, missing: str, what: str, limit: int) -> bytes:
-    """The content of file ``path``; missing (``missing`` is the message), not a regular file,
-    unreadable or over ``limit`` bytes raises :class:`CheckpointError`."""
+    """The content of file ``path``; every problem raises :class:`CheckpointError`."""
     if not os.path.lexists(path):
         raise CheckpointError(missing)
     return read_file_bytes(path, what, limit=limit, error=CheckpointError)
@@ -257,10 +235,62 @@ def read_weights(path: str | Path, meta: CheckpointMeta) -> dict[str, torch.Tens
             f"checkpoint {path} does not match its sidecar (sha256 differs): "
             f"the file was modified or partially written"
         )
+    return _load_safetensors(data, f"checkpoint {path}")
+
+
+def _load_safetensors(data: bytes, what: str) -> dict[str, torch.Tensor]:
     try:
         return load_safetensors(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is not a valid safetensors file: {exc}") from None
+        raise CheckpointError(f"{what} is not a valid safetensors file: {exc}") from None
+
+
+#: The suffixes :func:`read_state_dict` reads as PyTorch files (``torch.save`` of a state_dict).
+TORCH_SUFFIXES = (".pt", ".pth")
+#: Keys under which PyTorch training scripts often nest the state_dict in the file they save.
+_NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def _tensor_dict(value: Any) -> dict[str, torch.Tensor] | None:
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    ):
+        return dict(value)
+    return None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A user's state_dict file: safetensors, or a PyTorch ``.pt``/``.pth`` read with
+    ``torch.load(weights_only=True)`` (tensors and plain containers only; nothing else is ever
+    unpickled). A PyTorch file may nest the state_dict under ``state_dict``,
+    ``model_state_dict`` or ``model``. Every problem raises :class:`CheckpointError`."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix != WEIGHTS_SUFFIX and suffix not in TORCH_SUFFIXES:
+        raise CheckpointError(
+            f"weights {path} must be a {WEIGHTS_SUFFIX} file or a PyTorch state_dict "
+            f"({', '.join(TORCH_SUFFIXES)})"
+        )
+    data = _read_bytes(path, f"weights not found: {path}", "weights", _MAX_WEIGHTS_BYTES)
+    if suffix == WEIGHTS_SUFFIX:
+        return _load_safetensors(data, str(path))
+    try:
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle.UnpicklingError, RuntimeError...: one line either way
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(
+            f"cannot read {path} as a state_dict with torch.load(weights_only=True): {first}"
+        ) from None
+    state = _tensor_dict(loaded)
+    if state is None and isinstance(loaded, dict):
+        nested = [_tensor_dict(loaded.get(key)) for key in _NESTED_STATE_KEYS]
+        state = next((s for s in nested if s is not None), None)
+    if state is None:
+        raise CheckpointError(
+            f"{path} holds a {type(loaded).__name__}, not a state_dict (a dict of tensor names "
+            f"to tensors, possibly under {', '.join(repr(k) for k in _NESTED_STATE_KEYS)})"
+        )
+    return state
 
 
 def check_state_fits(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -291,15 +321,19 @@ def check_state_fits(model: nn.Module, state: dict[str, torch.Tensor], source: s
 
 
 def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` strictly (see :func:`check_state_fits`)."""
     check_state_fits(model, state, source)
     model.load_state_dict(state, strict=True)
 
 
 def _build_model(meta: CheckpointMeta, path: str | Path) -> nn.Module:
+    """The untrained model of ``meta`` (a user factory only once :func:`load_checkpoint` has
+    checked that this machine trusts it)."""
     from dlfd.models import create_model
+    from dlfd.models.user_factory import build_user_model, is_user_arch
 
     try:
+        if is_user_arch(meta.arch):
+            return build_user_model(meta.arch, meta.num_classes, source_sha256=meta.factory_sha256)
         return create_model(
             meta.arch, meta.num_classes, in_channels=meta.input_spec.channels, **meta.model_kwargs
         )
@@ -314,11 +348,15 @@ def load_checkpoint(
     expect_num_classes: int | None = None,
     expect_arch: str | None = None,
 ) -> tuple[nn.Module, CheckpointMeta]:
-    """Rebuild a registered model from its checkpoint (in eval mode, on ``device``).
+    """Rebuild a checkpoint's model (in eval mode, on ``device``): a registered architecture,
+    or one of the user's code imported with ``dlfd import``.
 
     The model is first built without memory (on the ``meta`` device) and checked against the
     weights file, so a sidecar claiming a huge model allocates nothing before it is refused.
+    (User code that cannot build on the meta device is checked once built for real.)
     """
+    from dlfd.models.user_factory import check_trusted, is_user_arch
+
     meta = read_meta(path)
     if expect_arch is not None and meta.arch != expect_arch:
         raise CheckpointError(f"checkpoint {path} is a {meta.arch!r}, expected {expect_arch!r}")
@@ -327,11 +365,22 @@ def load_checkpoint(
             f"checkpoint {path} has {meta.num_classes} classes, the dataset "
             f"has {expect_num_classes}"
         )
-    with torch.device("meta"):
-        shape_only = _build_model(meta, path)
+    user_code = is_user_arch(meta.arch)
+    if user_code:
+        check_trusted(meta.arch, meta.factory_sha256, f"checkpoint {path}")
+    shape_only: nn.Module | None = None
+    try:
+        with torch.device("meta"):
+            shape_only = _build_model(meta, path)
+    except CheckpointError:
+        if not user_code:
+            raise
     state = read_weights(path, meta)
-    check_state_fits(shape_only, state, str(path))
+    if shape_only is not None:
+        check_state_fits(shape_only, state, str(path))
     model = _build_model(meta, path)
+    if shape_only is None:
+        check_state_fits(model, state, str(path))
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), meta
 
@@ -341,8 +390,3 @@ def load_weights(model: nn.Module, path: str | Path) -> CheckpointMeta:
     meta = read_meta(path)
     load_state_into(model, read_weights(path, meta), str(path))
     return meta
-
-
-def finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: store non-finite floats as null."""
-    return value if math.isfinite(value) else None

@@ -1,15 +1,11 @@
 """Typed, validated configuration objects and ``--set key=value`` overrides.
 
-Recipes and hyperparameters are frozen dataclasses (the scikit-learn contract: construction only
-stores and validates values). :func:`apply_overrides` converts command-line strings to each
-field's declared type, descending into nested dataclasses with dotted keys
-(``augment.hflip=0``), and names the bad key or value in a :class:`ConfigError`.
-
-Numeric settings declare their plausible range where they are declared, with :func:`setting`
-(``lr: float = setting(0.01, "(0, 10]")``); :func:`check_bounds`, called by each settings
-class on construction, refuses any value that is not a finite number of the declared type
-inside that range with one line naming the setting, the value and the range
-(``lr must be in (0, 10], got 1e+30``). :func:`setting_ranges` lists them (for help output).
+Recipes and hyperparameters are frozen dataclasses. :func:`apply_overrides` converts
+command-line strings to each field's declared type, with dotted keys for nested dataclasses
+(``augment.hflip=0``). Constraints are declared once, on the field (as scikit-learn's
+``_parameter_constraints``): a range with :func:`setting` (``lr: float = setting(0.01, "(0,
+10]")``), choices with ``Literal``, ``bool`` for flags; :func:`check_bounds` enforces them,
+:func:`setting_ranges` lists them and :func:`invalid_examples` derives values they refuse.
 """
 
 from __future__ import annotations
@@ -32,7 +28,7 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:
-    """``["a=1", "b.c=x"]`` -> ``{"a": "1", "b.c": "x"}``; malformed items raise."""
+    """``["a=1", "b.c=x"]`` -> ``{"a": "1", "b.c": "x"}``."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -44,7 +40,6 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
 
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:
-    """Convert ``value`` (often a string) to ``annotation``."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -62,7 +57,7 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         for choice in args:
             if str(choice) == str(value):
                 return choice
-        raise ConfigError(f"{key} must be one of {list(args)}, got {value!r}")
+        raise ConfigError(f"{key} must be one of {_either(args)}, got {value!r}")
     if origin is tuple:
         parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
         item_type = args[0] if args else str
@@ -117,12 +112,13 @@ def apply_overrides(obj: T, overrides: Mapping[str, Any], *, prefix: str = "") -
         return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
     except SettingError as exc:
         raise exc.within(prefix) from None
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid settings {dict(overrides)}: {exc}") from None
 
 
 def to_dict(obj: Any) -> Any:
-    """JSON-ready form of a (nested) dataclass."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
@@ -175,8 +171,8 @@ def _number(value: float) -> str:
 
 
 class SettingError(ConfigError):
-    """A setting outside its declared range (or of the wrong kind); ``name`` is the setting's
-    (dotted, once :func:`apply_overrides` knows where it sits) name."""
+    """A setting outside its declared range (or of the wrong kind); ``name`` is dotted once
+    :func:`apply_overrides` knows where it sits."""
 
     def __init__(self, name: str, detail: str) -> None:
         super().__init__(f"{name} {detail}")
@@ -184,23 +180,17 @@ class SettingError(ConfigError):
         self.detail = detail
 
     def within(self, prefix: str) -> SettingError:
-        """The same error named from a parent setting (``augment.`` + ``degrees``)."""
         return SettingError(prefix + self.name, self.detail) if prefix else self
 
 
 def setting(default: Any, bounds: str) -> Any:
-    """A dataclass field whose value must lie in ``bounds`` (checked by :func:`check_bounds`).
-
-    ``bounds`` is an interval such as ``"(0, 10]"``; for a tuple-valued field every element
-    must lie in it; ``None`` passes when the field's type allows it. A subclass that redeclares
-    the field with a plain default keeps the bounds declared on its base class.
-    """
+    """A dataclass field whose value (each element of a tuple; ``None`` where the type allows
+    it) must lie in the interval ``bounds``; a subclass redeclaring the field keeps them."""
     return dataclasses.field(default=default, metadata={"bounds": Bounds.parse(bounds)})
 
 
 @functools.cache
 def field_bounds(cls: type) -> dict[str, Bounds]:
-    """``{field name: Bounds}`` of dataclass ``cls``, declared on it or on a base class."""
     out: dict[str, Bounds] = {}
     for f in dataclasses.fields(cls):
         for klass in cls.__mro__:
@@ -217,28 +207,26 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def setting_ranges(obj: Any) -> dict[str, str]:
-    """``{setting: "(0, 10]"}`` of a settings dataclass (instance or class), for help output."""
+    """``{setting: "(0, 10]"}`` of a settings dataclass or instance."""
     cls = obj if isinstance(obj, type) else type(obj)
     return {name: str(bounds) for name, bounds in field_bounds(cls).items()}
 
 
-def _kind(annotation: Any) -> tuple[Any, bool, bool]:
-    """(element type, None allowed, is a tuple) of a field's annotation."""
+def _kind(annotation: Any) -> tuple[Any, bool, int]:
+    """(element type, None allowed, tuple length or 0) of a field's annotation."""
+    args = typing.get_args(annotation)
     optional = False
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(annotation))
-        annotation = args[0] if len(args) == 1 else float
-        origin = typing.get_origin(annotation)
-    if origin is tuple:
-        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
-        return (args[0] if args else float), optional, True
-    return annotation, optional, False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        optional = len(rest) < len(args)
+        annotation = rest[0] if len(rest) == 1 else float
+    if typing.get_origin(annotation) is tuple:
+        items = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return (items[0] if items else float), optional, max(len(items), 1)
+    return annotation, optional, 0
 
 
 def _problem(value: Any, element: Any, bounds: Bounds) -> str | None:
-    """Why ``value`` is not acceptable, or None."""
     if element is int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             return f"must be an integer in {bounds}"
@@ -254,23 +242,61 @@ def _problem(value: Any, element: Any, bounds: Bounds) -> str | None:
     return None
 
 
-def check_bounds(obj: Any) -> None:
-    """Refuse any field of dataclass ``obj`` outside its declared :func:`setting` bounds.
+def _either(choices: tuple[Any, ...]) -> str:
+    """``("a", "b", "c")`` -> ``"a, b or c"``."""
+    *first, last = map(str, choices)
+    return f"{', '.join(first)} or {last}" if first else last
 
-    Raises :class:`SettingError`: ``"<name> must be in <bounds>, got <value>"``.
-    """
+
+def _literal(element: Any) -> tuple[Any, ...] | None:
+    return typing.get_args(element) if typing.get_origin(element) is typing.Literal else None
+
+
+def check_bounds(obj: Any) -> None:
+    """Raise :class:`SettingError` for a field of ``obj`` outside its declared constraints
+    (``"lr must be in (0, 10], got 1e+30"``)."""
     cls = type(obj)
-    hints = _hints(cls)
-    for name, bounds in field_bounds(cls).items():
-        value = getattr(obj, name)
-        element, optional, is_tuple = _kind(hints.get(name, float))
+    hints, bounded = _hints(cls), field_bounds(cls)
+    for f in dataclasses.fields(cls):
+        name, value = f.name, getattr(obj, f.name)
+        element, optional, size = _kind(hints.get(name, float))
+        choices, bounds = _literal(element), bounded.get(name)
+        if value is None and optional:
+            continue
+        if choices is not None and value not in choices:
+            raise SettingError(name, f"must be one of {_either(choices)}, got {value!r}")
+        if element is bool and not isinstance(value, bool):
+            raise SettingError(name, f"must be true or false, got {value!r}")
+        if bounds is None:
+            continue
         if value is None:
-            if optional:
-                continue
             raise SettingError(name, f"must be a number in {bounds}, got None")
-        values = value if is_tuple and isinstance(value, (tuple, list)) else (value,)
-        for item in values:
+        for item in value if size and isinstance(value, (tuple, list)) else (value,):
             problem = _problem(item, element, bounds)
             if problem is not None:
-                what = f"values {problem}" if is_tuple else problem
-                raise SettingError(name, f"{what}, got {value!r}")
+                raise SettingError(name, f"{'values ' if size else ''}{problem}, got {value!r}")
+
+
+def invalid_examples(cls: type) -> list[dict[str, Any]]:
+    """``[{field: value}, ...]``: values each constrained field of ``cls`` refuses (just outside
+    its range, outside its choices, a non-bool flag)."""
+    hints, bounded = _hints(cls), field_bounds(cls)
+    out: list[dict[str, Any]] = []
+    for f in dataclasses.fields(cls):
+        element, _, size = _kind(hints.get(f.name, float))
+        choices, bounds = _literal(element), bounded.get(f.name)
+        if choices is not None:
+            out.append({f.name: "|".join(map(str, choices)) + "?"})
+        elif element is bool:
+            out.append({f.name: "maybe"})
+        edges = () if bounds is None else ((bounds.low, bounds.low_open, -1),
+                                           (bounds.high, bounds.high_open, 1))  # fmt: skip
+        for edge, is_open, step in edges:
+            if not math.isfinite(edge):
+                continue
+            if element is int:
+                value: Any = int(edge if is_open else edge + step)
+            else:
+                value = edge if is_open else math.nextafter(edge, step * math.inf)
+            out.append({f.name: (value,) * size if size else value})
+    return out

@@ -1,11 +1,9 @@
 """Data-parallel runs on PyTorch's distributed engine: one process per device, rank 0 writes.
 
-A run started by ``torchrun --nproc_per_node=N -m dlfd ...`` (single or multi node: torchrun's
-usual rendezvous flags) has one process per device; :func:`distributed_from_env` reads
-torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``) and
-joins the process group (NCCL on GPUs, gloo on CPU). The :class:`DistributedContext` it yields
-is passed explicitly (never a global) to :func:`dlfd.training.train_checkpoint` and
-:func:`dlfd.unlearn`, which then:
+A run started by ``torchrun --nproc_per_node=N -m dlfd ...`` has one process per device;
+:func:`distributed_from_env` reads torchrun's environment and joins the process group (NCCL on
+GPUs, gloo on CPU). The :class:`DistributedContext` it yields is passed explicitly (never a
+global) to :func:`dlfd.training.train_checkpoint` and :func:`dlfd.unlearn`, which then:
 
 * split every global batch of B samples into W per-process batches of B / W (refused unless
   divisible): rank r reads positions r, r + W, r + 2W, ... of the same seeded order
@@ -46,13 +44,10 @@ ENV_RANK, ENV_WORLD_SIZE, ENV_LOCAL_RANK = "RANK", "WORLD_SIZE", "LOCAL_RANK"
 
 
 class ShardSampler(Sampler[int]):
-    """Rank ``rank``'s share of ``base``'s order: positions ``rank, rank + W, ...``.
-
-    ``drop_tail`` (training loaders) first drops the last ``len % W`` positions so that every
-    rank gets the same number of samples, hence of steps; otherwise (evaluation loaders) the
-    first ``len % W`` ranks get one sample more. With W = 1 it yields ``base`` unchanged, and
-    ``base`` is drawn exactly as an unsharded loader would draw it (same generator calls).
-    """
+    """Rank ``rank``'s share of ``base``'s order (drawn exactly as an unsharded loader draws
+    it): positions ``rank, rank + W, ...``. ``drop_tail`` (training loaders) first drops the
+    last ``len % W`` positions so every rank takes the same number of steps; otherwise the
+    first ``len % W`` ranks get one sample more."""
 
     def __init__(self, base: Sampler[int], rank: int, world_size: int, *, drop_tail: bool) -> None:
         if not 0 <= rank < world_size:
@@ -76,10 +71,7 @@ class ShardSampler(Sampler[int]):
 
 class _GatherInterleaved(torch.autograd.Function):
     """All ranks' equally shaped tensors, interleaved row by row (the global batch order).
-
-    Backward returns the gradient of this rank's rows only: every rank computes the same
-    objective from the gathered tensor, and each one is responsible for its own rows.
-    """
+    Backward returns this rank's rows' gradient: every rank computes the same objective."""
 
     @staticmethod
     def forward(ctx: Any, tensor: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -96,12 +88,8 @@ class _GatherInterleaved(torch.autograd.Function):
 
 @dataclass(frozen=True)
 class DistributedContext:
-    """This process's place in a data-parallel job and the few collectives dlfd uses.
-
-    ``device`` is this process's device (``cuda:LOCAL_RANK`` with NCCL, or CPU with gloo).
-    Every method is a collective unless it says otherwise: all ranks must call it, in the
-    same order.
-    """
+    """This process's place in a data-parallel job and the few collectives dlfd uses. Every
+    method is a collective unless it says otherwise: all ranks call it, in the same order."""
 
     rank: int
     world_size: int
@@ -109,15 +97,12 @@ class DistributedContext:
     device: torch.device
 
     @property
-    def is_main(self) -> bool:
-        """Rank 0: the process that reads monitors, decides, and writes files."""
+    def is_main(self) -> bool:  # rank 0 reads monitors, decides, and writes files
         return self.rank == 0
 
     @property
     def backend(self) -> str:
         return "nccl" if self.device.type == "cuda" else "gloo"
-
-    # -- data ---------------------------------------------------------------------------------
 
     def per_rank_batch(self, batch_size: int) -> int:
         """The per-process batch of a global ``batch_size`` (not a collective)."""
@@ -130,18 +115,11 @@ class DistributedContext:
 
     @property
     def shard(self) -> tuple[int, int]:
-        """``(rank, world_size)`` as :meth:`dlfd.data.loaders.ProblemLoaders.loader` takes it."""
         return self.rank, self.world_size
 
-    # -- models ---------------------------------------------------------------------------------
-
     def wrap(self, model: nn.Module) -> nn.Module:
-        """``model`` under DistributedDataParallel (``model`` itself with one process).
-
-        Wrap after deciding which parameters train (DDP averages the gradients of those that
-        require them). Rank 0's parameters and buffers are broadcast on wrapping; buffers are not
-        re-broadcast on every forward (:meth:`sync_buffers` does it at chosen points).
-        """
+        """``model`` under DistributedDataParallel, wrapped after deciding which parameters
+        train. Buffers are not re-broadcast on every forward (:meth:`sync_buffers` does it)."""
         if self.world_size == 1:
             return model
         from torch.nn.parallel import DistributedDataParallel
@@ -164,25 +142,20 @@ class DistributedContext:
                 dist.broadcast(tensor.data, src=0)
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The global batch of a per-rank tensor (rows in global order), with gradients flowing
-        back to this rank's rows; every rank's tensor must have the same shape."""
-        if self.world_size == 1:
-            return tensor
-        return _GatherInterleaved.apply(tensor, self.rank, self.world_size)
-
-    # -- decisions ------------------------------------------------------------------------------
+        """The global batch of equally shaped per-rank tensors (see :class:`_GatherInterleaved`)."""
+        return tensor if self.world_size == 1 else _GatherInterleaved.apply(tensor, *self.shard)
 
     def broadcast_object(self, obj: T | None) -> T:
         """Rank 0's ``obj`` on every rank (pickled; other ranks' ``obj`` is ignored)."""
         if self.world_size == 1:
             return obj  # type: ignore[return-value]
         box = [obj if self.is_main else None]
-        dist.broadcast_object_list(box, src=0, device=self._object_device())
+        device = self.device if self.device.type == "cuda" else None
+        dist.broadcast_object_list(box, src=0, device=device)
         return box[0]  # type: ignore[return-value]
 
     def on_main(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on rank 0 only and return its result on every rank; if it raises, every
-        rank raises (rank 0 its own exception, the others a copy), so none is left waiting."""
+        """``fn()`` run on rank 0, returned (or raised) on every rank, so none is left waiting."""
         outcome: tuple[bool, Any] | None = None
         error: BaseException | None = None
         if self.is_main:
@@ -211,13 +184,9 @@ class DistributedContext:
         samples: int | None,
         seed: int,
     ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, int]:
-        """A seeded subsample of the rows all ranks hold together, assembled on rank 0.
-
-        Rank r's rows are global positions r, r + W, ... (:class:`ShardSampler`'s layout). The
-        subsample is the one a single process holding all rows in global order would draw
-        (``randperm(total, seed)[:samples]``, sorted). Returns ``((inputs, labels), size)`` on
-        rank 0 and ``(None, size)`` elsewhere; ``size`` (the subsample's size) on every rank.
-        """
+        """The seeded subsample a single process holding all ranks' rows in global order would
+        draw (``randperm(total, seed)[:samples]``, sorted; rank r holds positions r, r + W, ...):
+        ``((inputs, labels), size)`` on rank 0, ``(None, size)`` elsewhere."""
         count = 0 if inputs is None else int(inputs.shape[0])
         counts = [0] * self.world_size
         dist.all_gather_object(counts, count)
@@ -245,15 +214,8 @@ class DistributedContext:
         return (x, y), size
 
     def barrier(self) -> None:
-        """Wait until every rank gets here."""
         if self.world_size > 1:
-            if self.device.type == "cuda":
-                dist.barrier(device_ids=[self.device.index])
-            else:
-                dist.barrier()
-
-    def _object_device(self) -> torch.device | None:
-        return self.device if self.device.type == "cuda" else None
+            dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
 
 def _picklable(exc: BaseException) -> BaseException:
@@ -265,15 +227,6 @@ def _picklable(exc: BaseException) -> BaseException:
     return exc
 
 
-def env_world_size(environ: Mapping[str, str] | None = None) -> int:
-    """``WORLD_SIZE`` as torchrun sets it (1 when absent)."""
-    environ = os.environ if environ is None else environ
-    try:
-        return int(environ.get(ENV_WORLD_SIZE, "1"))
-    except ValueError:
-        raise ConfigError(f"WORLD_SIZE={environ[ENV_WORLD_SIZE]!r} is not an integer") from None
-
-
 def init_process(
     rank: int,
     world_size: int,
@@ -282,10 +235,8 @@ def init_process(
     local_rank: int | None = None,
     init_method: str = "env://",
 ) -> DistributedContext:
-    """Join the process group as ``rank`` of ``world_size`` on ``device``'s backend.
-
-    A CUDA ``device`` becomes ``cuda:local_rank`` (one GPU per process on each node).
-    """
+    """Join the process group as ``rank`` of ``world_size`` (a CUDA ``device`` becomes
+    ``cuda:local_rank``)."""
     local_rank = rank if local_rank is None else local_rank
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
@@ -307,13 +258,13 @@ def init_process(
 def distributed_from_env(
     device: torch.device, environ: Mapping[str, str] | None = None
 ) -> Iterator[DistributedContext | None]:
-    """The context of a torchrun worker (``WORLD_SIZE`` > 1), or None in a plain run.
-
-    Joins the process group on entry; on a normal exit waits for every rank (so rank 0's
-    writes are done when any process ends) and leaves the group.
-    """
+    """The context of a torchrun worker (``WORLD_SIZE`` > 1), or None in a plain run. A normal
+    exit waits for every rank (so rank 0's writes are done) and leaves the group."""
     environ = os.environ if environ is None else environ
-    world_size = env_world_size(environ)
+    try:
+        world_size = int(environ.get(ENV_WORLD_SIZE, "1"))
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE={environ[ENV_WORLD_SIZE]!r} is not an integer") from None
     if world_size <= 1:
         yield None
         return
@@ -329,13 +280,6 @@ def distributed_from_env(
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _spawned(
@@ -357,21 +301,21 @@ def _spawned(
 
 
 def spawn_local(fn: Callable[..., T], world_size: int, *args: Any, device: str = "cpu") -> list[T]:
-    """Run ``fn(context, *args)`` in ``world_size`` fresh processes on this machine (gloo on CPU,
-    NCCL on ``device="cuda"``) and return their results in rank order.
-
-    For tests and benchmarks: ``fn`` must be a module-level function and its result plain data
-    (tensors, numbers, strings, lists, dicts), which is read back with ``weights_only=True`` (no
-    unpickling of arbitrary objects). A failing rank ends them all and re-raises here.
+    """Run ``fn(context, *args)`` in ``world_size`` fresh local processes and return their
+    results in rank order (tests, benchmarks). ``fn`` must be module-level and return plain
+    data (read back with ``weights_only=True``); a failing rank ends them all and raises here.
     """
     import tempfile
 
     import torch.multiprocessing as mp
 
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
     with tempfile.TemporaryDirectory(prefix="dlfd-spawn-") as results:
         mp.start_processes(
             _spawned,
-            args=(fn, world_size, device, f"tcp://127.0.0.1:{free_port()}", results, args),
+            args=(fn, world_size, device, f"tcp://127.0.0.1:{port}", results, args),
             nprocs=world_size,
             join=True,
             start_method="spawn",
@@ -382,12 +326,5 @@ def spawn_local(fn: Callable[..., T], world_size: int, *args: Any, device: str =
         ]
 
 
-__all__ = [
-    "DistributedContext",
-    "ShardSampler",
-    "distributed_from_env",
-    "env_world_size",
-    "free_port",
-    "init_process",
-    "spawn_local",
-]
+__all__ = ["DistributedContext", "ShardSampler", "distributed_from_env", "init_process",
+           "spawn_local"]  # fmt: skip

@@ -42,5 +42,5 @@ class CheckpointError(DlfdError):
     """A checkpoint that is missing, corrupt, untrusted or does not match what is asked of it."""
 
 
-class ConfigError(DlfdError):
-    """An invalid option or hyperparameter value."""
+class ConfigError(DlfdError, ValueError):
+    """An invalid option or hyperparameter value (also a ValueError, as Python's own are)."""

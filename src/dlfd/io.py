@@ -1,12 +1,9 @@
 """Atomic file writes, bounded reads of outside files, and hashing.
 
-A write goes to a temporary file in the destination folder, is flushed to disk, then renamed
-over the destination: a crash at any point leaves either the old file or the new one, never a
-half-written file that a later command would read.
-
-A read of a file a user names (forget list, manifest, recipe, results, sidecar) goes through
-:func:`read_file_bytes`: only a regular file is opened (a FIFO, a device or a folder is refused
-before it can hang or flood memory) and at most ``limit`` bytes are read.
+A write goes to a temporary file in the destination folder, is flushed, then renamed over the
+destination: a crash leaves the old file or the new one, never a half-written one. A read of a
+file a user names goes through :func:`read_file_bytes`: only a regular file is opened (a FIFO,
+device or folder is refused before it can hang or flood memory), at most ``limit`` bytes.
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ MAX_TEXT_BYTES = 256 << 20
 
 
 def _umask() -> int:
-    """The process umask (read by setting and restoring it; there is no getter)."""
+    # there is no getter: set and restore it
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -63,28 +60,23 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
     with atomic_open(path) as handle:
         handle.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of a byte string."""
     return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's content, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
@@ -94,11 +86,8 @@ def sha256_file(path: str | Path) -> str:
 
 @contextlib.contextmanager
 def file_lock(path: str | Path, *, wait: bool = True) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (created if needed) for the block.
-
-    ``wait=False`` raises :class:`BlockingIOError` at once when another process holds it.
-    Where ``fcntl`` is missing (not POSIX) no lock is taken.
-    """
+    """Hold an exclusive advisory lock on ``path`` for the block (``wait=False``: raise
+    :class:`BlockingIOError` at once when it is held; no lock where ``fcntl`` is missing)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -117,12 +106,9 @@ def file_lock(path: str | Path, *, wait: bool = True) -> Iterator[None]:
 def read_file_bytes(
     path: str | Path, what: str, *, limit: int = MAX_TEXT_BYTES, error: type[DlfdError] = DataError
 ) -> bytes:
-    """The content of the regular file ``path`` (``what`` names it in messages).
-
-    A missing file, a folder, a FIFO, a device or socket, an unreadable file and a file over
-    ``limit`` bytes raise ``error`` with one readable line; the file is opened without blocking
-    and checked on its open descriptor, so a FIFO swapped in after a check cannot hang the read.
-    """
+    """The content of the regular file ``path`` (``what`` names it in messages); anything else
+    raises ``error``. It is opened without blocking and checked on its open descriptor, so a
+    FIFO swapped in after a check cannot hang the read."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))

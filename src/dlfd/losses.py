@@ -11,11 +11,8 @@ from dlfd.errors import ConfigError
 def task_loss(
     logits: torch.Tensor, labels: torch.Tensor, task: str, reduction: str = "mean"
 ) -> torch.Tensor:
-    """Cross-entropy (``multiclass``) or mean binary cross-entropy over labels (``multilabel``).
-
-    With ``reduction="none"`` one loss per sample is returned (multilabel: mean over labels),
-    which is what the membership-inference attack consumes.
-    """
+    """Cross-entropy (``multiclass``) or mean binary cross-entropy over labels (``multilabel``);
+    ``reduction="none"``: one loss per sample."""
     if task == "multiclass":
         return F.cross_entropy(logits, labels, reduction=reduction)
     if task == "multilabel":
@@ -41,12 +38,8 @@ def distill_kl(
     task: str,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """KL(teacher || student) of temperature-softened outputs, mean over the batch, times T^2.
-
-    Multiclass: softmax distributions. Multilabel: the mean over labels of the Bernoulli KL of
-    the sigmoid outputs. The T^2 factor keeps gradient sizes comparable across temperatures
-    (Hinton et al.).
-    """
+    """KL(teacher || student) of temperature-softened outputs (multilabel: mean over labels of
+    the Bernoulli KL), mean over the batch, times T^2 (Hinton et al.: comparable gradients)."""
     t = float(temperature)
     if task == "multiclass":
         student = F.log_softmax(student_logits / t, dim=1)

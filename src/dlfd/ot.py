@@ -33,9 +33,8 @@ def cosine_cost(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Te
 def sinkhorn_log_plan(
     cost: torch.Tensor, epsilon: float = 0.01, max_iter: int = 50
 ) -> torch.Tensor:
-    """Transport plan between uniform weights for ``cost`` after ``max_iter`` log-domain
-    Sinkhorn iterations with entropic regularisation ``epsilon`` (stable at epsilon = 0.01,
-    where the plain kernel exp(-C/epsilon) underflows)."""
+    """Transport plan between uniform weights after ``max_iter`` log-domain Sinkhorn iterations
+    (stable at epsilon = 0.01, where the plain kernel exp(-C/epsilon) underflows)."""
     if cost.dim() != 2 or cost.shape[0] == 0 or cost.shape[1] == 0:
         raise ConfigError(f"cost must be a non-empty (N, M) matrix, got {tuple(cost.shape)}")
     if not (math.isfinite(epsilon) and epsilon > 0):

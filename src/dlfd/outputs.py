@@ -1,18 +1,15 @@
 """Claiming output files before any work: never over an input, never over a stranger's file,
 one writer at a time.
 
-Every command that writes files (``train``/``unlearn --out``, ``evaluate``/``data check --json``,
-``report --html/--md``, ``audit --out``, ``bench --out``) claims its outputs with
-:func:`claim_outputs`:
+Every command that writes files claims its outputs with :func:`claim_outputs`:
 
-- an output that is one of the command's inputs (the same file, through any link) is refused,
-  even with ``--force``: no command writes over what it reads;
-- an existing output that dlfd did not write (no dlfd format marker, see
-  :func:`written_by_dlfd`) is replaced only with ``--force``;
-- an exclusive lock beside each output (``.NAME.lock``, removed when the command ends and
-  released by the kernel even on ``kill -9``) is held until the command finishes, so a second
-  command writing the same output is refused at once instead of silently replacing the first
-  one's result.
+- an output that is one of the command's inputs (through any link) is refused, even with
+  ``--force``;
+- an existing output dlfd did not write (:func:`written_by_dlfd`) is replaced only with
+  ``--force``;
+- an exclusive lock beside each output (``.NAME.lock``, released by the kernel even on
+  ``kill -9``) is held until the command finishes, so a second command writing the same
+  output is refused at once.
 """
 
 from __future__ import annotations
@@ -41,8 +38,7 @@ _MAX_HEADER = 100 << 20
 
 
 def _json_marked(value: object) -> bool:
-    """A dlfd JSON document: an object with a ``dlfd-…`` format or a ``dlfd_version``, or a
-    non-empty list of bench records (``results.json``)."""
+    """A dlfd JSON document: ``dlfd-…`` format or ``dlfd_version``, or bench records."""
     if isinstance(value, dict):
         fmt = value.get("format")
         return (isinstance(fmt, str) and fmt.startswith("dlfd-")) or "dlfd_version" in value
@@ -51,17 +47,15 @@ def _json_marked(value: object) -> bool:
     return False
 
 
-def _read_json(path: Path) -> object:
-    """The JSON content of ``path``, or None when it is not a readable JSON file."""
+def _json_file_marked(path: Path) -> bool:
     try:
-        return read_json_file(path, "file")
+        return _json_marked(read_json_file(path, "file"))
     except DlfdError:
-        return None
+        return False
 
 
 def _safetensors_marked(path: Path) -> bool:
-    """A safetensors file whose header metadata carries a dlfd format, or whose JSON sidecar
-    (``NAME.json``, ``NAME.resume.json``) is dlfd's."""
+    """A safetensors file whose header metadata or JSON sidecar carries a dlfd format."""
     try:
         with open(path, "rb") as handle:
             (size,) = struct.unpack("<Q", handle.read(8))
@@ -72,7 +66,7 @@ def _safetensors_marked(path: Path) -> bool:
                     return True
     except (OSError, struct.error, UnicodeDecodeError, ValueError, AttributeError):
         pass
-    return _json_marked(_read_json(path.with_suffix(".json")))
+    return _json_file_marked(path.with_suffix(".json"))
 
 
 def _head_text(path: Path) -> str:
@@ -84,8 +78,8 @@ def _head_text(path: Path) -> str:
 
 
 def _png_marked(path: Path) -> bool:
-    """A PNG whose ``Software`` chunk is dlfd's; figures of earlier dlfd versions (matplotlib's
-    chunk, in a ``figures`` folder) count too."""
+    """A PNG whose ``Software`` chunk is dlfd's (or matplotlib's, in a ``figures`` folder: the
+    figures of earlier dlfd versions)."""
     from PIL import Image
 
     try:
@@ -98,14 +92,14 @@ def _png_marked(path: Path) -> bool:
 
 
 def written_by_dlfd(path: str | Path) -> bool:
-    """True when the regular file ``path`` carries a dlfd format marker (by its kind:
-    JSON, safetensors, HTML, Markdown, PNG); False for anything else."""
+    """Whether the regular file ``path`` carries a dlfd marker (JSON, safetensors, HTML,
+    Markdown, PNG)."""
     path = Path(path)
     if not path.is_file():
         return False
     suffix = path.suffix.lower()
     if suffix == ".json":
-        return _json_marked(_read_json(path))
+        return _json_file_marked(path)
     if suffix == ".safetensors":
         return _safetensors_marked(path)
     if suffix in (".html", ".htm"):
@@ -129,42 +123,37 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def check_output(
     path: Path, what: str, *, inputs: Iterable[Path] = (), force: bool = False
-) -> Path:
-    """Refuse, before any work, an output that cannot or must not be written (see the module
-    docstring); its folder is created. Returns ``path``."""
-    path = Path(path)
-    shown = str(path)
+) -> None:
+    """Refuse an output that cannot or must not be written; create its folder."""
     if path.is_dir():
-        raise ConfigError(f"{what} {shown} is a folder; give a file name")
+        raise ConfigError(f"{what} {path} is a folder; give a file name")
     if os.path.lexists(path):
         for source in inputs:
             if _same_file(path, source):
                 raise ConfigError(
-                    f"{what} {shown} is also an input of this command ({source}); "
+                    f"{what} {path} is also an input of this command ({source}); "
                     "choose another output"
                 )
         if not path.is_file() and not path.is_symlink():
-            raise ConfigError(f"{what} {shown} exists and is not a regular file")
+            raise ConfigError(f"{what} {path} exists and is not a regular file")
         if not force and not written_by_dlfd(path):
             raise ConfigError(
-                f"{what} {shown} exists and was not written by dlfd; "
+                f"{what} {path} exists and was not written by dlfd; "
                 "use --force to replace it or choose another output"
             )
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise ConfigError(f"{what} {shown}: {folder} is a file, not a folder") from None
+        raise ConfigError(f"{what} {path}: {folder} is a file, not a folder") from None
     except OSError as exc:
         reason = exc.strerror or exc
-        raise ConfigError(f"{what} {shown}: cannot create its folder ({reason})") from None
+        raise ConfigError(f"{what} {path}: cannot create its folder ({reason})") from None
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {shown}: the folder {folder} is not writable")
-    return path
+        raise ConfigError(f"{what} {path}: the folder {folder} is not writable")
 
 
 def _missing_folders(folder: Path) -> list[Path]:
-    """``folder`` and its ancestors that do not exist yet, deepest first."""
     missing = []
     while not folder.exists() and folder != folder.parent:
         missing.append(folder)
@@ -177,8 +166,7 @@ _MAX_LOCK_STEM = 200
 
 
 def lock_path(path: Path) -> Path:
-    """The lock file that guards writes to ``path``: ``.NAME.lock`` beside it (a digest of
-    the name when the name is too long to take six more characters)."""
+    """``.NAME.lock`` beside ``path`` (a digest of a name too long for the suffix)."""
     name = path.name
     if len(name.encode("utf-8", "surrogateescape")) > _MAX_LOCK_STEM:
         name = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:32]
@@ -189,10 +177,8 @@ def lock_path(path: Path) -> Path:
 def output_lock(path: Path, what: str) -> Iterator[None]:
     """Hold the exclusive lock of output ``path``; refuse at once when another process holds it.
 
-    The lock file is removed on release (while still locked), so a finished command leaves
-    nothing behind; a process that locked a file which was removed meanwhile sees that its
-    file is no longer the one at the lock path and treats the output as taken. Only a killed
-    process leaves its (unlocked, harmless) lock file.
+    The lock file is removed on release (while still locked); a process that locked a file
+    removed meanwhile sees it is no longer at the lock path and treats the output as taken.
     """
     try:
         import fcntl
@@ -216,12 +202,10 @@ def output_lock(path: Path, what: str) -> Iterator[None]:
         except BlockingIOError:
             raise taken from None
         try:
-            current = os.stat(where)
+            if not os.path.samestat(os.stat(where), os.fstat(fd)):
+                raise taken
         except FileNotFoundError:
             raise taken from None
-        mine = os.fstat(fd)
-        if (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
-            raise taken
         try:
             yield
         finally:
@@ -235,25 +219,22 @@ def output_lock(path: Path, what: str) -> Iterator[None]:
 def claim_outputs(
     outputs: Sequence[Path], what: str, *, inputs: Iterable[Path] = (), force: bool = False
 ) -> Iterator[None]:
-    """Check every output with :func:`check_output` and hold their locks for the block.
-
-    The locks are taken first and the checks made under them, so two commands racing for the
-    same output cannot both pass the checks.
-    """
-    inputs = [Path(p) for p in inputs]
+    """Check every output with :func:`check_output` and hold their locks for the block (the
+    checks are repeated under the locks, so two racing commands cannot both pass)."""
+    inputs, outputs = [Path(p) for p in inputs], [Path(p) for p in outputs]
     created = sorted(
-        {f for path in outputs for f in _missing_folders(Path(path).parent)},
+        {f for path in outputs for f in _missing_folders(path.parent)},
         key=lambda f: len(f.parts),
         reverse=True,
     )
     try:
         for path in outputs:  # clear errors (and the folders) before any lock file is made
-            check_output(Path(path), what, inputs=inputs, force=force)
+            check_output(path, what, inputs=inputs, force=force)
         with contextlib.ExitStack() as stack:
             for path in outputs:
-                stack.enter_context(output_lock(Path(path), what))
+                stack.enter_context(output_lock(path, what))
             for path in outputs:  # again under the locks: another writer may have finished
-                check_output(Path(path), what, inputs=inputs, force=force)
+                check_output(path, what, inputs=inputs, force=force)
             yield
     except BaseException:
         for folder in created:  # a failed command leaves no empty folder of its own behind
@@ -265,8 +246,8 @@ def claim_outputs(
 def refuse_listed_outputs(
     outputs: Iterable[Path], what: str, root: Path, is_listed: Callable[[str], bool]
 ) -> None:
-    """Refuse an output that is one of a dataset's own files (an image or list under ``root``
-    that the command reads), even with ``--force``."""
+    """Refuse an output that is one of a dataset's own files under ``root``, even with
+    ``--force``."""
     real_root = Path(os.path.realpath(root))
     for path in outputs:
         real = Path(os.path.realpath(path))

@@ -38,14 +38,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch's global generators (dropout and init draw from torch's)."""
+    """Seed Python, NumPy and torch's global generators."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
 
 
 def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
-    """A torch generator seeded with ``seed``."""
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator
@@ -64,16 +63,8 @@ def software_versions() -> dict[str, str]:
     import importlib.metadata
 
     versions = {"python": platform.python_version()}
-    for package in (
-        "dlfd",
-        "torch",
-        "numpy",
-        "scikit-learn",
-        "scipy",
-        "safetensors",
-        "pillow",
-        "matplotlib",
-    ):
+    packages = "dlfd torch numpy scikit-learn scipy safetensors pillow matplotlib"
+    for package in packages.split():
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:

@@ -15,12 +15,10 @@ import numpy as np
 
 
 def loss_exposure(member_losses: np.ndarray, nonmember_losses: np.ndarray) -> np.ndarray:
-    """For each member (forget) image: the share of never-seen photos whose loss is higher.
-
-    A non-parametric membership score on the benchmark attack's feature: about 0.5 on average
-    when the model treats forgotten photos like strangers' photos, near 1 when it still fits
-    them better than any stranger's (ties count half).
-    """
+    """For each member (forget) image: the share of never-seen photos whose loss is higher (ties
+    count half). A non-parametric membership score on the benchmark attack's feature: about 0.5
+    when the model treats forgotten photos like strangers', near 1 when it still fits them
+    better than any stranger's."""
     members = np.asarray(member_losses, np.float64)
     nonmembers = np.sort(np.asarray(nonmember_losses, np.float64))
     below = np.searchsorted(nonmembers, members, side="left")
@@ -43,10 +41,8 @@ class PersonEvidence:
 def per_person(
     identities: Sequence[str], scores: dict[str, np.ndarray], keys: Sequence[str] | None = None
 ) -> list[PersonEvidence]:
-    """Each person's mean score per model, and (with ``keys``) every image's scores.
-
-    Persons are sorted; images without an identity are grouped under ``"(unknown)"``.
-    """
+    """Each person's mean score per model, and (with ``keys``) every image's scores; persons
+    sorted, images without an identity grouped under ``"(unknown)"``."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, who in enumerate(identities):
         groups[who or "(unknown)"].append(i)

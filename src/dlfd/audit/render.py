@@ -17,22 +17,19 @@ import numpy as np
 
 from dlfd.metrics import SplitOutputs, per_sample_loss
 from dlfd.metrics.protocol import MAIN_METRICS
-from dlfd.report.pages import (
+from dlfd.pages import (
     Figure,
+    Page,
     PageTable,
     figure_png,
-    html_figure,
-    html_page,
-    html_table,
-    md_figure,
-    md_page,
-    md_table,
+    legend,
+    literal_text,
+    loss_histograms,
     md_text,
+    plain,
     pyplot,
     write_figures,
-    write_text,
 )
-from dlfd.report.plots import legend, literal_text, loss_histograms, plain
 
 MODEL_ORDER = ("original", "unlearned", "reference")
 
@@ -85,41 +82,34 @@ def _fmt(value: Any) -> str:
 
 
 def _tables(cert: dict[str, Any]) -> list[PageTable]:
-    """(title, header, rows) of every table of the page."""
-    tables = []
-    keys = MAIN_METRICS
-    tables.append(
-        (
+    """Every table of the page."""
+    tables = [
+        PageTable(
             "Protocol metrics",
-            ["model", *keys, "mia_acc CI", "nomus CI"],
+            ["model", *MAIN_METRICS, "mia_acc CI", "nomus CI"],
             [
                 [
                     m,
-                    *(_fmt(cert["protocol"][m].get(k, float("nan"))) for k in keys),
+                    *(_fmt(cert["protocol"][m].get(k, float("nan"))) for k in MAIN_METRICS),
                     _fmt(cert["intervals"][m]["mia_acc"]),
                     _fmt(cert["intervals"][m]["nomus"]),
                 ]
                 for m in MODEL_ORDER
             ],
         )
-    )
+    ]
     rows = []
     for name, attack in cert["attacks"].items():
-        cells = [name]
-        for m in MODEL_ORDER:
-            summary = attack[m]
-            cells.append(
-                "n/a" if summary is None else f"{summary['accuracy']:.3f} / {summary['auc']:.3f}"
-            )
-        cells += [
+        rows.append([
+            name,
+            *("n/a" if (a := attack[m]) is None else f"{a['accuracy']:.3f} / {a['auc']:.3f}"
+              for m in MODEL_ORDER),
             _fmt(attack["unlearned_interval"]),
             _fmt(attack["excess_over_reference"]),
             attack["verdict"].upper(),
-        ]
-        published = attack.get("published")
-        if published is not None:
-            cells.append(" / ".join(f"{published[m]['accuracy']:.3f}" for m in MODEL_ORDER))
-        rows.append(cells)
+        ])  # fmt: skip
+        if (published := attack.get("published")) is not None:
+            rows[-1].append(" / ".join(f"{published[m]['accuracy']:.3f}" for m in MODEL_ORDER))
     matching = cert.get("matching")
     header = ["attack", *MODEL_ORDER, "unlearned acc. CI", "excess over reference", "verdict"]
     if any("published" in attack for attack in cert["attacks"].values()):
@@ -131,20 +121,14 @@ def _tables(cert: dict[str, Any]) -> list[PageTable]:
             f"({matching['per_side']} per side; accuracy / AUC; verdict: unlearned within "
             "tolerance of reference); published = unmatched, all forget vs all unseen"
         )
-    tables.append((title, header, rows))
+    tables.append(PageTable(title, header, rows))
     utility = cert.get("utility")
     if utility is not None:
         tables.append(
-            (
+            PageTable(
                 f"Utility: accuracy of the unlearned model against the reference (verdict: at "
                 f"most {utility['tolerance']:g} below it): {utility['verdict'].upper()}",
-                [
-                    "accuracy",
-                    *MODEL_ORDER,
-                    "unlearned - reference",
-                    "difference CI",
-                    "verdict",
-                ],
+                ["accuracy", *MODEL_ORDER, "unlearned - reference", "difference CI", "verdict"],
                 [
                     [
                         key,
@@ -158,24 +142,15 @@ def _tables(cert: dict[str, Any]) -> list[PageTable]:
                 ],
             )
         )
+    quantities = [("Distance to the retrained reference", cert["divergence_to_reference"])]
     if cert.get("lira"):
-        lira = cert["lira"]
+        quantities.insert(0, ("Per-example likelihood-ratio attack (LiRA)", cert["lira"]))
+    for title, values in quantities:
         tables.append(
-            (
-                "Per-example likelihood-ratio attack (LiRA)",
-                ["quantity", "value"],
-                [[k, _fmt(v)] for k, v in lira.items()],
-            )
+            PageTable(title, ["quantity", "value"], [[k, _fmt(v)] for k, v in values.items()])
         )
     tables.append(
-        (
-            "Distance to the retrained reference",
-            ["quantity", "value"],
-            [[k, _fmt(v)] for k, v in cert["divergence_to_reference"].items()],
-        )
-    )
-    tables.append(
-        (
+        PageTable(
             "Forgotten people: mean exposure of their photos (share of never-seen photos with "
             "a higher loss; 0.5 = like a stranger)",
             ["person", "photos", *MODEL_ORDER],
@@ -186,13 +161,13 @@ def _tables(cert: dict[str, Any]) -> list[PageTable]:
         )
     )
     tables.append(
-        (
+        PageTable(
             "Photos the attacker is most sure about (unlearned model)",
             ["image", "person", "exposure"],
             [[e["image"], e["person"], _fmt(e["score"])] for e in cert["most_exposed"]],
         )
     )
-    return [PageTable(title, header, rows) for title, header, rows in tables]
+    return tables
 
 
 _HEX = re.compile(r"[0-9a-fA-F]*")
@@ -227,17 +202,11 @@ def write_pages(
 ) -> dict[str, Path]:
     """Write ``figures/*.png``, ``audit.md`` and a self-contained ``audit.html``."""
     figures = [
-        Figure(
-            "losses",
-            loss_figure(outputs, task),
-            "Per-sample losses: forget (red) vs unseen (blue) vs retain",
-        ),
-        Figure(
-            "people",
-            people_figure(cert["people"]),
-            "Forgotten people, before and after unlearning",
-        ),
-    ]
+        Figure("losses", loss_figure(outputs, task),
+               "Per-sample losses: forget (red) vs unseen (blue) vs retain"),
+        Figure("people", people_figure(cert["people"]),
+               "Forgotten people, before and after unlearning"),
+    ]  # fmt: skip
     write_figures(figures, out_dir / "figures")
     title = f"Unlearning audit: {cert['scenario']['name']}"
     sha = {name: model["weights_sha256"][:16] for name, model in cert["models"].items()}
@@ -258,23 +227,19 @@ def write_pages(
     def escaped(value: Any) -> str:
         return html.escape(str(value))
 
-    md = [f"# {md_text(title)}", "", f"**{md_text(verdict)}**", ""]
-    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{escaped(verdict)}</p>"]
+    page = Page(title)
+    page.add([f"**{md_text(verdict)}**", ""], f"<p>{escaped(verdict)}</p>")
     for warning in warnings(cert):
-        md += [f"> **Warning:** {md_text(warning)}", ""]
-        body.append(
+        page.add(
+            [f"> **Warning:** {md_text(warning)}", ""],
             '<p style="border:2px solid #c60;background:#fff3e0;padding:0.5em">'
-            f"<strong>Warning:</strong> {escaped(warning)}</p>"
+            f"<strong>Warning:</strong> {escaped(warning)}</p>",
         )
-    md += [facts(_md_code, md_text), ""]
-    body.append(f"<p>{facts(escaped, escaped)}</p>")
+    page.add([facts(_md_code, md_text), ""], f"<p>{facts(escaped, escaped)}</p>")
     for figure in figures:
-        md += md_figure(figure, f"figures/{figure.name}.png")
-        body.append(html_figure(figure))
+        page.figure(figure, f"figures/{figure.name}.png")
     for table in _tables(cert):
-        md += md_table(table)
-        body.append(html_table(table))
+        page.table(table)
     paths = {"markdown": out_dir / "audit.md", "html": out_dir / "audit.html"}
-    write_text(paths["markdown"], md_page(md))
-    write_text(paths["html"], html_page(title, body))
+    page.write(paths["markdown"], paths["html"])
     return paths

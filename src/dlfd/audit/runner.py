@@ -16,6 +16,7 @@ both pass (:func:`combine_verdicts`).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,7 +31,7 @@ from dlfd import __version__
 from dlfd.audit.evidence import loss_exposure, most_exposed, per_person
 from dlfd.checkpoint import CheckpointMeta, load_checkpoint
 from dlfd.data.loaders import ProblemLoaders
-from dlfd.errors import ConfigError
+from dlfd.errors import CheckpointError, ConfigError
 from dlfd.evaluation import split_outputs
 from dlfd.losses import correct_predictions
 from dlfd.metrics import (
@@ -47,10 +48,13 @@ from dlfd.metrics.attacks import AttackResult
 from dlfd.metrics.lira import fit_lira, lira_compare, logit_confidence
 from dlfd.metrics.matching import MATCH_SEED, label_shift, matched_indices
 from dlfd.metrics.uncertainty import bootstrap_interval
-from dlfd.runtime import hardware_info, software_versions
+from dlfd.models.user_factory import is_user_arch
+from dlfd.recipe import TrainRecipe
+from dlfd.runs.cache import ModelCache
+from dlfd.runs.records import checkpoint_record, data_hashes, run_record
+from dlfd.runs.scenario import checkpoint_fit
 from dlfd.scenarios import Scenario
-from dlfd.training import TrainRecipe, train_checkpoint
-from dlfd.training.runner import config_hash, training_config
+from dlfd.training.loop import ProgressFn
 
 CERTIFICATE_FORMAT = "dlfd-certificate/1"
 MODELS = ("original", "unlearned", "reference")
@@ -58,18 +62,17 @@ MODELS = ("original", "unlearned", "reference")
 VERDICTS = ("pass", "inconclusive", "fail")
 #: The accuracies the utility verdict compares (protocol metric key -> split).
 UTILITY_SPLITS = {"retain_acc": "retain", "test_acc": "test"}
+#: What the certificate records of each model.
+MODEL_RECORD_KEYS = ("path", "role", "weights_sha256", "forget_sha256")
 
 
 @dataclass(frozen=True)
 class AuditSettings:
-    """What the audit computes and the rule of its verdicts.
-
-    ``tolerance``: an attack passes when its accuracy on the unlearned model is at most its
-    accuracy on the retrained reference plus this (see :func:`attack_verdict`; LiRA: when the
-    share of forget images it flags as members exceeds the reference's share by at most this).
-    ``utility_tolerance``: retain and test accuracy pass when the unlearned model's is at most
-    this (absolute accuracy) below the reference's (see :func:`utility_verdict`).
-    """
+    """What the audit computes and the rule of its verdicts. ``tolerance``: an attack passes
+    when its accuracy on the unlearned model is at most the reference's plus this (see
+    :func:`attack_verdict`; LiRA: when the share of forget images it flags as members exceeds
+    the reference's share by at most this). ``utility_tolerance``: retain and test accuracy
+    pass when the unlearned model's is at most this (absolute) below the reference's."""
 
     tolerance: float = 0.05
     n_boot: int = 200
@@ -89,6 +92,11 @@ class AuditSettings:
         if not 0 < self.confidence_level < 1:
             raise ConfigError(f"confidence level must be in (0, 1), got {self.confidence_level}")
 
+    @property
+    def bootstrap(self) -> dict[str, Any]:
+        """The keywords of every bootstrap interval of the audit."""
+        return {"n_boot": self.n_boot, "level": self.confidence_level, "seed": self.seed}
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -97,75 +105,54 @@ class LoadedModel:
     meta: CheckpointMeta
 
 
-def _names(names: list[str]) -> str:
-    return ", ".join(names) if names else "-"
-
-
-def _forgetting_clause(
-    verdict: str, failed: list[str], unsure: list[str], tolerance: float, reason: str | None
-) -> str:
-    """What the membership attacks (and LiRA) found, in words."""
-    if verdict == "pass":
-        return (
-            "no attack finds the forget set more member-like on the unlearned model than on "
-            f"the retrained reference (by more than {tolerance:g})"
-        )
-    if verdict == "fail":
-        return (
-            f"{_names(failed)} still find the forget set more member-like than on the "
-            f"retrained reference (by more than {tolerance:g}, beyond the interval)"
-        )
-    clauses = []
-    if reason is not None:
-        clauses.append(f"the label-matched attacks cannot judge membership ({reason})")
-    others = [name for name in unsure if reason is None or name == "lira"]
-    if others:
-        clauses.append(
-            f"{_names(others)} are above the reference by more than {tolerance:g} but within "
-            "the bootstrap interval (more forget/unseen samples or seeds are needed)"
-        )
-    return "; ".join(clauses)
-
-
-def _utility_clause(utility: dict[str, Any]) -> str:
-    """What the accuracy comparison found, in words."""
-    tolerance = utility["tolerance"]
-    worse = {
-        v: [key for key in UTILITY_SPLITS if utility[key]["verdict"] == v]
-        for v in ("fail", "inconclusive")
-    }
-    if utility["verdict"] == "pass":
-        return f"retain and test accuracy are at most {tolerance:g} below the reference's"
-    clauses = []
-    if worse["fail"]:
-        clauses.append(
-            f"{_names(worse['fail'])} below the reference's by more than {tolerance:g} "
-            "(beyond the interval)"
-        )
-    if worse["inconclusive"]:
-        clauses.append(
-            f"{_names(worse['inconclusive'])} below the reference's by more than "
-            f"{tolerance:g} but within the interval"
-        )
-    return "; ".join(clauses)
-
-
 def _summary(
     overall: str,
-    forgetting: tuple[str, list[str], list[str], str | None],
+    verdict: str,
+    verdicts: dict[str, str],
+    reason: str | None,
     utility: dict[str, Any],
     tolerance: float,
 ) -> str:
-    """One line a person can read: the overall verdict, then forgetting and utility.
-
-    ``forgetting`` is (verdict, failed attacks, inconclusive attacks, reason the matched
-    attacks could not be run or None).
-    """
-    verdict, failed, unsure, reason = forgetting
+    """One line a person can read: the overall verdict, then what the membership attacks (and
+    LiRA: ``verdicts``, combined into ``verdict``; ``reason``: why the matched attacks could not
+    be run, or None) and the accuracy comparison found."""
+    failed = [name for name, v in verdicts.items() if v == "fail"]
+    unsure = [name for name, v in verdicts.items() if v == "inconclusive"]
+    beyond = f"by more than {tolerance:g}"
+    if verdict == "pass":
+        found = (
+            "no attack finds the forget set more member-like on the unlearned model than on "
+            f"the retrained reference ({beyond})"
+        )
+    elif verdict == "fail":
+        found = (
+            f"{', '.join(failed)} still find the forget set more member-like than on the "
+            f"retrained reference ({beyond}, beyond the interval)"
+        )
+    else:
+        clauses = []
+        if reason is not None:
+            clauses.append(f"the label-matched attacks cannot judge membership ({reason})")
+        others = [name for name in unsure if reason is None or name == "lira"]
+        if others:
+            clauses.append(
+                f"{', '.join(others)} are above the reference {beyond} but within the bootstrap "
+                "interval (more forget/unseen samples or seeds are needed)"
+            )
+        found = "; ".join(clauses)
+    tol = utility["tolerance"]
+    kept = f"retain and test accuracy are at most {tol:g} below the reference's"
+    if utility["verdict"] != "pass":
+        kept = "; ".join(
+            f"{', '.join(keys)} below the reference's by more than {tol:g} {how}"
+            for v, how in (
+                ("fail", "(beyond the interval)"),
+                ("inconclusive", "but within the interval"),
+            )
+            if (keys := [key for key in UTILITY_SPLITS if utility[key]["verdict"] == v])
+        )
     return (
-        f"{overall.upper()}: forgetting {verdict} ("
-        f"{_forgetting_clause(verdict, failed, unsure, tolerance, reason)}); utility "
-        f"{utility['verdict']} ({_utility_clause(utility)})"
+        f"{overall.upper()}: forgetting {verdict} ({found}); utility {utility['verdict']} ({kept})"
     )
 
 
@@ -185,33 +172,26 @@ def check_shadow_settings(settings: AuditSettings, task: str, shadow_dir: Path |
 
 
 def train_shadows(
-    scenario: Scenario,
-    original: CheckpointMeta,
-    count: int,
-    shadow_dir: Path,
-    device: torch.device,
+    scenario: Scenario, original: CheckpointMeta, count: int, shadow_dir: Path, device: torch.device
 ) -> dict[str, list[Path]]:
     """``count`` shadow originals (trained on train) and retrains (retain only), with the
-    original's recipe and new seeds. File names carry the training configuration's hash, so
-    one folder can cache shadows of several scenarios; finished ones are reused."""
+    original's recipe and new seeds; cached by configuration hash, so finished ones are reused
+    and one folder serves several scenarios."""
+    if is_user_arch(original.arch):
+        raise ConfigError(
+            f"LiRA shadows are trained by dlfd, which cannot train {original.arch} (an imported "
+            "model: dlfd does not know its recipe); use --shadows 0"
+        )
     recipe = TrainRecipe.from_dict(original.recipe) if original.recipe else scenario.recipe
     base = (original.train_seed or 0) + 1000
-    paths: dict[str, list[Path]] = {"original": [], "retrained": []}
-    for role in paths:
-        for k in range(count):
-            seed = base + k
-            digest = config_hash(training_config(scenario, role, seed, recipe))[:12]
-            out = shadow_dir / f"{role}-seed{seed}-{digest}.safetensors"
-            train_checkpoint(
-                scenario,
-                role=role,
-                out=out,
-                seed=seed,  # type: ignore[arg-type]
-                device=device,
-                recipe=recipe,
-            )
-            paths[role].append(out)
-    return paths
+    cache = ModelCache(shadow_dir, "{role}-seed{seed}-{digest:.12}", lock=False)
+    return {
+        role: [
+            cache.get(scenario, role=role, seed=base + k, recipe=recipe, device=device).path
+            for k in range(count)
+        ]
+        for role in ("original", "retrained")
+    }
 
 
 def _lira(
@@ -227,25 +207,31 @@ def _lira(
     def confidence(model_outputs: dict[str, SplitOutputs]) -> np.ndarray:
         return logit_confidence(model_outputs["forget"].logits, model_outputs["forget"].labels)
 
-    conf: dict[str, list[np.ndarray]] = {"in": [confidence(outputs["original"])], "out": []}
-    for side, role in (("in", "original"), ("out", "retrained")):
-        for path in shadow_paths[role]:
-            model, _ = load_checkpoint(path, device=device)
-            conf[side].append(
-                confidence(split_outputs(model, loaders, device=device, splits=("forget",)))
-            )
-    fit = fit_lira(np.stack(conf["in"]), np.stack(conf["out"]))
+    def shadows(role: str) -> list[np.ndarray]:
+        models = (load_checkpoint(path, device=device)[0] for path in shadow_paths[role])
+        return [
+            confidence(split_outputs(m, loaders, device=device, splits=("forget",))) for m in models
+        ]
+
+    conf_in = [confidence(outputs["original"]), *shadows("original")]
+    conf_out = shadows("retrained")
+    fit = fit_lira(np.stack(conf_in), np.stack(conf_out))
     result = lira_compare(confidence(outputs["unlearned"]), confidence(outputs["reference"]), fit)
-    return {**result, "n_in": len(conf["in"]), "n_out": len(conf["out"])}
+    return {**result, "n_in": len(conf_in), "n_out": len(conf_out)}
 
 
-def _attack_interval(
-    name: str, result: AttackResult, settings: AuditSettings
-) -> tuple[float, float]:
+def _round_counter(progress: ProgressFn | None, total: int) -> Callable[[], None] | None:
+    """A callback for every bootstrap round, reporting ``(done, total, "bootstrap")``."""
+    if progress is None:
+        return None
+    rounds = itertools.count(1)
+    return lambda: progress(next(rounds), total, "bootstrap")
+
+
+def _attack_interval(name: str, result: AttackResult, kw: dict[str, Any]) -> tuple[float, float]:
     """Bootstrap interval of an attack's accuracy on the unlearned model (forget and unseen
     resampled independently). Entropy (like loss): the benchmark's cross-validated logistic
     regression is refitted per round; SVC: its fixed predictions are resampled."""
-    kw = {"n_boot": settings.n_boot, "level": settings.confidence_level, "seed": settings.seed}
     if name in ("loss", "entropy"):
         # both attacks score = -feature; the interval refits the attack on the feature itself
         return mia_interval(-result.member_scores, -result.nonmember_scores, **kw)
@@ -257,15 +243,11 @@ def _attack_interval(
 
 
 def one_sided_verdict(excess: float, interval: tuple[float, float], tolerance: float) -> str:
-    """The one rule of every verdict of the audit; only doing *worse* than the retrained
-    reference counts against the unlearned model.
-
-    ``excess`` is how much worse the unlearned model is than the reference (attacks: its attack
-    accuracy minus the reference's; utility: the reference's accuracy minus its own) and
-    ``interval`` the bootstrap interval of that excess. pass: ``excess <= tolerance``; fail:
-    even the interval's low end is above the tolerance; inconclusive: the point is above but
-    the interval reaches it (too few samples to tell).
-    """
+    """The one rule of every verdict of the audit: only doing *worse* than the retrained
+    reference counts. ``excess``: how much worse the unlearned model is (attacks: its accuracy
+    minus the reference's; utility: the reference's accuracy minus its own); ``interval``: its
+    bootstrap interval. pass: ``excess <= tolerance``; fail: even the interval's low end is
+    above; inconclusive: the point is above but the interval reaches it (too few samples)."""
     if excess <= tolerance:
         return "pass"
     return "fail" if interval[0] > tolerance else "inconclusive"
@@ -274,11 +256,8 @@ def one_sided_verdict(excess: float, interval: tuple[float, float], tolerance: f
 def attack_verdict(
     accuracy: float, interval: tuple[float, float], reference: float, tolerance: float
 ) -> str:
-    """:func:`one_sided_verdict` of an attack: the excess is the unlearned model's accuracy
-    (``interval`` is its interval; the reference's accuracy is taken as fixed) over the
-    reference's. pass: accuracy <= reference + tolerance; fail: even the interval's low end is
-    above that; inconclusive: the point is above but the interval reaches it.
-    """
+    """:func:`one_sided_verdict` of an attack's accuracy (``interval``: its interval) over the
+    reference's (taken as fixed)."""
     return one_sided_verdict(
         accuracy - reference, (interval[0] - reference, interval[1] - reference), tolerance
     )
@@ -286,16 +265,12 @@ def attack_verdict(
 
 def utility_verdict(difference: float, interval: tuple[float, float], tolerance: float) -> str:
     """:func:`one_sided_verdict` of an accuracy: ``difference`` is unlearned minus reference
-    accuracy and ``interval`` its bootstrap interval. pass: the unlearned model is at most
-    ``tolerance`` below the reference (or above it); fail: even the interval's high end is
-    more than ``tolerance`` below; inconclusive: the point is, the interval is not."""
+    accuracy and ``interval`` its bootstrap interval (the excess is its negation)."""
     return one_sided_verdict(-difference, (-interval[1], -interval[0]), tolerance)
 
 
 def combine_verdicts(*verdicts: str) -> str:
-    """fail if any verdict fails, else inconclusive if any is (or if there is none), else
-    pass: the forgetting verdict combines the attacks (and LiRA), the overall verdict combines
-    forgetting and utility."""
+    """fail if any verdict fails, else inconclusive if any is (or if there is none), else pass."""
     unknown = [v for v in verdicts if v not in VERDICTS]
     if unknown:
         raise ConfigError(f"unknown verdict(s) {unknown}; expected among {list(VERDICTS)}")
@@ -307,7 +282,6 @@ def combine_verdicts(*verdicts: str) -> str:
 def _matched_outputs(
     outputs: dict[str, SplitOutputs], forget_idx: np.ndarray, unseen_idx: np.ndarray
 ) -> dict[str, SplitOutputs]:
-    """A model's outputs with forget and unseen cut to the label-matched samples."""
     matched = dict(outputs)
     for split, idx in (("forget", forget_idx), ("unseen", unseen_idx)):
         pick = torch.as_tensor(idx, dtype=torch.long)
@@ -335,14 +309,13 @@ def matched_attacks(
         record["reason"] = "forget and unseen samples share no class"
         return None, record
     try:
-        results = {
+        return {
             name: attacks_for_task(_matched_outputs(outputs[name], forget_idx, unseen_idx), task)
             for name in MODELS
-        }
+        }, record
     except ConfigError as exc:
         record["reason"] = f"too few matched samples ({exc})"
         return None, record
-    return results, record
 
 
 def _accuracy_comparison(
@@ -350,12 +323,11 @@ def _accuracy_comparison(
     protocol: dict[str, dict[str, float]],
     task: str,
     settings: AuditSettings,
+    kw: dict[str, Any],
 ) -> dict[str, Any]:
     """The ``utility`` section: retain and test accuracy of the unlearned model against the
-    reference, each with the percentile bootstrap interval of the difference (unlearned minus
-    reference; the samples are resampled, both models' predictions on a sample stay paired)
-    and its :func:`utility_verdict`; ``verdict`` combines the two."""
-    kw = {"n_boot": settings.n_boot, "level": settings.confidence_level, "seed": settings.seed}
+    reference, each with the bootstrap interval of the difference (samples resampled, both
+    models' predictions on a sample stay paired) and its :func:`utility_verdict`."""
     utility: dict[str, Any] = {"tolerance": settings.utility_tolerance}
     for key, split in UTILITY_SPLITS.items():
         unlearned, reference = outputs["unlearned"][split], outputs["reference"][split]
@@ -366,9 +338,7 @@ def _accuracy_comparison(
         difference = float(paired.mean())
         interval = bootstrap_interval(lambda d: d.mean(), paired, **kw)
         utility[key] = {
-            "original": protocol["original"][key],
-            "unlearned": protocol["unlearned"][key],
-            "reference": protocol["reference"][key],
+            **{name: protocol[name][key] for name in MODELS},
             "difference": difference,
             "difference_interval": list(interval),
             "verdict": utility_verdict(difference, interval, settings.utility_tolerance),
@@ -382,40 +352,112 @@ def _attack_entries(
     matched: dict[str, dict[str, AttackResult]] | None,
     matching: dict[str, Any],
     settings: AuditSettings,
+    kw: dict[str, Any],
 ) -> dict[str, dict[str, Any]]:
-    """Per attack: the matched numbers of the three models, the unlearned model's interval,
-    its excess over the reference and the verdict; ``published`` holds the unmatched numbers.
-    Without matched results every number is None and the verdict inconclusive, with the
-    reason."""
+    """Per attack: the matched numbers of the three models, the unlearned model's interval, its
+    excess over the reference and the verdict (without matched results: None and inconclusive,
+    with the reason); ``published`` holds the unmatched numbers."""
     attacks: dict[str, dict[str, Any]] = {}
     for attack in published["unlearned"]:
-        entry: dict[str, Any]
-        if matched is None:
-            entry = {
-                **dict.fromkeys(MODELS),
-                "unlearned_interval": None,
-                "excess_over_reference": None,
-                "verdict": "inconclusive",
-                "reason": matching["reason"],
-            }
-        else:
-            result = matched["unlearned"][attack]
-            summaries = {name: matched[name][attack].summary() for name in MODELS}
-            interval = _attack_interval(attack, result, settings)
-            reference = summaries["reference"]["accuracy"]
-            entry = {
-                **summaries,
-                "unlearned_interval": list(interval),
-                "excess_over_reference": summaries["unlearned"]["accuracy"] - reference,
-                "verdict": attack_verdict(
-                    summaries["unlearned"]["accuracy"], interval, reference, settings.tolerance
-                ),
-                "reason": None,
-            }
+        entry: dict[str, Any] = {**dict.fromkeys(MODELS), "unlearned_interval": None,
+                                 "excess_over_reference": None, "verdict": "inconclusive",
+                                 "reason": matching["reason"]}  # fmt: skip
+        if matched is not None:
+            entry.update({name: matched[name][attack].summary() for name in MODELS})
+            interval = _attack_interval(attack, matched["unlearned"][attack], kw)
+            accuracy, reference = entry["unlearned"]["accuracy"], entry["reference"]["accuracy"]
+            entry.update(
+                unlearned_interval=list(interval),
+                excess_over_reference=accuracy - reference,
+                verdict=attack_verdict(accuracy, interval, reference, settings.tolerance),
+                reason=None,
+            )
         entry["per_side"] = matching["per_side"]
         entry["published"] = {name: published[name][attack].summary() for name in MODELS}
         attacks[attack] = entry
     return attacks
+
+
+def assess_outputs(
+    outputs: dict[str, dict[str, SplitOutputs]],
+    task: str,
+    settings: AuditSettings,
+    *,
+    class_names: list[str] | None = None,
+    lira: dict[str, Any] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """The certificate's sections concluded from ``outputs[model][split]`` (forget, unseen, test
+    and retain; ``lira``: given, it needs shadow models), plus ``losses`` (per model and split,
+    for the per-person evidence). ``progress`` follows the bootstrap rounds, the long part."""
+    protocol = {
+        name: protocol_metrics(outputs[name], task=task, reference=outputs["reference"])
+        for name in MODELS
+    }
+    losses = {
+        name: {s: per_sample_loss(o.logits, o.labels, task) for s, o in outputs[name].items()}
+        for name in MODELS
+    }
+    log("membership attacks: loss, entropy, SVC (multi-class); loss only (multi-label)")
+    published = {name: attacks_for_task(outputs[name], task) for name in MODELS}
+    matched, matching = matched_attacks(outputs, task)
+    log(
+        f"label-matched attacks: {matching['per_side']} forget and unseen samples per side"
+        + (f" ({matching['reason']})" if matching["reason"] else "")
+    )
+    intervals_wanted = (
+        2 * len(MODELS) + len(UTILITY_SPLITS) + (matched is not None) * len(published["unlearned"])
+    )
+    kw = {
+        **settings.bootstrap,
+        "on_round": _round_counter(progress, intervals_wanted * settings.n_boot),
+    }
+    log(f"bootstrap intervals ({settings.n_boot} rounds each)")
+    intervals = {}
+    for name in MODELS:
+        forget, unseen = losses[name]["forget"], losses[name]["unseen"]
+        test = outputs[name]["test"]
+        correct = correct_predictions(test.logits, test.labels, task).numpy()
+        intervals[name] = {
+            "mia_acc": list(mia_interval(forget, unseen, **kw)),
+            "nomus": list(nomus_interval(correct, forget, unseen, **kw)),
+        }
+    unlearned = outputs["unlearned"]
+    names = class_names or [str(c) for c in range(unlearned["test"].logits.shape[1])]
+    shift = label_shift(unlearned["forget"].labels, unlearned["unseen"].labels, task, names)
+    attacks = _attack_entries(published, matched, matching, settings, kw)
+    utility = _accuracy_comparison(outputs, protocol, task, settings, kw)
+    divergence = {
+        f"{kind}_{split}": measure(
+            outputs["reference"][split].logits, unlearned[split].logits, task
+        )
+        for kind, measure in (("kl", output_kl), ("js", output_js))
+        for split in ("forget", "test")
+    }
+    divergence["avg_gap"] = protocol["unlearned"].get("avg_gap", float("nan"))
+    verdicts = {name: a["verdict"] for name, a in attacks.items()}
+    if lira:
+        lira["verdict"] = "pass" if lira["excess"] <= settings.tolerance else "fail"
+        verdicts["lira"] = lira["verdict"]
+    forgetting = combine_verdicts(*verdicts.values())
+    overall = combine_verdicts(forgetting, utility["verdict"])
+    return {
+        "protocol": protocol,
+        "intervals": intervals,
+        "label_shift": {**shift.to_dict(), "warning": shift.warning()},
+        "matching": matching,
+        "attacks": attacks,
+        "lira": lira,
+        "utility": utility,
+        "divergence_to_reference": divergence,
+        "verdicts": {"forgetting": forgetting, "utility": utility["verdict"]},
+        "verdict": overall,
+        "summary": _summary(
+            overall, forgetting, verdicts, matching["reason"], utility, settings.tolerance
+        ),
+        "losses": losses,
+    }
 
 
 def run_audit(
@@ -426,17 +468,12 @@ def run_audit(
     settings: AuditSettings,
     shadow_dir: Path | None = None,
     log: Callable[[str], None] = lambda message: None,
+    progress: ProgressFn | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, SplitOutputs]]]:
-    """The certificate (JSON-ready dict) and the raw outputs (for the plots).
-
-    ``attacks[name]`` holds each model's numbers on the label-matched subsample (since the
-    matched audit; before, on all of forget and unseen), the unlearned model's interval, its
-    excess over the reference and the verdict, plus ``per_side`` and ``reason`` (why there are
-    no numbers, else None); ``attacks[name]["published"]`` the unmatched numbers, comparable
-    with papers. ``protocol`` and ``intervals`` keep the published (unmatched) ``mia_acc`` and
-    NoMUS. ``matching``, ``label_shift``, ``utility`` and ``verdicts`` (forgetting, utility)
-    are described in docs/audit.md; ``verdict`` combines forgetting and utility.
-    """
+    """The certificate (JSON-ready dict; its sections: :func:`assess_outputs` and
+    docs/audit.md) and the raw outputs (for the plots). ``attacks[name]["published"]``,
+    ``protocol`` and ``intervals`` keep the unmatched numbers, comparable with papers (before
+    the matched audit, ``attacks`` held those)."""
     missing = set(MODELS) - set(models)
     if missing:
         raise ConfigError(f"the audit needs the {', '.join(sorted(missing))} model(s)")
@@ -445,45 +482,10 @@ def run_audit(
     if len(set(specs.values())) != 1:
         raise ConfigError(f"the three models expect different inputs: {specs}")
     started = time.perf_counter()
-    task = scenario.task
     problem = scenario.problem
     loaders = ProblemLoaders(problem, specs["unlearned"])
     log("running the three models over every split")
     outputs = {name: split_outputs(m.model, loaders, device=device) for name, m in models.items()}
-
-    protocol = {
-        name: protocol_metrics(outputs[name], task=task, reference=outputs["reference"])
-        for name in MODELS
-    }
-    losses = {
-        name: {s: per_sample_loss(o.logits, o.labels, task) for s, o in outputs[name].items()}
-        for name in MODELS
-    }
-    log(f"bootstrap intervals ({settings.n_boot} rounds per model)")
-    kw = {"n_boot": settings.n_boot, "level": settings.confidence_level, "seed": settings.seed}
-    intervals = {}
-    for name in MODELS:
-        forget, unseen = losses[name]["forget"], losses[name]["unseen"]
-        test = outputs[name]["test"]
-        correct = correct_predictions(test.logits, test.labels, task).numpy()
-        intervals[name] = {
-            "mia_acc": list(mia_interval(forget, unseen, **kw)),
-            "nomus": list(nomus_interval(correct, forget, unseen, **kw)),
-        }
-    shift = label_shift(
-        outputs["unlearned"]["forget"].labels,
-        outputs["unlearned"]["unseen"].labels,
-        task,
-        list(problem.records.class_names),
-    )
-    log("membership attacks: loss, entropy, SVC (multi-class); loss only (multi-label)")
-    published = {name: attacks_for_task(outputs[name], task) for name in MODELS}
-    matched, matching = matched_attacks(outputs, task)
-    log(
-        f"label-matched attacks: {matching['per_side']} forget and unseen samples per side"
-        + (f" ({matching['reason']})" if matching["reason"] else "")
-    )
-    attacks = _attack_entries(published, matched, matching, settings)
     lira = None
     if settings.shadows > 0:
         assert shadow_dir is not None  # checked above
@@ -492,82 +494,76 @@ def run_audit(
             scenario, models["original"].meta, settings.shadows, shadow_dir, device
         )
         lira = _lira(loaders, outputs, shadow_paths, device)
-        lira["verdict"] = "pass" if lira["excess"] <= settings.tolerance else "fail"
-    utility = _accuracy_comparison(outputs, protocol, task, settings)
-
+    found = assess_outputs(
+        outputs,
+        scenario.task,
+        settings,
+        class_names=list(problem.records.class_names),
+        lira=lira,
+        log=log,
+        progress=progress,
+    )
+    losses = found.pop("losses")
     forget_idx = problem.forget
     keys = [problem.records.paths[i] for i in forget_idx]
     people = [problem.records.identities[i] for i in forget_idx]
     scores = {
         name: loss_exposure(losses[name]["forget"], losses[name]["unseen"]) for name in MODELS
     }
-    divergence = {
-        f"{kind}_{split}": measure(
-            outputs["reference"][split].logits, outputs["unlearned"][split].logits, task
-        )
-        for kind, measure in (("kl", output_kl), ("js", output_js))
-        for split in ("forget", "test")
-    }
-    divergence["avg_gap"] = protocol["unlearned"].get("avg_gap", float("nan"))
-    verdicts = {name: a["verdict"] for name, a in attacks.items()}
-    if lira:
-        verdicts["lira"] = lira["verdict"]
-    failed = [name for name, v in verdicts.items() if v == "fail"]
-    unsure = [name for name, v in verdicts.items() if v == "inconclusive"]
-    forgetting = combine_verdicts(*verdicts.values())
-    overall = combine_verdicts(forgetting, utility["verdict"])
-    certificate = {
-        "format": CERTIFICATE_FORMAT,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "dlfd_version": __version__,
-        "versions": software_versions(),
-        "hardware": hardware_info(),
-        "scenario": {
+    conclusions = {k: found.pop(k) for k in ("verdicts", "verdict", "summary")}
+    certificate = run_record(
+        CERTIFICATE_FORMAT,
+        dlfd_version=__version__,
+        scenario={
             "name": scenario.name,
             "options": dict(scenario.options),
             "split_seed": problem.split_seed,
             "level": problem.level,
-            "forget_sha256": problem.forget_sha256,
-            "data_sha256": problem.records.fingerprint,
+            **data_hashes(problem),
             "sizes": problem.sizes(),
             "forgotten_people": problem.forget_identities(),
         },
-        "models": {
-            name: {
-                "path": str(m.path),
-                "role": m.meta.role,
-                "weights_sha256": m.meta.weights_sha256,
-                "forget_sha256": m.meta.forget_sha256,
-            }
+        models={
+            name: {k: checkpoint_record(m.path, m.meta)[k] for k in MODEL_RECORD_KEYS}
             for name, m in models.items()
         },
-        "settings": asdict(settings),
-        "protocol": protocol,
-        "intervals": intervals,
-        "label_shift": {**shift.to_dict(), "warning": shift.warning()},
-        "matching": matching,
-        "attacks": attacks,
-        "lira": lira,
-        "utility": utility,
-        "divergence_to_reference": divergence,
-        "people": [asdict(p) for p in per_person(people, scores, keys)],
-        "most_exposed": most_exposed(keys, people, scores["unlearned"], settings.top_k),
-        "verdicts": {"forgetting": forgetting, "utility": utility["verdict"]},
-        "verdict": overall,
-        "summary": _summary(
-            overall,
-            (forgetting, failed, unsure, matching["reason"]),
-            utility,
-            settings.tolerance,
-        ),
-        "audit_s": time.perf_counter() - started,
-    }
+        settings=asdict(settings),
+        **found,
+        people=[asdict(p) for p in per_person(people, scores, keys)],
+        most_exposed=most_exposed(keys, people, scores["unlearned"], settings.top_k),
+        **conclusions,
+        audit_s=time.perf_counter() - started,
+    )
     return certificate, outputs
 
 
 def load_models(paths: dict[str, Path], device: torch.device) -> dict[str, LoadedModel]:
-    """Load the three checkpoints (never unpickling) on ``device``."""
+    """Load the checkpoints (never unpickling) on ``device``."""
     return {
         name: LoadedModel(path, *load_checkpoint(path, device=device))
         for name, path in paths.items()
     }
+
+
+def check_audit_models(models: dict[str, LoadedModel], scenario: Scenario) -> None:
+    """Refuse models that cannot be compared on this scenario's forget request."""
+    fits = {}
+    for name, loaded in models.items():
+        fits[name] = checkpoint_fit(loaded.meta, loaded.path, scenario)
+        if fits[name].other_data:
+            raise CheckpointError(f"{loaded.path} ({name}) was trained on other data")
+    for name, role in (("original", "original"), ("reference", "retrained")):
+        meta = models[name].meta
+        if meta.role in ("original", "retrained") and meta.role != role:
+            raise CheckpointError(
+                f"--{name} {models[name].path} is a {meta.role} model; it must be the {role} model"
+            )
+    if fits["original"].other_split:
+        raise CheckpointError(
+            f"--original {models['original'].path} was trained on the split "
+            f"of seed {models['original'].meta.split_seed}, not {scenario.problem.split_seed}"
+        )
+    if fits["reference"].other_forget:
+        raise CheckpointError(
+            f"the reference {models['reference'].path} was retrained for another forget set"
+        )

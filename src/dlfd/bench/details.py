@@ -20,12 +20,10 @@ PROJECTION_SPLITS = ("forget", "unseen")
 
 
 def sample_losses(outputs: dict[str, SplitOutputs], task: str, seed: int) -> dict[str, list[float]]:
-    """Per-sample losses of each split in :data:`LOSS_SPLITS` (at most :data:`MAX_LOSSES`,
-    a seeded subsample), rounded to 5 significant digits."""
+    """Per-sample losses of each split (a seeded subsample beyond :data:`MAX_LOSSES`), to 5
+    significant digits."""
     losses = {}
-    for split in LOSS_SPLITS:
-        if split not in outputs:
-            continue
+    for split in (s for s in LOSS_SPLITS if s in outputs):
         values = per_sample_loss(outputs[split].logits, outputs[split].labels, task)
         if len(values) > MAX_LOSSES:
             rng = np.random.default_rng(derive_seed(seed, "losses", split))
@@ -59,8 +57,5 @@ def projection_2d(features: dict[str, torch.Tensor], seed: int) -> dict[str, Any
         "method": "pca",
         "layer": "penultimate",
         "explained_variance": [round(float(s**2) / total, 4) for s in singular[:2]],
-        **{
-            split: np.round((x - mean) @ axes.T, 4).tolist()
-            for split, x in sides.items()  # (n, 2)
-        },
+        **{split: np.round((x - mean) @ axes.T, 4).tolist() for split, x in sides.items()},
     }

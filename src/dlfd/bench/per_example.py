@@ -1,34 +1,12 @@
 """``dlfd bench --per-example N``: the NeurIPS 2023 challenge's per-example epsilon score.
 
-For each seed ``s`` of the plan (same scenario and split as the rest of the bench):
-
-* N originals and N retrained references, model ``k`` trained with training seed
-  :func:`model_seed` ``(s, k)`` (``k = 0`` is seed ``s`` itself, so model 0 is the bench's own
-  original/reference), each through the bench's cached-model mechanism
-  (:func:`dlfd.bench.references.ensure_reference`: cached by configuration hash, resumable);
-* every method of the plan run from each original ``k`` with method seed ``model_seed(s, k)``
-  (``unlearn_on_scenario``, the same call and settings as :mod:`dlfd.bench.unit`);
-* the statistic (:func:`dlfd.metrics.per_example.logit_scaled_confidence`) of every forget
-  sample and the retain/test accuracies under each model, then the score
-  (:func:`dlfd.metrics.per_example.per_example_score`).
-
-Rows: ``original`` scores the N originals themselves as the "unlearned" models (the do-nothing
-baseline); ``retrain`` is skipped (it would be compared with itself; an independent second set
-of N retrained models would be needed).
-
-Files (under ``DIR/seed-<s>/per-example/``), all written atomically:
-
-* ``<row>.m<k>.json``: one model's statistics and accuracies (``reference.m<k>.json`` for the
-  retrained ones), keyed by a configuration hash: a rerun reuses them, so an interrupted stage
-  loses at most the model in progress. Unlearned models are not kept, only these numbers.
-* ``<method>.json``: the (method, seed) entry (format :data:`ENTRY_FORMAT`): score, forgetting
-  quality, accuracy ratios, per-sample epsilons and points, bucket edges, the models' training
-  seeds; reused when its configuration hash (over the models' hashes) is unchanged.
-
-``DIR/per_example.json`` lists every entry without its per-sample lists; the bench also adds
-``per_example_score``, ``forgetting_quality`` and ``per_example_file`` to the matching records
-of ``results.json``. A report could draw, per method, the histogram of the per-sample epsilons
-against the bucket edges (``epsilons``, ``buckets`` in each entry file).
+Per seed ``s``: N originals and N retrained references (model ``k`` trained with seed
+:func:`model_seed` ``(s, k)``; model 0 is the bench's own pair) from the bench's model cache,
+every method of the plan run from each original, and the score
+(:func:`dlfd.metrics.per_example.per_example_score`). ``original`` scores the N originals
+themselves; ``retrain`` is skipped (it would be compared with itself). Files (under
+``DIR/seed-<s>/per-example/``, each keyed by a configuration hash, so a rerun reuses them) and
+the ``results.json`` fields added: docs/bench.md.
 """
 
 from __future__ import annotations
@@ -44,9 +22,9 @@ import torch
 
 from dlfd import __version__
 from dlfd.bench.plan import BenchPlan
-from dlfd.bench.progress import BenchProgress, TrainAdapter
-from dlfd.bench.records import json_safe, run_config_sha256
-from dlfd.bench.references import ensure_reference
+from dlfd.bench.progress import BenchProgress
+from dlfd.bench.records import json_safe
+from dlfd.bench.references import reference_cache
 from dlfd.bench.unit import build_scenario
 from dlfd.checkpoint import load_checkpoint
 from dlfd.config import to_dict
@@ -54,12 +32,12 @@ from dlfd.data.loaders import ProblemLoaders
 from dlfd.errors import ConfigError, DlfdError
 from dlfd.evaluation import split_outputs
 from dlfd.io import atomic_write_json, read_json_file
-from dlfd.methods.scenario_run import unlearn_on_scenario
 from dlfd.metrics.classification import multilabel_accuracy, top_k_accuracy
 from dlfd.metrics.per_example import DELTA, logit_scaled_confidence, per_example_score
+from dlfd.recipe import TrainRecipe
+from dlfd.runs.method_run import unlearn_on_scenario
 from dlfd.runtime import SEED_MAX, derive_seed, resolve_device
 from dlfd.scenarios import Scenario
-from dlfd.training.recipe import TrainRecipe
 from dlfd.training.runner import config_hash, training_config
 
 ENTRY_FORMAT = "dlfd-bench-per-example/1"
@@ -77,9 +55,7 @@ MAX_FILE_BYTES = 64 << 20
 def model_seed(seed: int, k: int) -> int:
     """Training (and method) seed of model ``k`` of bench seed ``seed``: ``seed`` itself for
     ``k = 0``, otherwise a stable hash of (seed, k) within ``[0, SEED_MAX]``."""
-    if k == 0:
-        return seed
-    return derive_seed("per-example", seed, k) % (SEED_MAX + 1)
+    return seed if k == 0 else derive_seed("per-example", seed, k) % (SEED_MAX + 1)
 
 
 def scored_methods(plan: BenchPlan) -> tuple[str, ...]:
@@ -87,12 +63,9 @@ def scored_methods(plan: BenchPlan) -> tuple[str, ...]:
     return tuple(m for m in plan.methods if m not in SKIPPED_ROWS)
 
 
-def entry_path(out: Path, seed: int, method: str) -> Path:
-    return out / f"seed-{seed}" / FOLDER / f"{method}.json"
-
-
-def _model_path(out: Path, seed: int, row: str, k: int) -> Path:
-    return out / f"seed-{seed}" / FOLDER / f"{row}.m{k}.json"
+def entry_path(out: Path, seed: int, name: str) -> Path:
+    """``<name>.json`` in the seed's per-example folder: a method's entry, or ``<row>.m<k>``."""
+    return out / f"seed-{seed}" / FOLDER / f"{name}.json"
 
 
 def _read(path: Path, fmt: str, digest: str) -> dict[str, Any] | None:
@@ -103,9 +76,8 @@ def _read(path: Path, fmt: str, digest: str) -> dict[str, Any] | None:
         data = read_json_file(path, "per-example file", limit=MAX_FILE_BYTES, error=ConfigError)
     except DlfdError:
         return None
-    if not isinstance(data, dict) or data.get("format") != fmt:
-        return None
-    return data if data.get("config_sha256") == digest else None
+    ok = isinstance(data, dict) and data.get("format") == fmt
+    return data if ok and data.get("config_sha256") == digest else None
 
 
 @dataclass
@@ -129,14 +101,13 @@ class _SeedState:
         }
 
     def checkpoint(self, role: str, k: int, progress: BenchProgress, log: Callable) -> Path:
-        ref = ensure_reference(
+        ref = reference_cache(self.plan.cache_dir).get(
             self.scenario,
             role=role,
             seed=self.seeds[k],
             recipe=self.recipe,
             device=self.device,
-            cache_dir=self.plan.cache_dir,
-            progress=TrainAdapter(progress),
+            progress=progress.training,
         )
         if ref.trained_now:
             log(f"seed {self.seed}: per-example {role} model {k} trained in {ref.training_s:.1f}s")
@@ -144,22 +115,20 @@ class _SeedState:
 
     def model_config(self, row: str, k: int) -> dict[str, Any]:
         if row == REFERENCE_ROW:
-            return {
-                "format": MODEL_FORMAT,
-                "row": row,
-                "model_config_sha256": self.train_hash[("retrained", k)],
-                "statistic": STATISTIC,
-                "dlfd_version": __version__,
+            own: dict[str, Any] = {"model_config_sha256": self.train_hash[("retrained", k)]}
+        else:
+            method = row != "original"
+            own = {
+                "params": to_dict(self.plan.method_params(row)) if method else {},
+                "overrides": json_safe(self.plan.method_overrides(row)) if method else {},
+                "method_seed": self.seeds[k],
+                "batch_size": self.recipe.batch_size,
+                "original_config_sha256": self.train_hash[("original", k)],
             }
-        params = {} if row == "original" else to_dict(self.plan.method_params(row))
         return {
             "format": MODEL_FORMAT,
             "row": row,
-            "params": params,
-            "overrides": json_safe(self.plan.method_overrides(row)) if row != "original" else {},
-            "method_seed": self.seeds[k],
-            "batch_size": self.recipe.batch_size,
-            "original_config_sha256": self.train_hash[("original", k)],
+            **own,
             "statistic": STATISTIC,
             "dlfd_version": __version__,
         }
@@ -167,12 +136,12 @@ class _SeedState:
     def measure(self, model: torch.nn.Module) -> dict[str, Any]:
         task = self.scenario.task
         outputs = split_outputs(model, self.loaders, device=self.device, splits=STAT_SPLITS)
-        result: dict[str, Any] = {}
-        for split, out in outputs.items():
-            if task == "multiclass":
-                result[f"{split}_acc"] = top_k_accuracy(out.logits, out.labels, k=1)
-            else:
-                result[f"{split}_acc"] = multilabel_accuracy(out.logits, out.labels)
+        result: dict[str, Any] = {
+            f"{split}_acc": top_k_accuracy(out.logits, out.labels, k=1)
+            if task == "multiclass"
+            else multilabel_accuracy(out.logits, out.labels)
+            for split, out in outputs.items()
+        }
         forget = outputs["forget"]
         result["forget_stat"] = logit_scaled_confidence(forget.logits, forget.labels, task)
         return result
@@ -182,32 +151,25 @@ class _SeedState:
     ) -> dict[str, Any]:
         """Statistics and accuracies of model ``k`` of ``row`` (computed or reused)."""
         config = self.model_config(row, k)
-        digest = run_config_sha256(config)
-        path = _model_path(self.plan.out, self.seed, row, k)
+        digest = config_hash(config)
+        path = entry_path(self.plan.out, self.seed, f"{row}.m{k}")
         done = _read(path, MODEL_FORMAT, digest)
         if done is not None:
             return done
         started = time.perf_counter()
-        if row == REFERENCE_ROW:
-            model, _ = load_checkpoint(
-                self.checkpoint("retrained", k, progress, log), device=self.device
-            )
-        else:
-            model, _ = load_checkpoint(
-                self.checkpoint("original", k, progress, log), device=self.device
-            )
-            if row != "original":
-                result = unlearn_on_scenario(
-                    model,
-                    self.scenario,
-                    row,
-                    seed=self.seeds[k],
-                    device=self.device,
-                    hparams=self.plan.method_overrides(row),
-                    recipe=self.recipe,
-                    on_progress=progress.advance,
-                )
-                model = result.model
+        role = "retrained" if row == REFERENCE_ROW else "original"
+        model, _ = load_checkpoint(self.checkpoint(role, k, progress, log), device=self.device)
+        if row not in (REFERENCE_ROW, "original"):
+            model = unlearn_on_scenario(
+                model,
+                self.scenario,
+                row,
+                seed=self.seeds[k],
+                device=self.device,
+                hparams=self.plan.method_overrides(row),
+                recipe=self.recipe,
+                on_progress=progress.advance,
+            ).model
         numbers = self.measure(model)
         record = json_safe(
             {
@@ -226,31 +188,21 @@ class _SeedState:
         return record
 
 
-def _entry_config(state: _SeedState, method: str) -> dict[str, Any]:
-    return {
+def run_entry(
+    state: _SeedState, method: str, progress: BenchProgress, log: Callable[[str], None]
+) -> tuple[dict[str, Any], bool]:
+    """The (method, seed) entry: reused when finished, else computed and written."""
+    config = {
         "format": ENTRY_FORMAT,
         "method": method,
         "seed": state.seed,
         "n_models": state.n,
         "delta": DELTA,
-        "unlearned": [run_config_sha256(state.model_config(method, k)) for k in range(state.n)],
-        "reference": [
-            run_config_sha256(state.model_config(REFERENCE_ROW, k)) for k in range(state.n)
-        ],
+        "unlearned": [config_hash(state.model_config(method, k)) for k in range(state.n)],
+        "reference": [config_hash(state.model_config(REFERENCE_ROW, k)) for k in range(state.n)],
         "forget_sha256": state.scenario.problem.forget_sha256,
     }
-
-
-def _stack(numbers: list[dict[str, Any]], key: str) -> np.ndarray:
-    return np.asarray([n[key] for n in numbers], dtype=np.float64)
-
-
-def run_entry(
-    state: _SeedState, method: str, progress: BenchProgress, log: Callable[[str], None]
-) -> tuple[dict[str, Any], bool]:
-    """The (method, seed) entry: reused when finished, else computed and written."""
-    config = _entry_config(state, method)
-    digest = run_config_sha256(config)
+    digest = config_hash(config)
     path = entry_path(state.plan.out, state.seed, method)
     done = _read(path, ENTRY_FORMAT, digest)
     if done is not None:
@@ -263,8 +215,8 @@ def run_entry(
         progress.advance(k, state.n, f"model {k + 1}/{state.n}")
         runs.append(state.model_numbers(method, k, progress, log))
     score = per_example_score(
-        _stack(runs, "forget_stat"),
-        _stack(refs, "forget_stat"),
+        np.asarray([r["forget_stat"] for r in runs], dtype=np.float64),
+        np.asarray([r["forget_stat"] for r in refs], dtype=np.float64),
         unlearned_retain=[r["retain_acc"] for r in runs],
         retrained_retain=[r["retain_acc"] for r in refs],
         unlearned_test=[r["test_acc"] for r in runs],
@@ -317,9 +269,8 @@ def run_per_example(
     on_done: Callable[[int, str, dict[str, Any], bool], None] | None = None,
     on_fail: Callable[[int, str, BaseException], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (method, seed) entry of ``plan`` (``plan.per_example`` models per side), in plan
-    order; writes ``DIR/per_example.json`` after each. A failed entry is passed to ``on_fail``
-    (raised when None) and the others still run."""
+    """Every (method, seed) entry of ``plan``, rewriting ``DIR/per_example.json`` after each; a
+    failed entry goes to ``on_fail`` (raised when None) and the others still run."""
     if plan.per_example < 2:
         raise ConfigError(f"--per-example needs at least 2 models, got {plan.per_example}")
     progress = progress or BenchProgress()

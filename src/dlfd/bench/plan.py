@@ -1,15 +1,9 @@
 """What a benchmark runs: scenario, seeds, methods and every setting, checked before any work.
 
-A :class:`BenchPlan` is plain, picklable data: the command line and recipe files
-(:mod:`dlfd.bench.recipe_file`) build one, and every run of the benchmark reads its settings
-from it, so a run can execute in another process. Settings are ``HEAD.KEY=VALUE`` items:
-``recipe.KEY`` changes how the original and the retrained reference are trained,
-``all.KEY`` one of the settings every method shares (``select``, ``save_threshold``,
-``monitor_samples``), ``METHOD.KEY`` one method's setting (``dlfd methods METHOD`` lists them).
-
-A plan may carry a forget request (``forget_entries``, read from a forget list with
-:func:`dlfd.data.splits.read_forget_list`, as ``dlfd train --forget`` reads it): every seed's
-scenario then forgets the training images those entries name instead of its own forget set.
+A :class:`BenchPlan` is plain, picklable data, so a run can execute in another process.
+Settings are ``HEAD.KEY=VALUE`` items: ``recipe.KEY`` changes how the original and the retrained
+reference are trained, ``all.KEY`` a setting every method shares (``select``,
+``save_threshold``, ``monitor_samples``), ``METHOD.KEY`` one method's setting.
 """
 
 from __future__ import annotations
@@ -25,9 +19,9 @@ from dlfd.config import apply_overrides
 from dlfd.errors import ConfigError
 from dlfd.io import sha256_bytes
 from dlfd.methods import MethodParams, get_method, list_methods
+from dlfd.recipe import TrainRecipe
 from dlfd.runtime import SEED_MAX
 from dlfd.scenarios import scenario_options
-from dlfd.training.recipe import TrainRecipe
 
 #: Rows taken from the two trained checkpoints of each seed, not from an unlearning run:
 #: ``original`` is the original model (wall time 0), ``retrain`` the retrained reference
@@ -41,13 +35,9 @@ ALL_HEAD = "all"
 class BenchPlan:
     """Everything a benchmark needs; ``methods`` are resolved keys in table order.
 
-    ``split_seed=None`` makes each seed its own split seed (seeded scenarios then vary their
-    split with the seed); a number fixes one split for every seed. ``settings`` maps a method
-    key (or ``all``) to its overrides; ``recipe`` holds the training recipe's overrides.
-    ``per_example`` > 0 adds the per-example epsilon score with that many models per side
-    (:mod:`dlfd.bench.per_example`); 0 leaves it out. ``forget_entries`` (people or image
-    paths, from the forget list ``forget``) replace every seed's forget set; empty: the
-    scenario's own.
+    ``split_seed=None`` makes each seed its own split seed. ``settings`` maps a method key (or
+    ``all``) to its overrides. ``forget_entries`` (from the forget list ``forget``) replace
+    every seed's forget set; empty: the scenario's own.
     """
 
     dataset: str
@@ -72,8 +62,7 @@ class BenchPlan:
 
     @property
     def forget_request(self) -> dict[str, Any] | None:
-        """What the records say of the forget request: the list's file (as given), its number
-        of entries and :func:`forget_request_sha256`; None for the scenario's own forget set."""
+        """The records' ``forget_request`` entry (file, entries, sha256); None without one."""
         if not self.forget_entries:
             return None
         return {
@@ -119,12 +108,12 @@ _RANGE = re.compile(r"([0-9]+)\s*-\s*([0-9]+)", re.ASCII)
 
 
 def _seed_number(text: str, item: object) -> int:
-    """One bound of a seed range as an integer (plain decimal digits, no leading zeros)."""
+    """``text`` (of ``item``) as a seed: plain decimal digits, no sign or leading zeros."""
     try:
         seed = int(text)
-    except ValueError:  # more digits than Python converts
+    except ValueError:  # not a number, or more digits than Python converts
         raise ConfigError(f"seeds must be non-negative integers, got {item!r}") from None
-    if str(seed) != text:
+    if str(seed) != text or seed < 0:
         raise ConfigError(f"seeds must be non-negative integers, got {item!r}")
     if seed > SEED_MAX:
         raise ConfigError(f"seeds must be at most {SEED_MAX}, got {seed}")
@@ -151,38 +140,19 @@ def _seed_range(item: str) -> range | None:
 
 
 def parse_seeds(text: str | Iterable[int | str]) -> tuple[int, ...]:
-    """``"0,1,2"``, ``"0-19"`` or ``"0-2,5,7-8"`` (or a list of such items) -> seeds:
-    non-negative, at most :data:`~dlfd.runtime.SEED_MAX`, distinct, in the given order.
-
-    ``A-B`` is every seed from A to B, both included; a reversed range (``5-2``), a range of
-    more than :data:`MAX_RANGE_SEEDS` seeds, a seed above ``SEED_MAX`` or a seed given twice
-    (``0-3,2``) is refused with :class:`ConfigError`.
+    """``"0,1,2"``, ``"0-19"`` or ``"0-2,5,7-8"`` (or a list of such items) -> distinct seeds
+    in the given order; ``A-B`` is every seed from A to B, both included. A reversed range, a
+    range of more than :data:`MAX_RANGE_SEEDS` seeds, a seed above ``SEED_MAX`` or a seed given
+    twice is refused with :class:`ConfigError`.
     """
     items = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
-    seeds: list[int] = []
-    seen: set[int] = set()
-
-    def add(seed: int) -> None:
-        if seed in seen:
-            raise ConfigError(f"seed {seed} is listed twice")
-        seen.add(seed)
-        seeds.append(seed)
-
+    seeds: dict[int, None] = {}
     for item in items:
         span = _seed_range(item) if isinstance(item, str) else None
-        if span is not None:
-            for seed in span:
-                add(seed)
-            continue
-        try:
-            seed = int(item)
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"seeds must be non-negative integers, got {item!r}") from None
-        if isinstance(item, bool) or seed < 0 or str(seed) != str(item).strip():
-            raise ConfigError(f"seeds must be non-negative integers, got {item!r}")
-        if seed > SEED_MAX:
-            raise ConfigError(f"seeds must be at most {SEED_MAX}, got {seed}")
-        add(seed)
+        for seed in span if span is not None else [_seed_number(str(item).strip(), item)]:
+            if seed in seeds:
+                raise ConfigError(f"seed {seed} is listed twice")
+            seeds[seed] = None
     if not seeds:
         raise ConfigError("give at least one seed")
     return tuple(seeds)
@@ -197,8 +167,6 @@ def resolve_methods(spec: str | Iterable[str]) -> tuple[str, ...]:
     """``"all"`` or ``"k1,k2"`` (or a list) -> method keys, unknown keys refused by name."""
     known = available_methods()
     if isinstance(spec, str):
-        if spec.strip() == "all":
-            return known
         items = [p.strip() for p in spec.split(",") if p.strip()]
     else:
         items = [str(p).strip() for p in spec]

@@ -1,8 +1,7 @@
 """``--jobs N``: whole runs in a pool of spawned processes; only the parent writes results.
 
-Each seed's two checkpoints are trained (or found in the cache) first, one task per seed; then
-every (method, seed) is a task. Workers split the machine's threads between them and keep each
-seed's context for the runs they get.
+Each seed's checkpoints first (one task per seed), then every (method, seed) is a task; workers
+split the machine's threads and keep each seed's context for the runs they get.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ import dataclasses
 import multiprocessing
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,19 +20,11 @@ from dlfd.bench.references import ROLE_OF_ROW
 from dlfd.bench.unit import SeedContext, prepare_seed, run_unit
 from dlfd.errors import DlfdError
 
-
-class Collector(Protocol):
-    """Where finished and failed runs go (the parent's bookkeeping)."""
-
-    def finish(self, seed: int, method: str, record: dict[str, Any] | None, ran: bool) -> None: ...
-    def fail(self, seed: int, method: str, error: BaseException | str) -> None: ...
+if TYPE_CHECKING:
+    from dlfd.bench.runner import Collector
 
 
 _WORKER_SEEDS: dict[int, SeedContext] = {}
-
-
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
 
 
 def _worker_prepare(plan: BenchPlan, seed: int) -> list[str]:
@@ -61,13 +52,14 @@ def _worker_run(
 
 
 def run_pool(plan: BenchPlan, progress: BenchProgress, log: BenchLog, collector: Collector) -> None:
-    """Seeds' checkpoints first (one task per seed), then every run, ``plan.jobs`` at a time,
-    in spawned processes that split this machine's threads between them."""
     threads = max(1, torch.get_num_threads() // plan.jobs)
     context = multiprocessing.get_context("spawn")
     worker_plan = dataclasses.replace(plan, jobs=1)
     with ProcessPoolExecutor(
-        max_workers=plan.jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)
+        max_workers=plan.jobs,
+        mp_context=context,
+        initializer=torch.set_num_threads,
+        initargs=(threads,),
     ) as pool:
         pending: dict[Future, tuple[str, int, str]] = {
             pool.submit(_worker_prepare, worker_plan, seed): ("prepare", seed, "")

@@ -1,53 +1,51 @@
-"""Progress hooks and the log of a benchmark (the CLI passes a rich display for the hooks)."""
+"""A benchmark's progress, as ``(done, total, phase)`` callbacks (:data:`ProgressFn`), and
+its log."""
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from dlfd.training import EpochStats, TrainProgress
+from dlfd.training.runner import ProgressFn, no_progress
+
+logger = logging.getLogger(__name__)
 
 
 class BenchProgress:
-    """Progress hooks; the default does nothing (the CLI passes a rich display)."""
+    """A bench's progress as two callbacks: ``overall(runs done, runs, run in progress)`` (the
+    phase is ``""`` between runs) and ``run(done, total, phase)`` within the current run."""
 
-    def start(self, total: int) -> None: ...
-    def begin(self, label: str) -> None: ...
-    def advance(self, done: int, total: int, phase: str) -> None: ...
-    def end(self, label: str) -> None: ...
-    def stop(self) -> None: ...
+    def __init__(self, overall: ProgressFn | None = None, run: ProgressFn | None = None) -> None:
+        self.overall = overall or no_progress
+        self.advance = run or no_progress
+        self.done = self.total = 0
 
+    def start(self, total: int) -> None:
+        self.total = total
+        self.overall(0, total, "")
 
-class TrainAdapter(TrainProgress):
-    """Training progress (epochs x batches) as one run's progress."""
+    def begin(self, label: str) -> None:
+        self.overall(self.done, self.total, label)
 
-    def __init__(self, progress: BenchProgress) -> None:
-        self.progress = progress
-        self.epochs = self.batches = self.epoch_done = 0
+    def end(self, label: str) -> None:
+        self.done += 1
+        self.overall(self.done, self.total, "")
 
-    def start(self, total_epochs: int, first_epoch: int, batches_per_epoch: int) -> None:
-        self.epochs, self.batches, self.epoch_done = total_epochs, batches_per_epoch, first_epoch
-        self.progress.advance(first_epoch * batches_per_epoch, total_epochs * batches_per_epoch, "")
-
-    def batch(self, done: int, total: int) -> None:
-        self.batches = total
-        self.progress.advance(self.epoch_done * total + done, self.epochs * total, "epochs")
-
-    def epoch(self, stats: EpochStats) -> None:
-        self.epoch_done = stats.epoch
+    def training(self, done: int, total: int, phase: str) -> None:  # batches of all epochs
+        self.advance(done, total, "epochs")
 
 
 class BenchLog:
-    """Timestamped lines appended to ``DIR/bench.log`` and, optionally, echoed."""
+    """Timestamped lines appended to ``DIR/bench.log``; echoed ones also go to this module's
+    logger (INFO), which the CLI prints."""
 
-    def __init__(self, path: Path, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.echo = echo
 
     def __call__(self, message: str, *, echo: bool = True) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(f"{stamp} {message}\n")
-        if echo and self.echo is not None:
-            self.echo(message)
+        if echo:
+            logger.info("%s", message)

@@ -1,29 +1,15 @@
 """Benchmark recipe files: the settings of a published table, committed as TOML or JSON.
 
-A recipe holds what ``dlfd bench`` options would (the command line wins where both give a
-value; ``--set`` items are applied after the file's)::
-
-    dataset = "mufac"
-    methods = ["original", "retrain", "finetune", "dlfd"]   # or "all"
-    seeds = [0, 1, 2]           # or "0-19", "0-2,5" (as --seeds)
-    image_size = 128            # optional
-    split_seed = 0              # optional: one split for every seed
-    lambda = 0.5                # optional
-    attacks = false             # optional
-    [options]                   # scenario options (-O KEY=VALUE)
-    val = "carve"
-    [set.recipe]                # --set recipe.KEY=VALUE: how original/retrained are trained
-    epochs = 100
-    [set.dlfd]                  # --set dlfd.KEY=VALUE
-    lr = 0.008
-
-The data folder is never in the file: pass ``--data-root``.
+A recipe holds what ``dlfd bench`` options would (keys: docs/bench.md; ``[options]`` for
+``-O``, ``[set.HEAD]`` tables for ``--set HEAD.KEY=VALUE``). The command line wins where both
+give a value and ``--set`` items are applied after the file's. The data folder is never in the
+file: pass ``--data-root``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +17,6 @@ from dlfd.errors import ConfigError
 from dlfd.io import parse_json, read_file_text
 
 _MAX_RECIPE_BYTES = 1 << 20
-
-_KEYS = {
-    "dataset",
-    "description",
-    "methods",
-    "seeds",
-    "image_size",
-    "split_seed",
-    "lambda",
-    "attacks",
-    "options",
-    "set",
-}
 
 
 @dataclass(frozen=True)
@@ -63,13 +36,19 @@ class RecipeFile:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+#: The keys a file may hold: the fields but ``path``, with ``lambda`` and ``set`` for ``lam``
+#: and ``settings``.
+_IN_FILE = {"lam": "lambda", "settings": "set"}
+_KEYS = {_IN_FILE.get(f.name, f.name) for f in fields(RecipeFile) if f.name != "path"}
+
+
 def _parse(path: Path) -> dict[str, Any]:
     if path.suffix not in (".json", ".toml"):
         raise ConfigError(f"recipe {path} must end with .toml or .json")
     text = read_file_text(path, "recipe file", limit=_MAX_RECIPE_BYTES, error=ConfigError)
     if path.suffix == ".json":
         data = parse_json(text, f"recipe {path}", error=ConfigError)
-    elif path.suffix == ".toml":
+    else:
         try:
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
@@ -80,8 +59,6 @@ def _parse(path: Path) -> dict[str, Any]:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"recipe {path} is not valid TOML: {exc}") from None
-    else:
-        raise ConfigError(f"recipe {path} must end with .toml or .json")
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must hold a table of settings")
     return data

@@ -1,22 +1,16 @@
 """Run records: the configuration that keys a run, where its files go, when it counts as done.
 
-A run is one (method, seed). Its files, in ``DIR/seed-<seed>/``:
-
-- ``<method>.safetensors`` + ``<method>.json``: the model and its checkpoint sidecar (unless
-  models are not saved);
-- ``<method>.result.json``: the run record (format ``dlfd-bench-run/1``), written last and
-  atomically, so it exists only for a finished run.
-
-A record counts as finished only if its ``config_sha256`` equals the hash of the run's
-configuration now and, when models are saved, the model file's sha256 equals the one the record
-names. Anything else (no record, another configuration, a missing or different model, an
-unreadable record, a leftover temporary file) means the run is done again.
-``DIR/results.json`` is the list of the plan's finished records without their bulky
-``details`` (losses, projections, traces), each with ``run_file`` naming its full record.
+A run is one (method, seed); its record ``DIR/seed-<seed>/<method>.result.json`` is written
+last and atomically, so it exists only for a finished run. It counts as finished only if its
+``config_sha256`` equals the hash of the run's configuration now and, when models are saved,
+the model file's sha256 equals the one it names; anything else means the run is done again.
+``DIR/results.json`` lists the finished records without their bulky ``details``. Layout and
+schema: docs/bench.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +21,10 @@ import numpy as np
 from dlfd import __version__
 from dlfd.config import to_dict
 from dlfd.errors import ConfigError, DlfdError
-from dlfd.io import atomic_write_json, read_json_file, sha256_file
+from dlfd.io import read_json_file, sha256_file
 from dlfd.metrics.mia import BENCHMARK_SHUFFLE_SEED
+from dlfd.recipe import TrainRecipe
 from dlfd.scenarios import Scenario
-from dlfd.training.recipe import TrainRecipe
-from dlfd.training.runner import config_hash
 
 RUN_FORMAT = "dlfd-bench-run/1"
 RESULTS_FILE = "results.json"
@@ -118,10 +111,6 @@ def run_config(
     return config
 
 
-def run_config_sha256(config: dict[str, Any]) -> str:
-    return config_hash(config)
-
-
 def json_safe(value: Any) -> Any:
     """``value`` with numpy scalars/arrays turned into Python ones and non-finite floats into
     None (JSON has no NaN)."""
@@ -162,10 +151,6 @@ def finite_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _is_number(value: Any) -> bool:
-    return finite_number(value) is not None
-
-
 def _too_deep(value: Any, limit: int) -> bool:
     """True when ``value`` nests lists/objects more than ``limit`` levels (checked without
     recursion, so any depth the JSON parser accepted is safe)."""
@@ -182,27 +167,13 @@ def _too_deep(value: Any, limit: int) -> bool:
 
 def validate_bench_record(record: Any, where: str) -> dict[str, Any]:
     """``record`` itself when it is a well-formed bench record (a line of ``results.json`` or a
-    run record file); otherwise :class:`ConfigError` naming ``where`` and the field.
-
-    Required: ``method`` (non-empty string), ``seed`` (integer), ``metrics`` (object of finite
-    numbers or null). Where present: the timings (``wall_s``, ``train_s``, ``monitor_s``,
-    ``eval_s``) finite numbers or null; ``dataset``, ``selected``, ``model`` strings or null;
-    ``run_file`` a non-empty string; ``config``, ``split_sizes``, ``hardware``, ``versions``,
-    ``hashes`` and ``details`` objects; ``config.params``, ``config.recipe``, ``config.input``
-    objects and ``config.scenario_options`` an object or null; ``config.input.size`` a list of
-    numbers, ``config.lambda`` a number or null; ``split_sizes`` values numbers or null;
-    ``details.losses`` an object of lists of numbers (null: a non-finite loss),
-    ``details.readings`` a list of objects whose ``forgetting_score`` is a number or null,
-    ``details.projection`` null or an object whose ``forget``/``unseen`` are lists of [x, y]
-    points (numbers or null).
-    Nesting deeper than :data:`MAX_RECORD_DEPTH` levels is refused.
+    run record file); otherwise :class:`ConfigError` naming ``where`` and the field. Only
+    ``method``, ``seed`` and ``metrics`` are required; every other field the report reads is
+    checked where present (null allowed where the bench writes null for a non-finite number).
     """
 
     def fail(field: str, expected: str, value: Any) -> ConfigError:
         return ConfigError(f"{where}: {field} must be {expected}, got {_shown(value)}")
-
-    def present(mapping: dict[str, Any], key: str) -> bool:
-        return mapping.get(key) is not None
 
     def obj(mapping: dict[str, Any], key: str, field: str, *, null: bool = False) -> dict[str, Any]:
         if key not in mapping or (null and mapping[key] is None):
@@ -216,7 +187,7 @@ def validate_bench_record(record: Any, where: str) -> dict[str, Any]:
         if not isinstance(values, list):
             raise fail(field, "a list of numbers", values)
         for k, value in enumerate(values):
-            if not (_is_number(value) or (nulls and value is None)):
+            if finite_number(value) is None and not (nulls and value is None):
                 raise fail(f"{field}[{k}]", "a finite number" + " or null" * nulls, value)
 
     if not isinstance(record, dict):
@@ -236,13 +207,13 @@ def validate_bench_record(record: Any, where: str) -> dict[str, Any]:
     if not isinstance(metrics, dict):
         raise fail("metrics", "an object of numbers", metrics)
     for key, value in metrics.items():
-        if value is not None and not _is_number(value):
+        if value is not None and finite_number(value) is None:
             raise fail(f"metrics.{key}", "a finite number or null", value)
     for key in TIMINGS:
-        if present(record, key) and not _is_number(record[key]):
+        if record.get(key) is not None and finite_number(record[key]) is None:
             raise fail(key, "a finite number", record[key])
     for key in ("dataset", "selected", "model"):
-        if present(record, key) and not isinstance(record[key], str):
+        if record.get(key) is not None and not isinstance(record[key], str):
             raise fail(key, "a string", record[key])
     if "run_file" in record and (not isinstance(record["run_file"], str) or not record["run_file"]):
         raise fail("run_file", "a non-empty string", record["run_file"])
@@ -250,15 +221,15 @@ def validate_bench_record(record: Any, where: str) -> dict[str, Any]:
         obj(record, key, key)
     obj(record, "forget_request", "forget_request", null=True)
     for key, value in obj(record, "split_sizes", "split_sizes").items():
-        if value is not None and not _is_number(value):
+        if value is not None and finite_number(value) is None:
             raise fail(f"split_sizes.{key}", "a number", value)
     config = obj(record, "config", "config")
     for key in ("params", "recipe", "scenario_options"):
         obj(config, key, f"config.{key}", null=key == "scenario_options")
     spec = obj(config, "input", "config.input")
-    if present(spec, "size"):
+    if spec.get("size") is not None:
         numbers(spec["size"], "config.input.size", nulls=False)
-    if present(config, "lambda") and not _is_number(config["lambda"]):
+    if config.get("lambda") is not None and finite_number(config["lambda"]) is None:
         raise fail("config.lambda", "a finite number", config["lambda"])
     details = obj(record, "details", "details")
     for split, values in obj(details, "losses", "details.losses").items():
@@ -271,7 +242,7 @@ def validate_bench_record(record: Any, where: str) -> dict[str, Any]:
             if not isinstance(reading, dict):
                 raise fail(f"details.readings[{k}]", "an object", reading)
             score = reading.get("forgetting_score")
-            if score is not None and not _is_number(score):
+            if score is not None and finite_number(score) is None:
                 raise fail(f"details.readings[{k}].forgetting_score", "a number or null", score)
     projection = obj(details, "projection", "details.projection", null=True)
     for side in ("forget", "unseen"):
@@ -321,11 +292,6 @@ def finished_record(
     return record, "finished"
 
 
-def write_record(paths: RunPaths, record: dict[str, Any]) -> None:
-    """Write a finished run's record atomically (after its model)."""
-    atomic_write_json(paths.record, json_safe(record))
-
-
 def summary(record: dict[str, Any], paths: RunPaths) -> dict[str, Any]:
     """The ``results.json`` form of a run record: without ``details``, with ``run_file``."""
     short = {k: v for k, v in record.items() if k != "details"}
@@ -333,53 +299,12 @@ def summary(record: dict[str, Any], paths: RunPaths) -> dict[str, Any]:
     return short
 
 
-def write_results(out: Path, summaries: list[dict[str, Any]]) -> Path:
-    """Write ``DIR/results.json`` (atomically) and return its path."""
-    path = out / RESULTS_FILE
-    atomic_write_json(path, json_safe(summaries))
-    return path
-
-
-def _request_of(record: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(the forget request's sha256, its file) a record was made for; (None, None) for the
-    scenario's own forget set (and for records from before forget requests)."""
-    config = record.get("config")
-    digest = config.get("forget_request_sha256") if isinstance(config, dict) else None
-    request = record.get("forget_request")
-    file = request.get("file") if isinstance(request, dict) else None
-    return (digest if isinstance(digest, str) else None), (file if isinstance(file, str) else None)
-
-
-def _folder_records(out: Path) -> list[dict[str, Any]]:
-    """The records a bench folder holds: results.json's entries and every run record file
-    (unreadable ones are left out: they are redone, never read)."""
-    found: list[dict[str, Any]] = []
-    results = out / RESULTS_FILE
-    if results.is_file():
-        try:
-            data = read_json_file(
-                results, "results file", limit=MAX_RESULTS_BYTES, error=ConfigError
-            )
-        except DlfdError:
-            data = None
-        if isinstance(data, list):
-            found.extend(r for r in data if isinstance(r, dict))
-    for path in sorted(out.glob(f"seed-*/*{RECORD_SUFFIX}")):
-        record = read_record(path)
-        if record is not None:
-            found.append(record)
-    return found
-
-
 def refuse_other_forget_request(
     out: Path, request_sha256: str | None, request_file: Path | None = None
 ) -> None:
-    """Refuse a bench folder that holds runs made for another forget request.
-
-    A folder holds the runs of one forget request (a forget list, or the scenario's own
-    forget set): resuming it with another ``--forget`` would replace some runs and keep
-    others, so it is refused with :class:`ConfigError`, before any work.
-    """
+    """Refuse (:class:`ConfigError`, before any work) a bench folder holding runs made for
+    another forget request: resuming it would replace some runs and keep others. The records
+    read are results.json's and every readable run record (unreadable ones are redone)."""
 
     def shown(digest: str | None, file: str | Path | None) -> str:
         if digest is None:
@@ -387,8 +312,20 @@ def refuse_other_forget_request(
         name = f" {file}" if file is not None else ""
         return f"the forget list{name} (sha256 {digest[:12]})"
 
-    for record in _folder_records(out):
-        digest, file = _request_of(record)
+    records: list[Any] = []
+    if (out / RESULTS_FILE).is_file():
+        with contextlib.suppress(DlfdError):
+            data = read_json_file(
+                out / RESULTS_FILE, "results file", limit=MAX_RESULTS_BYTES, error=ConfigError
+            )
+            records += data if isinstance(data, list) else []
+    records += [read_record(path) for path in sorted(out.glob(f"seed-*/*{RECORD_SUFFIX}"))]
+    for record in (r for r in records if isinstance(r, dict)):
+        # None for the scenario's own forget set (and records from before forget requests)
+        config, request = record.get("config"), record.get("forget_request")
+        digest = config.get("forget_request_sha256") if isinstance(config, dict) else None
+        file = request.get("file") if isinstance(request, dict) else None
+        digest, file = (v if isinstance(v, str) else None for v in (digest, file))
         if digest != request_sha256:
             raise ConfigError(
                 f"{out} holds runs made for {shown(digest, file)}, not for "

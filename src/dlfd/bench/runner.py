@@ -1,15 +1,12 @@
 """Run a benchmark: per seed, the two trained checkpoints, then every method from the same
-original, each result evaluated with the protocol and recorded atomically.
-
-Every (method, seed) is an independent unit (:func:`dlfd.bench.unit.run_unit`). Units run in
-this process or, with ``jobs > 1``, in a pool of spawned processes that each run whole units
-(:mod:`dlfd.bench.pool`); only this process writes ``results.json`` and the log.
+original. Every (method, seed) is an independent unit (:func:`dlfd.bench.unit.run_unit`), run
+here or, with ``jobs > 1``, in a process pool; only this process writes ``results.json`` and
+the log.
 """
 
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +15,11 @@ from dlfd.bench.per_example import entry_path, run_per_example, scored_methods
 from dlfd.bench.plan import BenchPlan, validate_plan
 from dlfd.bench.pool import run_pool
 from dlfd.bench.progress import BenchLog, BenchProgress
-from dlfd.bench.records import RESULTS_FILE, refuse_other_forget_request, write_results
+from dlfd.bench.records import RESULTS_FILE, json_safe, refuse_other_forget_request
 from dlfd.bench.references import ROLE_OF_ROW
 from dlfd.bench.unit import prepare_seed, run_unit
 from dlfd.errors import ConfigError, DlfdError
-from dlfd.io import file_lock
+from dlfd.io import atomic_write_json, file_lock
 
 LOG_FILE = "bench.log"
 LOCK_FILE = ".bench.lock"
@@ -34,8 +31,8 @@ class BenchError(DlfdError):
 
 @dataclass
 class BenchOutcome:
-    """What :func:`run_bench` did: the plan's finished records (results.json, in plan order),
-    how many runs ran now or were reused, and the failed runs."""
+    """What :func:`run_bench` did: the finished records (results.json, plan order), the runs
+    done now or reused, and the failed ones."""
 
     results: Path
     log: Path
@@ -45,9 +42,9 @@ class BenchOutcome:
     failed: list[str] = field(default_factory=list)
 
 
-class _Collector:
-    """The parent's bookkeeping: records in plan order, rewritten to results.json after every
-    finished run (atomically), and failures."""
+class Collector:
+    """Records in plan order, rewritten to results.json after every finished run, and
+    failures."""
 
     def __init__(self, plan: BenchPlan, log: BenchLog) -> None:
         self.plan = plan
@@ -64,7 +61,7 @@ class _Collector:
         self.outcome.records = [
             self.done[(s, m)] for s in plan.seeds for m in plan.methods if (s, m) in self.done
         ]
-        write_results(plan.out, self.outcome.records)
+        atomic_write_json(self.outcome.results, json_safe(self.outcome.records))
 
     def fail(self, seed: int, method: str, error: BaseException | str) -> None:
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
@@ -78,57 +75,42 @@ def run_bench(
     plan: BenchPlan,
     *,
     progress: BenchProgress | None = None,
-    echo: Callable[[str], None] | None = None,
 ) -> BenchOutcome:
-    """Run every (method, seed) of ``plan``; finished runs are reused. Failed runs are logged
-    and named in the outcome (the rest still run); :class:`BenchError` is not raised here."""
+    """Run (or reuse) every (method, seed) of ``plan``; failed runs are logged and named in the
+    outcome while the rest still run (:class:`BenchError` is not raised here)."""
     validate_plan(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
     progress = progress or BenchProgress()
     try:
         with file_lock(plan.out / LOCK_FILE, wait=False):
-            return _run_locked(plan, progress, BenchLog(plan.out / LOG_FILE, echo))
+            return _run_locked(plan, progress, BenchLog(plan.out / LOG_FILE))
     except BlockingIOError:
         raise ConfigError(
             f"another dlfd bench is writing to {plan.out}; wait for it or choose another --out"
         ) from None
 
 
-def _clean_temporaries(out: Path, log: BenchLog) -> None:
-    """Remove temporary files an interrupted bench left (never read; safe under the lock)."""
-    for path in sorted(out.rglob(".*.tmp")):
-        if path.is_file():
-            path.unlink()
-            log(f"removed a leftover temporary file {path.relative_to(out)}", echo=False)
-
-
 def _run_locked(plan: BenchPlan, progress: BenchProgress, log: BenchLog) -> BenchOutcome:
     refuse_other_forget_request(plan.out, plan.forget_request_sha256, plan.forget)
-    _clean_temporaries(plan.out, log)
-    request = plan.forget_request
-    forget = (
-        ""
-        if request is None
-        else f"; forget list {request['file']} ({request['entries']} entries, sha256 "
-        f"{request['sha256'][:12]})"
-    )
+    for path in sorted(plan.out.rglob(".*.tmp")):  # left by an interruption; safe under the lock
+        if path.is_file():
+            path.unlink()
+            log(f"removed a leftover temporary file {path.relative_to(plan.out)}", echo=False)
+    forget = ""
+    if (request := plan.forget_request) is not None:
+        forget = f"; forget list {request['file']} ({request['entries']} entries, sha256 "
+        forget += f"{request['sha256'][:12]})"
     log(
         f"bench {plan.dataset}: methods {', '.join(plan.methods)}; seeds "
         f"{', '.join(map(str, plan.seeds))}; out {plan.out}; jobs {plan.jobs}{forget}",
         echo=False,
     )
-    collector = _Collector(plan, log)
+    collector = Collector(plan, log)
     per_example_units = len(scored_methods(plan)) if plan.per_example > 0 else 0
     progress.start(len(plan.seeds) * (len(ROLE_OF_ROW) + len(plan.methods) + per_example_units))
-    try:
-        if plan.jobs > 1:
-            run_pool(plan, progress, log, collector)
-        else:
-            _run_here(plan, progress, log, collector)
-        if plan.per_example > 0:
-            _run_per_example(plan, progress, log, collector)
-    finally:
-        progress.stop()
+    (run_pool if plan.jobs > 1 else _run_here)(plan, progress, log, collector)
+    if plan.per_example > 0:
+        _run_per_example(plan, progress, log, collector)
     collector.finish(-1, "", None, False)  # results.json even when nothing finished
     outcome = collector.outcome
     log(
@@ -140,19 +122,17 @@ def _run_locked(plan: BenchPlan, progress: BenchProgress, log: BenchLog) -> Benc
 
 
 def _run_per_example(
-    plan: BenchPlan, progress: BenchProgress, log: BenchLog, collector: _Collector
+    plan: BenchPlan, progress: BenchProgress, log: BenchLog, collector: Collector
 ) -> None:
-    """The per-example score stage (in this process, after every run): each entry's score is
-    added to the matching results.json record."""
+    """The per-example stage, after every run: each entry's score goes into its record."""
 
     def done(seed: int, method: str, entry: dict[str, Any], ran: bool) -> None:
         record = collector.done.get((seed, method))
         if record is not None:
             record["per_example_score"] = entry.get("per_example_score")
             record["forgetting_quality"] = entry.get("forgetting_quality")
-            record["per_example_file"] = (
-                entry_path(plan.out, seed, method).relative_to(plan.out).as_posix()
-            )
+            path = entry_path(plan.out, seed, method)
+            record["per_example_file"] = path.relative_to(plan.out).as_posix()
             collector.finish(seed, method, None, False)
 
     def fail(seed: int, method: str, error: BaseException) -> None:
@@ -162,7 +142,7 @@ def _run_per_example(
 
 
 def _run_here(
-    plan: BenchPlan, progress: BenchProgress, log: BenchLog, collector: _Collector
+    plan: BenchPlan, progress: BenchProgress, log: BenchLog, collector: Collector
 ) -> None:
     for seed in plan.seeds:
         ctx = prepare_seed(plan, seed, progress=progress, log=log)

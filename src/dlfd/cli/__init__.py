@@ -13,6 +13,7 @@ from dlfd.cli import (  # noqa: F401  (commands register on import)
     bench,
     check,
     evaluate,
+    import_model,
     listing,
     report,
     train,
@@ -25,7 +26,6 @@ EXIT_USER_ERROR = 2
 
 
 def _show_version(show: bool) -> None:
-    """``--version``: ``dlfd X.Y.Z`` on stdout, then exit 0."""
     if show:
         out.print(f"dlfd {__version__}", highlight=False)
         raise typer.Exit()
@@ -50,27 +50,17 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``dlfd`` console script.
-
-    Typer handles usage errors and ``--help`` itself (exit code 2 / 0); dlfd's own errors and
-    OS errors (unwritable output, missing file) become one red line and exit code 2.
-    """
+    """Entry point of ``dlfd``: typer handles usage errors and ``--help`` (exit code 2 / 0);
+    dlfd's own errors and OS errors become one red line and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
     try:
         app(args=args, prog_name="dlfd")
-    except DlfdError as exc:
-        if debug:
+    except (DlfdError, OSError) as exc:
+        if "--debug" in args:
             raise
-        err.print(styled(("error:", "red"), f" {exc}"), highlight=False, soft_wrap=True)
-        sys.exit(EXIT_USER_ERROR)
-    except OSError as exc:
-        if debug:
-            raise
-        where = f" {exc.filename}:" if exc.filename else ""
-        err.print(
-            styled(("error:", "red"), f"{where} {exc.strerror or exc}"),
-            highlight=False,
-            soft_wrap=True,
-        )
+        message = f" {exc}"
+        if not isinstance(exc, DlfdError):
+            where = f" {exc.filename}:" if exc.filename else ""
+            message = f"{where} {exc.strerror or exc}"
+        err.print(styled(("error:", "red"), message), highlight=False, soft_wrap=True)
         sys.exit(EXIT_USER_ERROR)

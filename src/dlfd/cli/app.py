@@ -1,17 +1,14 @@
-"""The typer application object and the shared consoles (stdout for results, stderr for chatter).
+"""The typer application and the shared consoles (stdout for results, stderr for chatter).
 
 Both consoles print text literally (``markup=False``): paths, method names and forget-list
 lines are user text, and ``[/]`` in a file name must print as typed, not as a style tag. Styled
-words go through :func:`styled` (or ``rich.text.Text``), never through markup strings.
-
-Commands are registered with :data:`app` (or a sub-application made with :class:`DlfdTyper`):
-their help is the docstring with its paragraphs unwrapped (so ``--help`` wraps them to the
-terminal), and ``--help`` shows no raw types such as ``<bool>`` (flags) or ``<path>``.
+words go through :func:`styled`, never through markup strings.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -24,12 +21,8 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 
 def unwrap_help(text: str | None) -> str | None:
-    """``text`` with the line breaks inside each paragraph replaced by spaces.
-
-    Docstrings are wrapped to the source's line length; help printed as written would break
-    lines mid-sentence in a terminal of another width. Paragraphs (separated by a blank line)
-    stay apart; a paragraph that starts with ``\\b`` keeps its lines.
-    """
+    """``text`` with each paragraph's line breaks made spaces, so ``--help`` wraps docstrings to
+    the terminal; a paragraph that starts with ``\\b`` keeps its lines."""
     if not text:
         return text
     paragraphs = inspect.cleandoc(text).split("\n\n")
@@ -39,10 +32,6 @@ def unwrap_help(text: str | None) -> str | None:
     )
 
 
-def _no_type(ctx: Any) -> None:
-    return None
-
-
 def _hide_raw_types(params: list[Any]) -> None:
     """No ``<bool>`` or ``<path>`` in ``--help``: a flag takes no value (an empty metavar), and
     an argument with a metavar is named by it already (no type column)."""
@@ -50,12 +39,11 @@ def _hide_raw_types(params: list[Any]) -> None:
         if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
             param.metavar = ""
         elif isinstance(param, TyperArgument) and param.metavar:
-            param.display_type_rich = _no_type
+            param.display_type_rich = lambda ctx: None
 
 
 class _HelpRules:
-    """dlfd's help rules for a command or a group: help unwrapped (:func:`unwrap_help`), no raw
-    types in ``--help`` (:func:`_hide_raw_types`)."""
+    """dlfd's help rules for a command or a group: help unwrapped, no raw types."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["help"] = unwrap_help(kwargs.get("help"))
@@ -68,11 +56,11 @@ class _HelpRules:
 
 
 class DlfdCommand(_HelpRules, TyperCommand):
-    """A command that follows dlfd's help rules."""
+    pass
 
 
 class DlfdGroup(_HelpRules, TyperGroup):
-    """A group of commands (``dlfd``, ``dlfd data``) that follows dlfd's help rules."""
+    pass
 
 
 class DlfdTyper(typer.Typer):
@@ -114,21 +102,33 @@ def styled(*parts: str | tuple[str, str]) -> Text:
     return Text.assemble(*parts)
 
 
-def warn(message: str) -> None:
+def warn(message: str, label: str = "warning:") -> None:
     """``warning: MESSAGE`` on stderr (the message printed literally)."""
-    err.print(styled(("warning:", "yellow"), " ", message), highlight=False)
+    err.print(styled((label, "yellow"), " ", message), highlight=False)
 
 
 def note(message: str) -> None:
-    """``note: MESSAGE`` on stderr (the message printed literally)."""
-    err.print(styled(("note:", "yellow"), " ", message), highlight=False)
+    """``note: MESSAGE`` on stderr."""
+    warn(message, "note:")
 
 
 def hint(*commands: str) -> None:
-    """``next: COMMAND`` on stderr, dim, one line per command: what usually comes next.
-
-    Lines are never wrapped, so a command with long paths stays one line to copy.
-    """
+    """``next: COMMAND`` on stderr, dim, one line per command, never wrapped (to copy)."""
     for k, command in enumerate(commands):
         lead = "next: " if k == 0 else "      "
         err.print(styled((lead + command, "dim")), highlight=False, soft_wrap=True)
+
+
+class _TerminalHandler(logging.Handler):
+    """The library's log on stderr: INFO as the message itself, WARNING and up as warnings."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            warn(message)
+        else:
+            err.print(message, highlight=False, markup=False)
+
+
+logging.getLogger("dlfd").setLevel(logging.INFO)
+logging.getLogger("dlfd").addHandler(_TerminalHandler())

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
-
-import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from typing import Annotated, Any
 
 from dlfd.bench import (
     BenchError,
@@ -29,21 +18,12 @@ from dlfd.bench import (
     validate_plan,
 )
 from dlfd.bench.plan import MAX_PER_EXAMPLE
+from dlfd.bench.recipe_file import RecipeFile
 from dlfd.bench.records import RESULTS_FILE, refuse_other_forget_request
 from dlfd.bench.unit import check_forget_request
+from dlfd.cli import common
 from dlfd.cli.app import app, err, hint, out, styled
-from dlfd.cli.common import (
-    DataRootOpt,
-    DeviceOpt,
-    ImageSizeOpt,
-    OptionOpt,
-    QuietOpt,
-    claimed,
-    dataset_option,
-    input_files,
-    shell_word,
-    split_seed_option,
-)
+from dlfd.cli.progress import RichBenchProgress
 from dlfd.cli.report import rich_table
 from dlfd.config import parse_overrides
 from dlfd.data.splits import read_forget_list
@@ -52,179 +32,94 @@ from dlfd.report import main_table
 from dlfd.runtime import resolve_device
 
 
-class RichBenchProgress(BenchProgress):
-    """One overall bar (runs and trainings done, ETA) and one bar for the current run."""
-
-    def __init__(self, console: Console) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}", markup=False),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}", markup=False),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.overall: TaskID | None = None
-        self.current: TaskID | None = None
-
-    def start(self, total: int) -> None:
-        self.progress.start()
-        self.overall = self.progress.add_task("bench", total=total, info="")
-
-    def begin(self, label: str) -> None:
-        self._drop_current()
-        self.current = self.progress.add_task(f"  {label}", total=None, info="")
-
-    def advance(self, done: int, total: int, phase: str) -> None:
-        if self.current is not None:
-            self.progress.update(
-                self.current, completed=done, total=total if total > 0 else None, info=phase
-            )
-
-    def end(self, label: str) -> None:
-        self._drop_current()
-        if self.overall is not None:
-            self.progress.advance(self.overall)
-
-    def _drop_current(self) -> None:
-        if self.current is not None:
-            self.progress.remove_task(self.current)
-            self.current = None
-
-    def stop(self) -> None:
-        self._drop_current()
-        self.progress.stop()
-
-
-def _known_methods(spec: str | None) -> str | None:
-    """``--methods`` callback: every key is checked while the command line is read."""
-    if spec is not None:
-        resolve_methods(spec)  # raises ConfigError naming the unknown key and the known ones
-    return spec
-
-
-def _valid_seeds(spec: str | None) -> str | None:
-    """``--seeds`` callback: the seed list is checked while the command line is read."""
-    if spec is not None:
-        parse_seeds(spec)
-    return spec
-
-
 @app.command()
 def bench(
-    out_dir: Annotated[
-        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder of the results.")
-    ],
+    out_dir: Annotated[Path, common.opt("--out -o DIR", "Folder of the results.")],
     dataset: Annotated[
-        str | None, dataset_option("Scenario (see `dlfd datasets`); or --recipe.")
+        str | None, common.dataset_option("Scenario (see `dlfd datasets`); or --recipe.")
     ] = None,
     recipe: Annotated[
         Path | None,
-        typer.Option(
-            "--recipe",
-            metavar="FILE",
-            help="Recipe file (.toml/.json) with the bench's settings.",
-        ),
+        common.opt("--recipe FILE", "Recipe file (.toml/.json) with the bench's settings."),
     ] = None,
     methods: Annotated[
         str | None,
-        typer.Option(
-            "--methods",
-            metavar="METHODS",
-            callback=_known_methods,
-            help="'all' or comma-separated keys (see `dlfd methods`).",
+        common.opt(
+            "--methods METHODS",
+            "'all' or comma-separated keys (see `dlfd methods`).",
+            callback=common.checked(resolve_methods),
         ),
     ] = None,
     seeds: Annotated[
         str | None,
-        typer.Option(
-            "--seeds",
-            metavar="SEEDS",
-            callback=_valid_seeds,
-            help="Seeds and ranges: 0,1,2 or 0-19 or 0-2,5 (default 0).",
+        common.opt(
+            "--seeds SEEDS",
+            "Seeds and ranges: 0,1,2 or 0-19 or 0-2,5 (default 0).",
+            callback=common.checked(parse_seeds),
         ),
     ] = None,
-    data_root: DataRootOpt = None,
-    option: OptionOpt = None,
-    image_size: ImageSizeOpt = None,
+    data_root: common.DataRootOpt = None,
+    option: common.OptionOpt = None,
+    image_size: common.ImageSizeOpt = None,
     split_seed: Annotated[
-        int | None, split_seed_option("One split for every seed (default: the seed).")
+        int | None, common.split_seed_option("One split for every seed (default: the seed).")
     ] = None,
     forget: Annotated[
         Path | None,
-        typer.Option(
-            "--forget",
-            metavar="FILE",
-            help="File naming people or images to forget, one per line, as for `dlfd train`; "
+        common.opt(
+            "--forget FILE",
+            "File naming people or images to forget, one per line, as for `dlfd train`; "
             "every seed's originals, references and methods use it instead of the "
             "scenario's forget set.",
         ),
     ] = None,
     settings: Annotated[
         list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="HEAD.KEY=VALUE",
-            help="METHOD.KEY=VALUE (a method's setting), all.KEY=VALUE (a shared one) or "
+        common.opt(
+            "--set HEAD.KEY=VALUE",
+            "METHOD.KEY=VALUE (a method's setting), all.KEY=VALUE (a shared one) or "
             "recipe.KEY=VALUE (how original/retrained are trained); repeatable.",
         ),
     ] = None,
-    lam: Annotated[
-        float | None,
-        typer.Option(
-            "--lambda",
-            min=0.0,
-            max=1.0,
-            metavar="WEIGHT",
-            help="NoMUS weight of test accuracy.",
-        ),
-    ] = None,
+    lam: Annotated[float | None, common.LAMBDA] = None,
     attacks: Annotated[
         bool | None,
-        typer.Option(
+        common.opt(
             "--attacks/--no-attacks",
-            help="Also run the stronger attacks and bootstrap intervals (slow on a CPU).",
+            "Also run the stronger attacks and bootstrap intervals (slow on a CPU).",
         ),
     ] = None,
     save_models: Annotated[
         bool,
-        typer.Option(
+        common.opt(
             "--save-models/--no-save-models",
-            help="Keep every run's model beside its record (seed-S/METHOD.safetensors).",
+            "Keep every run's model beside its record (seed-S/METHOD.safetensors).",
         ),
     ] = True,
     cache_dir: Annotated[
         Path | None,
-        typer.Option(
-            "--cache-dir",
-            metavar="DIR",
-            help="Where trained originals/references are cached (default: dlfd's).",
+        common.opt(
+            "--cache-dir DIR", "Where trained originals/references are cached (default: dlfd's)."
         ),
     ] = None,
     jobs: Annotated[
-        int,
-        typer.Option(
-            "--jobs", "-j", min=1, max=256, metavar="N", help="Runs in parallel (processes)."
-        ),
+        int, common.opt("--jobs -j N", "Runs in parallel (processes).", min=1, max=256)
     ] = 1,
     per_example: Annotated[
         int,
-        typer.Option(
-            "--per-example",
-            min=0,
-            max=MAX_PER_EXAMPLE,
-            metavar="N",
-            help="Also score each method with the NeurIPS 2023 challenge's per-example epsilon "
+        common.opt(
+            "--per-example N",
+            "Also score each method with the NeurIPS 2023 challenge's per-example epsilon "
             "(N originals and N retrained models per seed, each method run from each original; "
             "N >= 3 for a non-zero score). 0: off.",
+            min=0,
+            max=MAX_PER_EXAMPLE,
         ),
     ] = 0,
-    device: DeviceOpt = "auto",
-    quiet: QuietOpt = False,
+    device: common.DeviceOpt = "auto",
+    quiet: common.QuietOpt = False,
     force: Annotated[
-        bool,
-        typer.Option("--force", help="Replace a results.json in --out that dlfd did not write."),
+        bool, common.opt("--force", "Replace a results.json in --out that dlfd did not write.")
     ] = False,
 ) -> None:
     """Benchmark unlearning methods on a scenario, seed by seed, resumably.
@@ -237,29 +132,30 @@ def bench(
     redone. A folder holds the runs of one forget request: another --forget needs another
     --out. Progress goes to the terminal, a log to DIR/bench.log.
     """
-    file = load_recipe_file(recipe) if recipe is not None else None
-    dataset = dataset or (file.dataset if file else None)
+    file = load_recipe_file(recipe) if recipe is not None else RecipeFile(Path())
+
+    def given(value: Any, key: str, default: Any = None) -> Any:  # command line, file, default
+        value = value if value is not None else getattr(file, key)
+        return value if value is not None else default
+
+    dataset = dataset or file.dataset
     if dataset is None:
         raise ConfigError("give --dataset or a --recipe file that names one")
-    method_spec = methods if methods is not None else (file.methods if file else None)
-    seed_spec = seeds if seeds is not None else (file.seeds if file else None)
-    options = {**(file.options if file else {}), **parse_overrides(option or [])}
-    recipe_settings, method_settings = split_settings(
-        {**(file.settings if file else {}), **parse_overrides(settings or [])}
-    )
+    all_settings = {**file.settings, **parse_overrides(settings or [])}
+    recipe_settings, method_settings = split_settings(all_settings)
     plan = BenchPlan(
         dataset=dataset,
         out=out_dir,
-        seeds=parse_seeds(seed_spec if seed_spec is not None else "0"),
-        methods=resolve_methods(method_spec if method_spec is not None else "all"),
+        seeds=parse_seeds(given(seeds, "seeds", "0")),
+        methods=resolve_methods(given(methods, "methods", "all")),
         data_root=data_root,
-        options=options,
-        image_size=image_size if image_size is not None else (file.image_size if file else None),
-        split_seed=split_seed if split_seed is not None else (file.split_seed if file else None),
+        options={**file.options, **parse_overrides(option or [])},
+        image_size=given(image_size, "image_size"),
+        split_seed=given(split_seed, "split_seed"),
         recipe=recipe_settings,
         settings=method_settings,
-        lam=lam if lam is not None else (file.lam if file and file.lam is not None else 0.5),
-        attacks=attacks if attacks is not None else bool(file and file.attacks),
+        lam=given(lam, "lam", 0.5),
+        attacks=bool(given(attacks, "attacks", False)),
         save_models=save_models,
         device=device,
         cache_dir=cache_dir,
@@ -274,28 +170,20 @@ def bench(
     resolve_device(plan.device)
     forget_sizes = check_forget_request(plan)
     refuse_other_forget_request(plan.out, plan.forget_request_sha256, plan.forget)
-    progress = None if quiet or jobs > 1 else RichBenchProgress(err)
-
-    def echo(message: str) -> None:
-        console = progress.progress.console if progress is not None else err
-        console.print(message, highlight=False, markup=False)
+    display = None if quiet or jobs > 1 else RichBenchProgress(err)
 
     forgetting = ""
     if forget is not None:
-        counts = sorted(set(forget_sizes.values()))
-        images = "/".join(map(str, counts))
+        images = "/".join(map(str, sorted(set(forget_sizes.values()))))
         forgetting = f"; forget list {forget} ({len(plan.forget_entries)} entries, {images} images)"
-    err.print(
-        styled(
-            ("bench", "bold"),
-            f" {plan.dataset}: {len(plan.methods)} methods x {len(plan.seeds)} seeds -> "
-            f"{plan.out}{forgetting}",
-        ),
-        highlight=False,
-    )
+    runs = f"{len(plan.methods)} methods x {len(plan.seeds)} seeds"
+    headline = f" {plan.dataset}: {runs} -> {plan.out}{forgetting}"
+    err.print(styled(("bench", "bold"), headline), highlight=False)
+    progress = BenchProgress(display, display.run) if display is not None else None
     results = out_dir / RESULTS_FILE
-    with claimed([results], "--out", inputs=input_files(recipe, data_root, forget), force=force):
-        outcome = run_bench(plan, progress=progress, echo=echo)
+    inputs = common.input_files(recipe, data_root, forget)
+    with common.claimed([results], "--out", inputs=inputs, force=force), display or nullcontext():
+        outcome = run_bench(plan, progress=progress)
     if outcome.records:
         out.print(rich_table(main_table(outcome.records, digits=3, sep="±")))
     err.print(
@@ -303,7 +191,7 @@ def bench(
         f"(log: {outcome.log})"
     )
     if outcome.records:
-        hint(f"dlfd report {shell_word(out_dir)}")
+        hint(f"dlfd report {common.shell_word(out_dir)}")
     if outcome.failed:
         raise BenchError(
             f"{len(outcome.failed)} run(s) failed (see {outcome.log}): " + "; ".join(outcome.failed)

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from dlfd.cli import common
 from dlfd.cli.app import DlfdTyper, app, out
-from dlfd.cli.common import (
-    DataRootOpt,
-    DatasetOpt,
-    DataSplitSeedOpt,
-    ForgetOpt,
-    ImageSizeOpt,
-    OptionOpt,
-    load_scenario,
-)
 from dlfd.models import list_models
+from dlfd.runs.scenario import ScenarioRequest
 from dlfd.scenarios import list_scenarios, scenario_options
 
 MAX_CLASS_COLUMNS = 8
@@ -23,22 +16,12 @@ data_app = DlfdTyper(help="Inspect datasets and their unlearning splits.", no_ar
 app.add_typer(data_app, name="data")
 
 
-def _listing(title: str, items: dict[str, str]) -> Table:
-    table = Table(title=title)
-    table.add_column("name")
-    table.add_column("description")
-    for name, description in items.items():
-        table.add_row(name, description)
-    return table
-
-
 @app.command()
 def datasets() -> None:
     """List the scenarios (datasets with their unlearning splits) and their options."""
-    table = Table(title="datasets")
-    table.add_column("name")
-    table.add_column("description")
-    table.add_column("options (-O KEY=VALUE; first = default)")
+    table = Table(
+        "name", "description", "options (-O KEY=VALUE; first = default)", title="datasets"
+    )
     for name, description in list_scenarios().items():
         choices = scenario_options(name)
         shown = "\n".join(f"{k}={'|'.join(v)}" for k, v in choices.items())
@@ -49,37 +32,32 @@ def datasets() -> None:
 @app.command()
 def models() -> None:
     """List the registered model architectures."""
-    out.print(_listing("models", list_models()))
+    table = Table("name", "description", title="models")
+    for row in list_models().items():
+        table.add_row(*row)
+    out.print(table)
 
 
 @data_app.command("info")
 def data_info(
-    dataset: DatasetOpt = "orl-glasses",
-    split_seed: DataSplitSeedOpt = 0,
-    data_root: DataRootOpt = None,
-    image_size: ImageSizeOpt = None,
-    forget: ForgetOpt = None,
-    option: OptionOpt = None,
+    dataset: common.DatasetOpt = "orl-glasses",
+    split_seed: common.DataSplitSeedOpt = 0,
+    data_root: common.DataRootOpt = None,
+    image_size: common.ImageSizeOpt = None,
+    forget: common.ForgetOpt = None,
+    option: common.OptionOpt = None,
 ) -> None:
     """Split sizes, identity counts and class balance of a scenario."""
-    scenario = load_scenario(
-        dataset,
-        split_seed=split_seed,
-        data_root=data_root,
-        image_size=image_size,
-        forget=forget,
-        options=option,
-    )
+    scenario = ScenarioRequest(dataset, split_seed, data_root, forget, option).load(image_size)
     records = scenario.problem.records
     table = Table(
         title=f"{scenario.name}: {scenario.description} "
         f"({scenario.problem.level}-level, split seed {split_seed})"
     )
     table.add_column("split")
-    table.add_column("images", justify="right")
-    table.add_column("identities", justify="right")
     per_class = records.num_classes <= MAX_CLASS_COLUMNS
-    for name in records.class_names if per_class else ["images per class (min-max)"]:
+    classes = records.class_names if per_class else ["images per class (min-max)"]
+    for name in ["images", "identities", *classes]:
         table.add_column(name, justify="right")
     for split, info in scenario.problem.summary().items():
         classes = info["classes"]

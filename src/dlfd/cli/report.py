@@ -13,16 +13,10 @@ from rich.text import Text
 
 from dlfd.bench.records import RESULTS_FILE
 from dlfd.cli.app import app, err, out
-from dlfd.cli.common import claimed
+from dlfd.cli.common import claimed, opt
 from dlfd.report import PageTable, build_report, main_table
 from dlfd.report.build import FIGURE_NAMES
 from dlfd.report.paired import DEFAULT_REFERENCE
-
-
-def _terminal_cell(text: str) -> str:
-    """A cell for the terminal: the mean alone (``0.728`` of ``0.728±0.033 [0.65, 0.81]``);
-    the pages carry the spread and the intervals, and a dozen columns then fit a terminal."""
-    return text.split("±", 1)[0].split(" [", 1)[0].strip()
 
 
 def rich_table(table: PageTable) -> Table:
@@ -33,8 +27,11 @@ def rich_table(table: PageTable) -> Table:
     shown = Table(
         title=table.title, caption=caption, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False
     )
+    # The mean alone (0.728 of 0.728±0.033 [0.65, 0.81]): the pages carry the spread and the
+    # intervals, and a dozen columns then fit a terminal.
     cells = [
-        [_terminal_cell(text) if c else text for c, text in enumerate(row)] for row in table.rows
+        [row[0], *(text.split("±", 1)[0].split(" [", 1)[0].strip() for text in row[1:])]
+        for row in table.rows
     ]
     for k, name in enumerate(table.header):
         header = name if k == 0 else name.replace("_", "\n")
@@ -43,12 +40,8 @@ def rich_table(table: PageTable) -> Table:
             header, justify="left" if k == 0 else "right", no_wrap=True, min_width=widest
         )
     for r, row in enumerate(cells):
-        shown.add_row(
-            *(
-                Text(text, style="bold green" if (r, c) in table.best else "")
-                for c, text in enumerate(row)
-            )
-        )
+        styles = ["bold green" if (r, c) in table.best else "" for c in range(len(row))]
+        shown.add_row(*map(Text, row, styles))
     return shown
 
 
@@ -56,30 +49,20 @@ def rich_table(table: PageTable) -> Table:
 def report(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="A `dlfd bench --out` folder.")],
     html_out: Annotated[
-        Path | None,
-        typer.Option(
-            "--html", metavar="FILE", help="HTML file to write (default DIR/report.html)."
-        ),
+        Path | None, opt("--html FILE", "HTML file to write (default DIR/report.html).")
     ] = None,
     md_out: Annotated[
         Path | None,
-        typer.Option(
-            "--md",
-            metavar="FILE",
-            help="Markdown file to write (default DIR/report.md; figures/ beside it).",
-        ),
+        opt("--md FILE", "Markdown file to write (default DIR/report.md; figures/ beside it)."),
     ] = None,
     compare_to: Annotated[
         str,
-        typer.Option(
-            "--compare-to",
-            metavar="METHOD",
-            help="Reference method of the paired, seed-by-seed comparison (default dlfd).",
+        opt(
+            "--compare-to METHOD",
+            "Reference method of the paired, seed-by-seed comparison (default dlfd).",
         ),
     ] = DEFAULT_REFERENCE,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace output files that dlfd did not write.")
-    ] = False,
+    force: Annotated[bool, opt("--force", "Replace output files that dlfd did not write.")] = False,
 ) -> None:
     """Build the benchmark report from DIR/results.json and the run records it names.
 

@@ -62,17 +62,12 @@ def cached_hashes(
         except OSError:
             results.append(compute(file))  # raises the reader's own error for a missing file
             continue
-        entry = entries.get(key)
-        if (
-            isinstance(entry, list)
-            and len(entry) == 4
-            and entry[0] == stat.st_size
-            and entry[1] == stat.st_mtime_ns
-        ):
+        entry, fresh = entries.get(key), [stat.st_size, stat.st_mtime_ns]
+        if isinstance(entry, list) and len(entry) == 4 and entry[:2] == fresh:
             results.append((str(entry[2]), int(entry[3])))
             continue
         pixel, perceptual = compute(file)
-        entries[key] = [stat.st_size, stat.st_mtime_ns, pixel, perceptual]
+        entries[key] = [*fresh, pixel, perceptual]
         results.append((pixel, perceptual))
         changed = True
     if changed:

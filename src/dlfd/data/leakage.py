@@ -20,7 +20,7 @@ import numpy as np
 
 from dlfd.errors import ConfigError
 
-SPLIT_NAMES: tuple[str, ...] = ("retain", "forget", "val", "test", "unseen")
+SPLITS: tuple[str, ...] = ("retain", "forget", "val", "test", "unseen")
 #: When a leaked item must go, the copy in the earliest split of this order is kept: a forget
 #: request wins over retaining, and evaluation splits give way to training splits.
 KEEP_ORDER: tuple[str, ...] = ("forget", "retain", "val", "test", "unseen")
@@ -33,12 +33,10 @@ def identity_pairs(level: str) -> set[frozenset[str]]:
     """Pairs of splits that may not share an identity at ``level``."""
     if level not in LEVELS:
         raise ConfigError(f"level must be one of {LEVELS}, got {level!r}")
-    pairs = {frozenset(p) for p in itertools.combinations(SPLIT_NAMES, 2)}
-    if level == "instance":
-        return set()
+    pairs = {frozenset(p) for p in itertools.combinations(SPLITS, 2)}
     if level == "mixed":
         pairs.discard(frozenset(("retain", "forget")))
-    return pairs
+    return set() if level == "instance" else pairs
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class Leak:
 
     @property
     def splits(self) -> list[str]:
-        return sorted({split for split, _ in self.items}, key=SPLIT_NAMES.index)
+        return sorted({split for split, _ in self.items}, key=SPLITS.index)
 
 
 @dataclass(frozen=True)
@@ -90,27 +88,18 @@ def shared_keys(
     assignment: Mapping[str, np.ndarray],
     pairs: set[frozenset[str]] | None = None,
 ) -> list[Leak]:
-    """Keys (identities, content hashes) present in two splits of a forbidden pair.
-
-    ``pairs=None`` forbids every pair; empty keys (unknown identity) never leak.
-    """
+    """Keys (identities, content hashes) present in two splits of a forbidden pair. ``pairs=None``
+    forbids every pair; empty keys (unknown identity) never leak."""
     where: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for split in SPLIT_NAMES:
+    for split in SPLITS:
         for i in assignment.get(split, ()):
             key = keys[int(i)]
             if key:
                 where[key].append((split, int(i)))
     leaks = []
     for key, items in where.items():
-        present = {split for split, _ in items}
-        if len(present) < 2:
-            continue
-        bad = [
-            p
-            for p in itertools.combinations(sorted(present), 2)
-            if pairs is None or frozenset(p) in pairs
-        ]
-        if bad:
+        present = itertools.combinations(sorted({split for split, _ in items}), 2)
+        if any(pairs is None or frozenset(p) in pairs for p in present):
             leaks.append(Leak(kind, key, tuple(items)))
     return sorted(leaks, key=lambda leak: (leak.items[0][1], leak.key))
 
@@ -122,7 +111,7 @@ def near_duplicates(
     ``max_bits`` bits (exact pixel duplicates included)."""
     hashes = np.asarray(hashes, dtype=np.uint64)
     leaks = []
-    for s1, s2 in itertools.combinations(SPLIT_NAMES, 2):
+    for s1, s2 in itertools.combinations(SPLITS, 2):
         a = np.asarray(assignment.get(s1, ()), np.int64)
         b = np.asarray(assignment.get(s2, ()), np.int64)
         if not a.size or not b.size:
@@ -132,13 +121,8 @@ def near_duplicates(
             rows = a[start : start + 512]
             distance = np.bitwise_count(hashes[rows][:, None] ^ hb[None, :])
             for r, c in zip(*np.nonzero(distance <= max_bits), strict=True):
-                leaks.append(
-                    Leak(
-                        "near-duplicate",
-                        f"{int(distance[r, c])} bits",
-                        ((s1, int(rows[r])), (s2, int(b[c]))),
-                    )
-                )
+                items = ((s1, int(rows[r])), (s2, int(b[c])))
+                leaks.append(Leak("near-duplicate", f"{int(distance[r, c])} bits", items))
     return leaks
 
 
@@ -161,17 +145,11 @@ def find_leaks(
 
 
 def drop_leaked(
-    assignment: Mapping[str, np.ndarray],
-    report: LeakReport,
-    kinds: Sequence[str],
-    *,
-    level: str,
+    assignment: Mapping[str, np.ndarray], report: LeakReport, kinds: Sequence[str], *, level: str
 ) -> tuple[dict[str, np.ndarray], list[int]]:
-    """Remove leaked samples; returns the new assignment and the dropped sample indices.
-
-    For each leak the copies in the earliest split of :data:`KEEP_ORDER` stay, together with
-    those in splits allowed to share it at ``level`` (forget and retain people at ``mixed``).
-    """
+    """Remove leaked samples; returns the new assignment and the dropped sample indices. For each
+    leak the copies in the earliest split of :data:`KEEP_ORDER` stay, together with those in splits
+    allowed to share it at ``level`` (forget and retain people at ``mixed``)."""
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ConfigError(f"unknown leak kinds {sorted(unknown)}; expected {KINDS}")
@@ -183,10 +161,10 @@ def drop_leaked(
         keep = min((split for split, _ in leak.items), key=KEEP_ORDER.index)
         allowed = {keep}
         if leak.kind == "identity":
-            allowed |= {s for s in SPLIT_NAMES if frozenset((keep, s)) not in forbidden}
+            allowed |= {s for s in SPLITS if frozenset((keep, s)) not in forbidden}
         drop.update(i for split, i in leak.items if split not in allowed)
     new = {
         split: np.asarray([i for i in assignment.get(split, ()) if int(i) not in drop], np.int64)
-        for split in SPLIT_NAMES
+        for split in SPLITS
     }
     return new, sorted(drop)

@@ -8,6 +8,8 @@ Batches are ``(inputs, labels)``: float inputs, long labels (multiclass) or floa
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
@@ -25,16 +27,13 @@ class ImageCache:
     """Decoded images of ``records`` at ``spec``'s size, loaded on first use and kept."""
 
     def __init__(self, records: ImageRecords, spec: InputSpec) -> None:
-        self.records = records
-        self.spec = spec
+        self.records, self.spec = records, spec
         self._images: dict[int, torch.Tensor] = {}
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        image = self._images.get(index)
-        if image is None:
-            image = load_image(self.records.abspath(index), self.spec)
-            self._images[index] = image
-        return image
+        if index not in self._images:
+            self._images[index] = load_image(self.records.abspath(index), self.spec)
+        return self._images[index]
 
     def preload(self, indices: np.ndarray) -> None:
         """Decode ``indices`` now (surfaces unreadable files before any training starts)."""
@@ -46,8 +45,7 @@ class SplitDataset(Dataset):
     """(uint8 image, label) pairs of the samples ``indices`` of a records table."""
 
     def __init__(self, cache: ImageCache, indices: np.ndarray) -> None:
-        self.cache = cache
-        self.indices = np.asarray(indices, np.int64)
+        self.cache, self.indices = cache, np.asarray(indices, np.int64)
         labels = cache.records.labels[self.indices]
         dtype = torch.long if cache.records.task == "multiclass" else torch.float32
         self.labels = torch.as_tensor(np.asarray(labels), dtype=dtype)
@@ -59,30 +57,19 @@ class SplitDataset(Dataset):
         return self.cache[int(self.indices[k])], self.labels[k]
 
 
-class CollateTransform:
+def collate(transform: BatchTransform, batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple:
     """Stack a list of (uint8 image, label) and turn the images into model inputs."""
-
-    def __init__(self, transform: BatchTransform) -> None:
-        self.transform = transform
-
-    def __call__(self, batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
-        images = torch.stack([image for image, _ in batch])
-        labels = torch.stack([label for _, label in batch])
-        return self.transform(images), labels
+    images, labels = zip(*batch, strict=True)
+    return transform(torch.stack(images)), torch.stack(labels)
 
 
 class ProblemLoaders:
     """Builds loaders for every split of ``problem`` sharing one decoded-image cache."""
 
     def __init__(
-        self,
-        problem: UnlearningProblem,
-        spec: InputSpec,
-        augment: AugmentConfig | None = None,
+        self, problem: UnlearningProblem, spec: InputSpec, augment: AugmentConfig | None = None
     ) -> None:
-        self.problem = problem
-        self.spec = spec
-        self.augment = augment
+        self.problem, self.spec, self.augment = problem, spec, augment
         self.cache = ImageCache(problem.records, spec)
 
     def dataset(self, split: str) -> SplitDataset:
@@ -102,54 +89,48 @@ class ProblemLoaders:
         shard: tuple[int, int] | None = None,
     ) -> DataLoader:
         """A loader over ``split``; ``train=True`` shuffles and augments, seeded by ``seed``.
-
-        ``drop_last=None`` drops a final training batch of one sample (BatchNorm cannot train
-        on it) and keeps everything else. ``sampler`` replaces the seeded shuffle (e.g. a
+        ``drop_last=None`` drops a final training batch of one sample (BatchNorm cannot train on it)
+        and keeps everything else. ``sampler`` replaces the seeded shuffle (e.g. a
         ``DistributedSampler``); ``num_workers`` decodes images in worker processes.
-
         ``shard=(rank, world_size)``: this process's share of a data-parallel run
         (:class:`dlfd.distributed.ShardSampler` over the same seeded order on every rank;
         ``batch_size`` is then the per-process batch). Rank 0 draws its augmentation like the
-        unsharded loader, the other ranks from seeds of their own; with world size 1 the loader
-        is the unsharded one, batch for batch.
-        """
+        unsharded loader, the other ranks from seeds of their own; with world size 1 the loader is
+        the unsharded one, batch for batch."""
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
         if shard is not None and sampler is not None:
             raise ConfigError("give a loader either a sampler or a shard, not both")
         dataset = self.dataset(split)
+        generator = transform = None
         if not train:
+            transform, drop_last = BatchTransform(self.spec), False
             if shard is not None:
                 sampler = ShardSampler(SequentialSampler(dataset), *shard, drop_tail=False)
-            return DataLoader(
-                dataset,
-                batch_size=batch_size,
-                shuffle=False,
-                sampler=sampler,
-                num_workers=num_workers,
-                collate_fn=CollateTransform(BatchTransform(self.spec)),
-            )
-        generator = torch_generator(seed)
-        augment_seed = seed + 1
-        if shard is not None:
-            rank, world_size = shard
-            # exactly the sampler ``shuffle=True`` builds, drawn from the loader's generator
-            sampler = ShardSampler(
-                RandomSampler(dataset, generator=generator), rank, world_size, drop_tail=True
-            )
-            if rank > 0:
-                augment_seed = derive_seed(seed + 1, "rank", rank)
-        size = len(dataset) if sampler is None else len(sampler)  # type: ignore[arg-type]
-        if drop_last is None:
-            drop_last = size % batch_size == 1 and size > 1
-        transform = BatchTransform(self.spec, self.augment, torch_generator(augment_seed))
+        else:
+            generator = torch_generator(seed)
+            augment_seed = seed + 1
+            if shard is not None:
+                rank, world_size = shard
+                # exactly the sampler ``shuffle=True`` builds, drawn from the loader's generator
+                sampler = ShardSampler(
+                    RandomSampler(dataset, generator=generator), rank, world_size, drop_tail=True
+                )
+                if rank > 0:
+                    augment_seed = derive_seed(seed + 1, "rank", rank)
+            size = len(dataset) if sampler is None else len(sampler)  # type: ignore[arg-type]
+            if drop_last is None:
+                drop_last = size % batch_size == 1 and size > 1
+            transform = BatchTransform(self.spec, self.augment, torch_generator(augment_seed))
+            if sampler is not None and shard is None:
+                generator = None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=sampler is None,
+            shuffle=train and sampler is None,
             sampler=sampler,
             drop_last=drop_last,
-            generator=generator if sampler is None or shard is not None else None,
+            generator=generator,
             num_workers=num_workers,
-            collate_fn=CollateTransform(transform),
+            collate_fn=functools.partial(collate, transform),
         )

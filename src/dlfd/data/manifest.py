@@ -8,8 +8,6 @@ Every path is checked to stay inside the manifest's folder and to exist.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +18,11 @@ from dlfd.data.problem import SPLITS
 from dlfd.data.records import (
     ImageRecords,
     check_listed_files,
+    read_csv_rows,
     safe_relative_path,
     shown,
 )
 from dlfd.errors import DataError
-from dlfd.io import read_file_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
 _MAX_ROWS = 10_000_000
@@ -56,21 +54,8 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
             f"manifest not found: {path} (expected a CSV with columns "
             f"path,label[,identity][,split])"
         )
-    text = read_file_text(path, "manifest")
     root = path.resolve().parent
-    try:
-        with io.StringIO(text, newline="") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            rows = []
-            for line_no, row in enumerate(reader, start=2):
-                if line_no > _MAX_ROWS:
-                    raise DataError(f"manifest {path} has more than {_MAX_ROWS} rows")
-                if None in row or any(v is None for v in row.values()):
-                    raise DataError(f"{path}:{line_no}: wrong number of fields")
-                rows.append((line_no, {k.strip(): v.strip() for k, v in row.items()}))
-    except csv.Error as exc:
-        raise DataError(f"manifest {path} is not valid CSV: {exc}") from None
+    columns, rows = read_csv_rows(path, "manifest", f"manifest {path}", max_rows=_MAX_ROWS)
     twice = sorted({c for c in columns if columns.count(c) > 1})
     if twice:
         raise DataError(f"manifest {path} names column(s) {twice} twice")
@@ -114,16 +99,8 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
             raise DataError(f"manifest {path}: unknown split values {bad}; expected {SPLITS}")
     if check_files:
         check_listed_files(root, keys, f"manifest {path}")
-    records = ImageRecords(
-        root=root,
-        paths=tuple(keys),
-        labels=labels,
-        identities=identities,
-        class_names=class_names,
-        task=task,
-        name=path.stem,
-    )
-    return Manifest(records=records, splits=splits)
+    records = ImageRecords(root, tuple(keys), labels, identities, class_names, task, path.stem)
+    return Manifest(records, splits)
 
 
 def imagefolder_records(root: str | Path) -> ImageRecords:
@@ -147,11 +124,7 @@ def imagefolder_records(root: str | Path) -> ImageRecords:
                 labels.append(label)
     if not paths:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    no_identities = ("",) * len(paths)
     return ImageRecords(
-        root=base,
-        paths=tuple(paths),
-        labels=np.asarray(labels, np.int64),
-        identities=("",) * len(paths),
-        class_names=tuple(classes),
-        name=root.name,
+        base, tuple(paths), np.asarray(labels), no_identities, tuple(classes), name=root.name
     )

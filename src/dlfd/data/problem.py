@@ -8,17 +8,16 @@ splits and refuses leaks, naming the offending items.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
-from dlfd.data.leakage import LEVELS, Leak, LeakReport, identity_pairs, shared_keys
+from dlfd.data.leakage import LEVELS, SPLITS, Leak, find_leaks
 from dlfd.data.records import ImageRecords
 from dlfd.errors import DataError, LeakError, SplitError
 from dlfd.io import sha256_bytes
 
-SPLITS: tuple[str, ...] = ("retain", "forget", "val", "test", "unseen")
 Level = Literal["identity", "mixed", "instance"]
 _MAX_NAMED = 5
 
@@ -32,18 +31,15 @@ def _name_items(items: list[str]) -> str:
 @dataclass(frozen=True, eq=False)
 class UnlearningProblem:
     """Retain/forget/val/test/unseen index arrays over ``records``, validated on construction.
-
     ``level`` is ``"identity"`` when whole people are assigned to splits (then an identity in two
     splits is a leak), ``"instance"`` when images are (identities may repeat across splits), or
     ``"mixed"`` when forget and retain are images of the same people while val/test/unseen hold
-    people never trained on (MUFAC's published split). ``check_content`` hashes every image's
-    pixels to refuse identical pictures in two splits. A multiclass problem needs at least two
-    classes (a DataError otherwise: a one-class task would train a one-output model that learns
-    nothing); :meth:`check_trainable`, called before training, also needs two of them present
-    in the training data.
-    ``dropped`` lists the samples a builder removed as leaks (kept for the record; they are in
-    no split).
-    """
+    people never trained on (MUFAC's published split). ``check_content`` hashes every image's pixels
+    to refuse identical pictures in two splits. A multiclass problem needs at least two classes (a
+    DataError otherwise: a one-class task would train a one-output model that learns nothing);
+    :meth:`check_trainable`, called before training, also needs two of them present in the training
+    data. ``dropped`` lists the samples a builder removed as leaks (kept for the record; they are in
+    no split)."""
 
     records: ImageRecords
     retain: np.ndarray
@@ -69,7 +65,6 @@ class UnlearningProblem:
             object.__setattr__(self, split, arr)
         self._validate()
 
-    # ----------------------------------------------------------------- views
     def split(self, name: str) -> np.ndarray:
         """Index array of split ``name`` (one of :data:`SPLITS`, or ``"train"``)."""
         if name == "train":
@@ -123,21 +118,8 @@ class UnlearningProblem:
             n = len(self.records)
             names = [self.records.paths[i] if 0 <= i < n else f"sample {i}" for i in outside]
             raise SplitError(f"forget items not in the training set: {_name_items(names)}")
-        return UnlearningProblem(
-            records=self.records,
-            retain=np.setdiff1d(train, indices),
-            forget=indices,
-            val=self.val,
-            test=self.test,
-            unseen=self.unseen,
-            level=self.level,
-            split_seed=self.split_seed,
-            name=self.name,
-            check_content=self.check_content,
-            dropped=self.dropped,
-        )
+        return replace(self, retain=np.setdiff1d(train, indices), forget=indices)
 
-    # ------------------------------------------------------------ validation
     def _validate(self) -> None:
         n = len(self.records)
         for split in ("forget", "retain"):
@@ -159,15 +141,12 @@ class UnlearningProblem:
             owner.update((int(i), split) for i in idx)
         self._check_class_names()
         assignment = {split: self.split(split) for split in SPLITS}
-        leaks = shared_keys(
-            "identity", self.records.identities, assignment, identity_pairs(self.level)
-        )
-        if self.check_content:
-            leaks += shared_keys("duplicate", self.records.content_hashes, assignment)
-        if leaks:
+        content = self.records.content_hashes if self.check_content else None
+        report = find_leaks(self.records.identities, content, assignment, level=self.level)
+        if report.leaks:
             raise LeakError(
-                self._describe(leaks),
-                report=LeakReport(tuple(leaks)),
+                self._describe(report.leaks),
+                report=report,
                 assignment=assignment,
                 records=self.records,
                 level=self.level,
@@ -203,14 +182,12 @@ class UnlearningProblem:
                 f"present (check the label column, the forget list or the split options)"
             )
 
-    def _describe(self, leaks: list[Leak]) -> str:
+    def _describe(self, leaks: tuple[Leak, ...]) -> str:
         """One line naming the leaks, with the way out."""
         paths = self.records.paths
         shown = []
         for leak in leaks:
-            where = " and ".join(
-                f"{split} ({paths[i]})" for split, i in _first_per_split(leak.items)
-            )
+            where = " and ".join(f"{split} ({paths[i]})" for split, i in _firsts(leak.items))
             label = leak.key if leak.kind == "identity" else leak.key[:12]
             shown.append(f"{label!r} in {where}")
         what = {"identity": "identity", "duplicate": "identical image content"}
@@ -221,7 +198,8 @@ class UnlearningProblem:
         )
 
 
-def _first_per_split(items: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
+def _firsts(items: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
+    """The first item of each split."""
     seen: dict[str, int] = {}
     for split, i in items:
         seen.setdefault(split, i)

@@ -23,15 +23,7 @@ from dlfd.data.records import ImageRecords, check_listed_files
 from dlfd.errors import DataError
 
 CLASS_FOLDERS: tuple[str, ...] = ("1", "2", "3", "4", "5", "6", "7")
-CLASS_NAMES: tuple[str, ...] = (
-    "surprise",
-    "fear",
-    "disgust",
-    "happiness",
-    "sadness",
-    "anger",
-    "neutral",
-)
+CLASS_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 PARTS: tuple[str, ...] = ("train", "test")
 DATASET_FOLDER = "DATASET"
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
@@ -122,12 +114,8 @@ def rafdb_records(root: str | Path) -> RafdbData:
         labels += part_labels
         parts += [part] * len(part_paths)
     check_listed_files(base, paths, "RAF-DB")  # a FIFO or device named *.jpg is never opened
+    no_identities = ("",) * len(paths)
     records = ImageRecords(
-        root=base,
-        paths=tuple(paths),
-        labels=np.asarray(labels, np.int64),
-        identities=("",) * len(paths),
-        class_names=CLASS_NAMES,
-        name="rafdb",
+        base, tuple(paths), np.asarray(labels, np.int64), no_identities, CLASS_NAMES, name="rafdb"
     )
     return RafdbData(records, np.asarray(parts))

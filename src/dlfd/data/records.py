@@ -7,8 +7,10 @@ used in forget lists and hashes) and are checked never to escape it.
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
+import io
 import os
 import stat
 from collections.abc import Sequence
@@ -21,6 +23,7 @@ import numpy as np
 from dlfd.data.hash_cache import cached_hashes
 from dlfd.data.images import image_hashes
 from dlfd.errors import DataError
+from dlfd.io import read_file_text
 
 Task = Literal["multiclass", "multilabel"]
 TASKS: tuple[str, ...] = ("multiclass", "multilabel")
@@ -47,11 +50,6 @@ def shown(text: str) -> str:
     return text if text.isprintable() else repr(text)
 
 
-def _leads_inside(root: Path, key: str) -> bool:
-    """True when ``root/key``, links followed, stays inside ``root`` (a link loop stays put)."""
-    return Path(os.path.realpath(root / key)).is_relative_to(root)
-
-
 def is_regular_file(path: Path) -> bool:
     """``path.is_file()`` that also answers False for names too long or otherwise unusable."""
     try:
@@ -63,7 +61,8 @@ def is_regular_file(path: Path) -> bool:
 def check_listed_files(root: Path, keys: Sequence[str], dataset: str) -> None:
     """Refuse listed images that are missing or that lead outside ``root`` through links."""
     root = Path(root).resolve()
-    escaping = [key for key in keys if not _leads_inside(root, key)]
+    # realpath follows links (a link loop stays put)
+    escaping = [key for key in keys if not Path(os.path.realpath(root / key)).is_relative_to(root)]
     if escaping:
         raise DataError(f"{dataset}: paths lead outside {root} through links: {escaping[:3]}")
     missing = [key for key in keys if not is_regular_file(root / key)]
@@ -75,14 +74,43 @@ def check_listed_files(root: Path, keys: Sequence[str], dataset: str) -> None:
         )
 
 
+def read_csv_rows(
+    path: Path, what: str, label: str, *, required: Sequence[str] = (), max_rows: int = 0
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The stripped column names and ``(line number, stripped row)`` pairs of a CSV file
+    (unnamed columns dropped from the rows). A missing ``required`` column, a row with the wrong
+    number of fields, more than ``max_rows`` rows (if set) or invalid CSV is a DataError;
+    ``label`` names the file in the last two messages."""
+    text = read_file_text(path, what)
+    try:
+        with io.StringIO(text, newline="") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            missing = [c for c in required if c not in columns]
+            if missing:
+                raise DataError(
+                    f"{path} lacks column(s) {', '.join(missing)} (found: "
+                    f"{', '.join(c or '<unnamed>' for c in columns)}); expected "
+                    f"{', '.join(required)}"
+                )
+            rows = []
+            for line, row in enumerate(reader, start=2):
+                if max_rows and line > max_rows:
+                    raise DataError(f"{label} has more than {max_rows} rows")
+                if None in row or any(v is None for v in row.values()):
+                    raise DataError(f"{path}:{line}: wrong number of fields")
+                rows.append((line, {k.strip(): v.strip() for k, v in row.items() if k}))
+    except csv.Error as exc:
+        raise DataError(f"{label} is not valid CSV: {exc}") from None
+    return columns, rows
+
+
 @dataclass(frozen=True, eq=False)
 class ImageRecords:
-    """Samples of one dataset: relative image paths, task labels and identities.
-
-    ``labels`` is ``(N,)`` int64 class indices for ``multiclass`` or ``(N, L)`` float32 0/1 for
-    ``multilabel``; ``identities`` holds one string per sample, ``""`` where unknown.
-    ``class_names`` are the class names (multiclass) or the label names (multilabel).
-    """
+    """Samples of one dataset: relative image paths, task labels and identities. ``labels`` is
+    ``(N,)`` int64 class indices for ``multiclass`` or ``(N, L)`` float32 0/1 for ``multilabel``;
+    ``identities`` holds one string per sample, ``""`` where unknown. ``class_names`` are the class
+    names (multiclass) or the label names (multilabel)."""
 
     root: Path
     paths: tuple[str, ...]
@@ -191,10 +219,8 @@ class ImageRecords:
 
     @property
     def content_hashes(self) -> tuple[str, ...]:
-        """sha256 of every image's decoded pixels (each file is read once, then cached).
-
-        Catches the same picture stored twice, even under another name or file format.
-        """
+        """sha256 of every image's decoded pixels (each file is read once, then cached). Catches the
+        same picture stored twice, even under another name or file format."""
         return self._image_hashes[0]
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict, deque
 from collections.abc import Hashable, Mapping, Sequence
 from fractions import Fraction
@@ -26,16 +27,13 @@ SplitSizes = Mapping[str, int | float]
 
 
 def allocate(total: int, sizes: SplitSizes) -> dict[str, int]:
-    """Turn split sizes into counts out of ``total`` items.
-
-    Integers are exact counts (their sum may not exceed ``total``; leftovers stay unused);
-    floats are fractions that must sum to 1 and are rounded by largest remainder.
-    """
+    """Turn split sizes into counts out of ``total`` items. Integers are exact counts (their sum may
+    not exceed ``total``; leftovers stay unused); floats are fractions that must sum to 1 and are
+    rounded by largest remainder."""
     unknown = set(sizes) - set(SPLITS)
     if unknown:
         raise SplitError(f"unknown split names {sorted(unknown)}; expected {SPLITS}")
-    values = list(sizes.values())
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in sizes.values()):
         counts = {k: int(v) for k, v in sizes.items()}
         if any(v < 0 for v in counts.values()):
             raise SplitError(f"split sizes must be non-negative, got {dict(sizes)}")
@@ -64,16 +62,13 @@ def allocate(total: int, sizes: SplitSizes) -> dict[str, int]:
 def _stratum_quotas(
     counts: Mapping[str, int], group_sizes: Mapping[Hashable, int]
 ) -> dict[tuple[str, Hashable], int]:
-    """How many items of each group (stratum) each split takes.
-
-    The proportional share of group ``g`` in split ``s`` is ``counts[s] * n_g / n``. The quotas
-    are a controlled rounding of these shares: each is the floor or the ceiling of its share,
-    every split gets exactly ``counts[s]`` items and no group is over-drawn (the items left over
-    when ``counts`` sum to less than ``n`` form one more row, spread in proportion too).
-    Remainders go largest first; when that greedy pass gets stuck, an augmenting path moves
-    earlier choices (a bipartite b-matching, always solvable because the fractional shares are
-    themselves a solution).
-    """
+    """How many items of each group (stratum) each split takes. The proportional share of group
+    ``g`` in split ``s`` is ``counts[s] * n_g / n``. The quotas are a controlled rounding of these
+    shares: each is the floor or the ceiling of its share, every split gets exactly ``counts[s]``
+    items and no group is over-drawn (the items left over when ``counts`` sum to less than ``n``
+    form one more row, spread in proportion too). Remainders go largest first; when that greedy pass
+    gets stuck, an augmenting path moves earlier choices (a bipartite b-matching, always solvable
+    because the fractional shares are themselves a solution)."""
     n = sum(group_sizes.values())
     rows = {s: int(c) for s, c in counts.items() if c}
     if n > sum(rows.values()):
@@ -167,28 +162,19 @@ def identity_split(
     check_content: bool = True,
 ) -> UnlearningProblem:
     """Assign whole identities to splits; ``sizes`` count (or fraction) identities per split.
-
-    ``stratify`` maps each identity to a stratum (e.g. "wears glasses in some photo") so that
-    every split receives a proportional share of each stratum.
-    """
+    ``stratify`` maps each identity to a stratum (e.g. "wears glasses in some photo") so that every
+    split receives a proportional share of each stratum."""
     if not records.has_identities:
         missing = [records.paths[i] for i, who in enumerate(records.identities) if not who]
         raise SplitError(
             f"identity split needs an identity for every sample; missing for {missing[:5]}"
         )
     people = records.unique_identities()
-    if stratify is not None:
-        lacking = [p for p in people if p not in stratify]
-        if lacking:
-            raise SplitError(f"no stratum given for identities {lacking[:5]}")
+    lacking = [p for p in people if p not in stratify] if stratify is not None else []
+    if lacking:
+        raise SplitError(f"no stratum given for identities {lacking[:5]}")
     assigned = _stratified_assign(people, sizes, np.random.default_rng(seed), stratify)
-    members: dict[str, list[int]] = defaultdict(list)
-    for i, who in enumerate(records.identities):
-        members[who].append(i)
-    arrays = {
-        split: np.asarray(sorted(i for p in assigned[split] for i in members[p]), np.int64)
-        for split in SPLITS
-    }
+    arrays = {split: records.indices_of_identities(assigned[split]) for split in SPLITS}
     return UnlearningProblem(
         records=records,
         level="identity",
@@ -249,13 +235,11 @@ MAX_FORGET_LIST_BYTES = 64 << 20
 
 
 def parse_forget_line(line: str) -> str:
-    """The entry of one forget-list line (``""`` for a blank or comment line).
-
-    ``#`` starts a comment. An identity or file name that contains ``#`` is written either with
-    the ``#`` escaped as ``\\#`` (and a literal backslash before it as ``\\\\``), or as a JSON
-    string in double quotes (``"person#1"``), which takes the line literally up to its closing
-    quote; a comment may follow it.
-    """
+    """The entry of one forget-list line (``""`` for a blank or comment line). ``#`` starts a
+    comment. An identity or file name that contains ``#`` is written either with the ``#`` escaped
+    as ``\\#`` (and a literal backslash before it as ``\\\\``), or as a JSON string in double quotes
+    (``"person#1"``), which takes the line literally up to its closing quote; a comment may follow
+    it."""
     text = line.strip()
     if text.startswith('"'):
         try:
@@ -270,19 +254,9 @@ def parse_forget_line(line: str) -> str:
                 f"forget list line {shown(line)}: only a comment may follow a quoted entry"
             )
         return entry.strip()
-    chars: list[str] = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "\\" and i + 1 < len(text) and text[i + 1] in "#\\":
-            chars.append(text[i + 1])
-            i += 2
-            continue
-        if char == "#":
-            break
-        chars.append(char)
-        i += 1
-    return "".join(chars).strip()
+    # up to the first unescaped ``#``, then unescaped
+    before_comment = re.match(r"(?:\\[#\\]|[^#])*", text).group()  # type: ignore[union-attr]
+    return re.sub(r"\\([#\\])", r"\1", before_comment).strip()
 
 
 def read_forget_list(path: str | Path) -> list[str]:
@@ -295,80 +269,64 @@ def read_forget_list(path: str | Path) -> list[str]:
     return entries
 
 
-def _entry_key(entry: str) -> str:
-    """A forget-list entry as a person name or a relative POSIX path."""
-    key = entry.strip().replace("\\", "/")
-    return key[2:] if key.startswith("./") else key
-
-
-def _refuse_unknown(unknown: list[str]) -> None:
-    if unknown:
-        names = ", ".join(repr(u) for u in unknown[:5])
-        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
-        raise SplitError(f"forget request names unknown people or images: {names}{more}")
-
-
-def resolve_forget_request(records: ImageRecords, entries: Sequence[str]) -> np.ndarray:
-    """Indices named by a forget request; each entry is an identity or a relative image path.
-
-    Unknown entries raise :class:`SplitError` naming them.
-    """
-    people = set(records.unique_identities())
-    chosen: set[int] = set()
-    unknown = []
-    for entry in entries:
-        key = _entry_key(entry)
-        if key in people:
-            chosen.update(int(i) for i in records.indices_of_identities([key]))
-            continue
-        index = records.index_of(key)
-        if index is None:
-            unknown.append(entry)
-        else:
-            chosen.add(index)
-    _refuse_unknown(unknown)
-    return np.asarray(sorted(chosen), np.int64)
-
-
-def apply_forget_request(problem: UnlearningProblem, entries: Sequence[str]) -> UnlearningProblem:
-    """``problem`` with its forget set replaced by the training images a request names.
-
-    A named person contributes their training images; a named image must be a training image.
-    In an identity-level problem a person is forgotten whole or not at all, so naming only
-    some of a person's training images is refused with a hint to name the person.
-    """
-    records = problem.records
-    train = set(problem.train.tolist())
-    where = {int(i): split for split in SPLITS for i in problem.split(split)}
+def _named(records: ImageRecords, entries: Sequence[str]) -> list[tuple[str, list[int], bool]]:
+    """``(key, sample indices, is a person)`` of each forget-request entry, an identity or a
+    relative image path; unknown entries raise :class:`SplitError` naming them."""
     members: dict[str, list[int]] = defaultdict(list)
     for i, who in enumerate(records.identities):
         if who:
             members[who].append(i)
+    named, unknown = [], []
+    for entry in entries:
+        key = entry.strip().replace("\\", "/")
+        key = key[2:] if key.startswith("./") else key
+        index = records.index_of(key)
+        if key in members:
+            named.append((key, members[key], True))
+        elif index is None:
+            unknown.append(entry)
+        else:
+            named.append((key, [index], False))
+    if unknown:
+        names = ", ".join(repr(u) for u in unknown[:5])
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise SplitError(f"forget request names unknown people or images: {names}{more}")
+    return named
+
+
+def resolve_forget_request(records: ImageRecords, entries: Sequence[str]) -> np.ndarray:
+    """Indices named by a forget request; each entry is an identity or a relative image path.
+    Unknown entries raise :class:`SplitError` naming them."""
+    chosen = {i for _, indices, _ in _named(records, entries) for i in indices}
+    return np.asarray(sorted(chosen), np.int64)
+
+
+def apply_forget_request(problem: UnlearningProblem, entries: Sequence[str]) -> UnlearningProblem:
+    """``problem`` with its forget set replaced by the training images a request names. A named
+    person contributes their training images; a named image must be a training image. In an
+    identity-level problem a person is forgotten whole or not at all, so naming only some of a
+    person's training images is refused with a hint to name the person."""
+    records = problem.records
+    train = set(problem.train.tolist())
+    where = {int(i): split for split in SPLITS for i in problem.split(split)}
     chosen: set[int] = set()
     problems: list[str] = []
-    unknown: list[str] = []
-    for entry in entries:
-        key = _entry_key(entry)
-        if key in members:
-            inside = [i for i in members[key] if i in train]
-            if not inside:
-                held = sorted({where.get(i, "no split") for i in members[key]})
-                problems.append(f"person {key!r} has no training images (in {', '.join(held)})")
-            chosen.update(inside)
-            continue
-        index = records.index_of(key)
-        if index is None:
-            unknown.append(entry)
-        elif index not in train:
-            problems.append(f"image {key!r} is in {where.get(index, 'no split')}, not in train")
-        else:
-            chosen.add(index)
-    _refuse_unknown(unknown)
+    for key, indices, person in _named(records, entries):
+        inside = [i for i in indices if i in train]
+        chosen.update(inside)
+        if person and not inside:
+            held = sorted({where.get(i, "no split") for i in indices})
+            problems.append(f"person {key!r} has no training images (in {', '.join(held)})")
+        elif not inside:
+            problems.append(
+                f"image {key!r} is in {where.get(indices[0], 'no split')}, not in train"
+            )
     if problems:
         raise SplitError(f"forget request: {'; '.join(problems[:5])}")
     if problem.level == "identity":
         for person in sorted({records.identities[i] for i in chosen} - {""}):
-            rest = [i for i in members[person] if i in train and i not in chosen]
+            members = records.indices_of_identities([person]).tolist()
+            rest = [i for i in members if i in train and i not in chosen]
             if rest:
                 raise SplitError(
                     f"{problem.name or 'this scenario'} forgets whole people (identity-level): "

@@ -1,10 +1,9 @@
 """Image transforms without torchvision, applied identically everywhere.
 
-Images are decoded once to uint8 tensors at the model's input size (:mod:`dlfd.data.images`).
-A :class:`BatchTransform` turns a batch of them into the model's input: to float in [0, 1],
-optional random augmentation (flip, small crop, small affine) drawn from an explicit
-generator, then per-channel normalisation. Training, evaluation and unlearning all go through
-the same :class:`InputSpec`, so pixel bounds and normalisation never disagree.
+A :class:`BatchTransform` turns a batch of uint8 images (decoded once at the model's input size,
+:mod:`dlfd.data.images`) into model input: float in [0, 1], optional random augmentation (flip,
+small crop, small affine) from an explicit generator, per-channel normalisation. Training,
+evaluation and unlearning share one :class:`InputSpec`: bounds and normalisation never disagree.
 """
 
 from __future__ import annotations
@@ -33,37 +32,32 @@ MIN_STD, MAX_STD = 1e-3, 100.0
 
 def _integer(value: object) -> int | None:
     """``value`` as an int if it is an integral number (not a bool), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return int(value) if integral or (isinstance(value, float) and value.is_integer()) else None
 
 
 def _floats(values: object) -> tuple[float, ...] | None:
     """``values`` as a tuple of floats if it is a sequence of real numbers, else None."""
     if hasattr(values, "tolist") and not isinstance(values, (str, bytes)):  # numpy/torch
         values = values.tolist()
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        return None
-    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+    if not _is_sequence(values) or not all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values
+    ):
         return None
     return tuple(float(v) for v in values)
+
+
+def _is_sequence(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
 
 @dataclass(frozen=True)
 class InputSpec:
     """What a model expects: ``size`` = (height, width), channels and normalisation.
-
-    ``grayscale=True`` turns colour photos into luminance first (then replicated to the
-    channels), as DLFD does for RAF-DB.
-
-    Bounds (a :class:`ConfigError` otherwise; checkpoint sidecars get a CheckpointError):
-    each side an integer in [8, 1024]; ``channels`` 1 or 3; one mean and one std per channel,
-    finite, |mean| <= 100 and std in [0.001, 100] (pixels are in [0, 1]).
-    """
+    ``grayscale=True`` turns colour photos into luminance first (then replicated to the channels),
+    as DLFD does for RAF-DB. Bounds (a :class:`ConfigError` otherwise; checkpoint sidecars get a
+    CheckpointError): each side an integer in [8, 1024]; ``channels`` 1 or 3; one mean and one std
+    per channel, finite, |mean| <= 100 and std in [0.001, 100] (pixels are in [0, 1])."""
 
     size: tuple[int, int]
     channels: int = 3
@@ -73,21 +67,13 @@ class InputSpec:
 
     def __post_init__(self) -> None:
         raw = self.size
-        sides = (
-            [_integer(s) for s in raw]
-            if isinstance(raw, Sequence) and not isinstance(raw, (str, bytes))
-            else []
-        )
-        if (
-            len(sides) != 2
-            or None in sides
-            or not all(MIN_INPUT_SIZE <= s <= MAX_INPUT_SIZE for s in sides)  # type: ignore[operator]
-        ):
+        sides = [_integer(s) for s in raw] if _is_sequence(raw) else []
+        if len(sides) != 2 or not all(MIN_INPUT_SIZE <= (s or 0) <= MAX_INPUT_SIZE for s in sides):
             raise ConfigError(
                 f"input size must be (height, width) of {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} "
                 f"pixels each, got {raw!r}"
             )
-        size = (int(sides[0]), int(sides[1]))  # type: ignore[arg-type]
+        size = (sides[0], sides[1])
         channels = _integer(self.channels)
         if channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels!r}")
@@ -104,10 +90,8 @@ class InputSpec:
             raise ConfigError(f"std must be positive, in [{MIN_STD:g}, {MAX_STD:g}], got {std}")
         if not isinstance(self.grayscale, bool):
             raise ConfigError(f"grayscale must be true or false, got {self.grayscale!r}")
-        object.__setattr__(self, "size", size)
-        object.__setattr__(self, "channels", channels)
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "std", std)
+        for name, value in {"size": size, "channels": channels, "mean": mean, "std": std}.items():
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in checkpoint sidecars)."""
@@ -118,17 +102,12 @@ class InputSpec:
         """Inverse of :meth:`to_dict`; raises :class:`ConfigError` on malformed input."""
         if not isinstance(data, dict):
             raise ConfigError(f"malformed input spec {data!r}: not a mapping")
-        missing = [key for key in ("size", "channels", "mean", "std") if key not in data]
+        fields = ("size", "channels", "mean", "std")
+        missing = [key for key in fields if key not in data]
         if missing:
             raise ConfigError(f"malformed input spec {data!r}: missing {', '.join(missing)}")
         try:
-            return cls(
-                size=data["size"],
-                channels=data["channels"],
-                mean=data["mean"],
-                std=data["std"],
-                grayscale=data.get("grayscale", False),
-            )
+            return cls(**{key: data[key] for key in fields}, grayscale=data.get("grayscale", False))
         except ConfigError as exc:
             raise ConfigError(f"malformed input spec: {exc}") from None
 
@@ -155,16 +134,11 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Random augmentation of training batches; all zero/None disables a part.
-
-    ``crop_padding``: pixels of reflect padding before a random crop back to size;
-    ``degrees``/``translate``/``scale``: a small random affine (rotation in degrees,
-    translation as a fraction of the size, isotropic scale range).
-
-    Ranges (checked on construction): ``hflip`` (a probability) [0, 1], ``crop_padding``
-    [0, 512] pixels (and below the image size), ``degrees`` [0, 180], ``translate`` [0, 0.5),
-    ``scale`` (low, high) with 0.1 <= low <= high <= 10.
-    """
+    """Random augmentation of training batches (ranges checked on construction); all zero/None
+    disables a part. ``hflip``: flip probability; ``crop_padding``: pixels of reflect padding
+    before a random crop back to size (below the image size); ``degrees``/``translate``/``scale``:
+    a small random affine (rotation in degrees, translation as a fraction of the size, isotropic
+    scale range, low <= high)."""
 
     hflip: float = setting(0.5, "[0, 1]")
     crop_padding: int = setting(0, "[0, 512]")
@@ -179,11 +153,6 @@ class AugmentConfig:
         lo, hi = self.scale
         if not lo <= hi:
             raise ConfigError(f"scale range must satisfy low <= high, got {self.scale}")
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1]."""
-    return images.to(torch.float32).div_(255.0)
 
 
 def random_hflip(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
@@ -246,12 +215,10 @@ class BatchTransform:
                 f"augment.crop_padding={augment.crop_padding} must be smaller than "
                 f"the image size {spec.size[0]}x{spec.size[1]}"
             )
-        self.spec = spec
-        self.augment = augment
-        self.generator = generator
+        self.spec, self.augment, self.generator = spec, augment, generator
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = to_float(images)
+        pixels = images.to(torch.float32).div_(255.0)
         aug, gen = self.augment, self.generator
         if aug is not None and gen is not None:
             pixels = random_hflip(pixels, aug.hflip, gen)

@@ -5,44 +5,20 @@ Importing this package registers every method; ``dlfd.methods.unlearn`` runs one
 
 from __future__ import annotations
 
-import importlib
-
 from dlfd.methods.api import unlearn
 from dlfd.methods.base import MethodParams, UnlearnData, UnlearnResult
-from dlfd.methods.registry import MethodSpec, get_method, list_methods, register_method
+from dlfd.methods.registry import METHODS, MethodSpec, get_method, list_methods, register_method
 
-#: Method modules in the order ``dlfd methods`` lists them.
-METHOD_MODULES = (
-    "original",
-    "retrain",
-    "finetune",
-    "cf_k",
-    "eu_k",
-    "neggrad",
-    "neggrad_plus",
-    "random_label",
-    "bad_teacher",
-    "unsir",
-    "scrub",
-    "ssd",
-    "salun",
-    "dlfd",
-)
-
-for _name in METHOD_MODULES:
-    try:
-        importlib.import_module(f"dlfd.methods.{_name}")
-    except ModuleNotFoundError as _exc:  # a method not written yet
-        if _exc.name != f"dlfd.methods.{_name}":
-            raise
+#: The order ``dlfd methods`` and ``dlfd bench`` list methods in (reference rows, then from the
+#: simplest to DLFD); every other module of the package is imported after these, so a method
+#: module registers itself by existing.
+LISTING_ORDER = (
+    "original", "retrain", "finetune", "cf_k", "eu_k", "neggrad", "neggrad_plus", "random_label",
+    "bad_teacher", "unsir", "scrub", "ssd", "salun", "dlfd",
+)  # fmt: skip
+METHODS.discover(__name__, first=LISTING_ORDER)
 
 __all__ = [
-    "MethodParams",
-    "MethodSpec",
-    "UnlearnData",
-    "UnlearnResult",
-    "get_method",
-    "list_methods",
-    "register_method",
-    "unlearn",
-]
+    "MethodParams", "MethodSpec", "UnlearnData", "UnlearnResult", "get_method", "list_methods",
+    "register_method", "unlearn",
+]  # fmt: skip

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dlfd.config import to_dict
+from dlfd.data.batches import pair_batches
 from dlfd.errors import ConfigError
 from dlfd.methods.base import (
     Monitor,
@@ -24,8 +25,8 @@ from dlfd.methods.base import (
     no_selection_record,
 )
 from dlfd.methods.registry import get_method
+from dlfd.recipe import TrainRecipe
 from dlfd.runtime import derive_seed, resolve_device, seed_everything
-from dlfd.training.recipe import TrainRecipe
 
 if TYPE_CHECKING:
     from dlfd.distributed import DistributedContext
@@ -51,14 +52,17 @@ def unlearn(
     recipe: TrainRecipe | None = None,
     on_progress: ProgressFn | None = None,
     dist: DistributedContext | None = None,
+    batch_keys: tuple[str, str] | None = None,
     **hparams: Any,
 ) -> UnlearnResult:
     """Unlearn ``forget_loader``'s samples from ``model`` with ``method``; ``model`` is untouched.
 
-    Loaders yield ``(inputs, labels)`` batches (long class indices, or float 0/1 vectors for
-    ``task="multilabel"``). ``hparams`` override the method's defaults (``dlfd methods``
-    lists them); values may be strings, as from the command line. With ``val_loader`` (people
-    never trained on and never reported on) the shared selection rule applies; see
+    Loaders yield ``(inputs, labels, ...)`` batches (long class indices, or float 0/1 vectors
+    for ``task="multilabel"``; items after the first two are ignored) or dict batches
+    (``batch_keys=(input_key, label_key)``, else common names such as ``image``/``label``).
+    ``hparams`` override the method's defaults (``dlfd methods`` lists them); values may be
+    strings, as from the command line. With ``val_loader`` (people never trained on and never
+    reported on) the shared selection rule applies; see
     :class:`dlfd.methods.base.MethodParams` (``selection``: ``forget_and_val`` or
     ``val_only``); ``result.selection`` records the rule, the number of states it examined and
     whether it read the forget set. ``device=None`` uses the model's device.
@@ -82,19 +86,13 @@ def unlearn(
         target = resolve_device(device) if device is not None else _model_device(model)
     started = time.perf_counter()
 
-    working = copy.deepcopy(model).to(target)
-    for parameter in working.parameters():
-        parameter.requires_grad_(True)
+    working = copy.deepcopy(model).to(target).requires_grad_(True)
     if dist is not None:
         dist.broadcast_module(working)  # every rank starts from rank 0's weights
-    data = UnlearnData(
-        retain=retain_loader,
-        forget=forget_loader,
-        val=val_loader,
-        task=task,
-        input_bounds=input_bounds,
-        recipe=recipe,
+    retain_loader, forget_loader, val_loader = (
+        pair_batches(loader, batch_keys) for loader in (retain_loader, forget_loader, val_loader)
     )
+    data = UnlearnData(retain_loader, forget_loader, val_loader, task, input_bounds, recipe)
     monitor = selector = None
     if val_loader is not None and (params.select or spec.uses_monitor):
         # the forgetting score is computed only when the selection rule or the method uses it
@@ -112,16 +110,7 @@ def unlearn(
         )
         if params.select:
             selector = Selector(params.save_threshold, params.selection)
-    ctx = RunContext(
-        method=method,
-        params=params,
-        device=target,
-        seed=seed,
-        monitor=monitor,
-        selector=selector,
-        on_progress=on_progress,
-        dist=dist,
-    )
+    ctx = RunContext(method, params, target, seed, monitor, selector, on_progress, dist=dist)
     seed_everything(derive_seed(seed, method))
     info = spec.fn(working, data, params, ctx) or {}
     ctx.check_model(working, where="the end of the run")  # methods without steps (ssd) too
@@ -133,9 +122,7 @@ def unlearn(
         selected = "last state: selection disabled (select=false)"
     if dist is not None:
         dist.sync_buffers(working)  # BatchNorm statistics ran per rank: keep rank 0's
-    working.eval()
-    for parameter in working.parameters():
-        parameter.requires_grad_(True)  # a method's freezing never leaks to the caller
+    working.eval().requires_grad_(True)  # a method's freezing never leaks to the caller
     wall = time.perf_counter() - started
     selection = selector.record() if selector is not None else no_selection_record()
     # the method's own algorithm reads the forgetting score (DLFD's switch): not the selection

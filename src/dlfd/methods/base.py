@@ -13,9 +13,8 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -27,22 +26,19 @@ from dlfd.errors import ConfigError
 from dlfd.losses import correct_predictions, task_loss
 from dlfd.metrics.matching import matched_indices
 from dlfd.metrics.mia import loss_attack_fold_accuracies
-from dlfd.training.loop import NonFiniteLossError, describe_tensor, non_finite_tensor
-from dlfd.training.recipe import TrainRecipe
+from dlfd.recipe import TrainRecipe
+from dlfd.training.loop import NonFiniteLossError, ProgressFn, Schedule, check_loss, check_model
 
 if TYPE_CHECKING:
     from dlfd.distributed import DistributedContext
 
 Task = Literal["multiclass", "multilabel"]
-#: ``on_progress(done, total, phase)``: called as a method advances (batches or epochs).
-ProgressFn = Callable[[int, int, str], None]
 
 #: Fewest monitor samples per side for which the cross-validated attack is defined.
 MIN_MONITOR_SAMPLES = 6
 
 
-#: A method's loss, weights or BatchNorm statistics became NaN/inf: the run stops instead of
-#: returning a garbage model. The same type as training's (one error for divergence).
+#: A method diverged (loss, weights or BatchNorm statistics NaN/inf): training's error type.
 NonFiniteUnlearningError = NonFiniteLossError
 
 #: The settings every method shares (not repeated when a divergence names the settings).
@@ -51,39 +47,18 @@ SHARED_SETTINGS = ("select", "selection", "monitor_attack", "save_threshold", "m
 #: The shared selection rules (``MethodParams.selection``): ``forget_and_val`` keeps the best
 #: validation accuracy among states whose forgetting score is <= ``save_threshold`` (else the
 #: last state); ``val_only`` keeps the best validation accuracy and never reads the forget set.
-SELECTION_RULES = ("forget_and_val", "val_only")
+Selection = Literal["forget_and_val", "val_only"]
+SELECTION_RULES = get_args(Selection)
 #: The monitor's attacks (``MethodParams.monitor_attack``): ``published`` is the benchmark's
-#: balanced loss attack on the forget and validation subsamples; ``matched`` runs it on the two
-#: subsamples cut to equal counts per class (:mod:`dlfd.metrics.matching`), so a class mix that
-#: differs between forget and validation cannot pass for membership.
-MONITOR_ATTACKS = ("published", "matched")
+#: balanced loss attack; ``matched`` runs it on subsamples cut to equal counts per class
+#: (:mod:`dlfd.metrics.matching`), so a class mix differing between forget and validation
+#: cannot pass for membership.
+MonitorAttack = Literal["published", "matched"]
 #: The rule recorded when no selection ran (no validation loader, or ``select=false``).
 NO_SELECTION = "none"
 
 
-def require(checks: Mapping[str, bool], params: object) -> None:
-    """Raise a ConfigError naming the first failed hyperparameter check and its value."""
-    for name, ok in checks.items():
-        if not ok:
-            key = name.split(" ")[0]
-            value = getattr(params, key, None)
-            raise ConfigError(
-                f"invalid {type(params).__name__} value {key}={value!r}: {name}"
-                if " " in name
-                else f"invalid {type(params).__name__} value {key}={value!r}"
-            )
-
-
-def positive(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
-
-
-def non_negative(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
-
-
-#: Plausible ranges shared by the methods' settings (interval notation of
-#: :func:`dlfd.config.setting`); each method declares its settings with one of these or its own.
+#: Plausible ranges shared by the methods' settings (:func:`dlfd.config.setting` notation).
 LR = "(0, 10]"
 EPOCHS = "[1, 10000]"
 MOMENTUM = "[0, 1)"
@@ -98,31 +73,14 @@ TEMPERATURE = "(0, 100]"
 
 @dataclass(frozen=True)
 class MethodParams:
-    """Settings every method has: the shared validation-based selection rule.
-
-    With a validation loader and ``select=True``, each candidate state a method offers
-    (the end of every epoch; DLFD: every monitored batch) is scored on fixed seeded
-    subsamples of forget and validation samples; the method returns the state with the best
-    validation accuracy among those whose forgetting score is <= ``save_threshold``, or its
-    last state if none qualified (the result says which). ``selection="val_only"`` keeps the
-    state with the best validation accuracy alone: the selection then never reads the forget
-    set (no forgetting score is computed for it). ``result.selection`` records the rule, how
-    many states it examined and whether it read the forget set. ``monitor_attack="matched"``
-    scores the forgetting with the label-matched attack (forget and validation subsamples cut
-    to equal counts per class) instead of the published one.
-
-    Every numeric setting of every method is declared with its plausible range
-    (:func:`dlfd.config.setting`) and checked on construction: a value that is not a finite
-    number of the field's type inside the range raises a ConfigError naming the setting, the
-    value and the range. Ranges: ``save_threshold`` [0, 0.5], ``monitor_samples``
-    [6, 1000000]; :func:`dlfd.config.setting_ranges` lists a method's.
-    """
+    """Settings every method has: the shared selection rule (:data:`Selection`), applied with a
+    validation loader and ``select=True`` to each candidate state a method offers (every
+    epoch's end; DLFD: every monitored batch), scored on fixed seeded subsamples. Constraints
+    are declared on the fields and checked on construction (:mod:`dlfd.config`)."""
 
     select: bool = True
-    #: The selection rule, one of :data:`SELECTION_RULES`.
-    selection: str = "forget_and_val"
-    #: The monitor's attack, one of :data:`MONITOR_ATTACKS`.
-    monitor_attack: str = "published"
+    selection: Selection = "forget_and_val"
+    monitor_attack: MonitorAttack = "published"
     save_threshold: float = setting(0.09, "[0, 0.5]")
     monitor_samples: int = setting(256, f"[{MIN_MONITOR_SAMPLES}, 1000000]")
 
@@ -131,61 +89,43 @@ class MethodParams:
 
     def __post_init__(self) -> None:
         check_bounds(self)
-        # checked here, not in validate(): subclasses override validate() without super()
-        require(
-            {
-                f"selection ({' or '.join(SELECTION_RULES)})": self.selection in SELECTION_RULES,
-                f"monitor_attack ({' or '.join(MONITOR_ATTACKS)})": self.monitor_attack
-                in MONITOR_ATTACKS,
-            },
-            self,
-        )
         self.validate()
 
     def validate(self) -> None:
-        """Method-specific checks beyond the declared ranges (override; raise via
-        :func:`require`)."""
+        """Cross-field checks the declarations cannot express (override; raise ConfigError)."""
 
     def describe_settings(self) -> str:
         """``"lr=0.001, epochs=2, ..."``: the settings that govern the method's steps."""
         values = to_dict(self)
-        names = self.step_settings
-        if names is None:
-            names = tuple(name for name in values if name not in SHARED_SETTINGS)
-        return ", ".join(f"{name}={_show(values[name])}" for name in names)
-
-
-def _show(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+        names = self.step_settings or [n for n in values if n not in SHARED_SETTINGS]
+        return ", ".join(
+            f"{n}={values[n]:g}" if isinstance(values[n], float) else f"{n}={values[n]}"
+            for n in names
+        )
 
 
 @dataclass(frozen=True)
-class SGDParams(MethodParams):
-    """Settings of methods that train with SGD for a number of epochs (subclasses change the
-    defaults by redeclaring a field, which keeps its range, and add their own checks after
-    ``super().validate()``).
-
-    Ranges: ``epochs`` [1, 10000], ``lr`` (0, 10], ``momentum`` [0, 1), ``weight_decay`` [0, 1].
-    """
+class TrainParams(MethodParams):
+    """Settings of methods that train for epochs (a redeclared field keeps its range)."""
 
     epochs: int = setting(2, EPOCHS)
     lr: float = setting(0.001, LR)
+
+
+@dataclass(frozen=True)
+class SGDParams(TrainParams):
+    """Settings of methods that train with SGD for a number of epochs."""
+
     momentum: float = setting(0.9, MOMENTUM)
     weight_decay: float = setting(5e-4, WEIGHT_DECAY)
-    schedule: Literal["constant", "cosine"] = "cosine"
-
-    def validate(self) -> None:
-        require({"schedule": self.schedule in ("constant", "cosine")}, self)
+    schedule: Schedule = "cosine"
 
 
 @dataclass
 class UnlearnData:
-    """What a method may read: loaders over retain, forget and (optionally) validation.
-
-    ``input_bounds``: per-channel (low, high) of valid images in the model's input space,
-    shaped to broadcast over (N, C, H, W); methods that perturb or synthesise images project
-    onto it (None: no bound). ``recipe``: how the original was trained (``retrain`` uses it).
-    """
+    """What a method may read. ``input_bounds``: per-channel (low, high) of valid images in the
+    model's input space, broadcasting over (N, C, H, W), which methods that perturb images
+    project onto; ``recipe``: how the original was trained (``retrain`` uses it)."""
 
     retain: DataLoader
     forget: DataLoader
@@ -197,39 +137,26 @@ class UnlearnData:
 
 @dataclass(frozen=True)
 class MonitorReading:
-    """One monitoring point: the forgetting score and validation accuracy of a state
-    (``forgetting_score`` and ``mia_acc`` are NaN when the monitor does not read the forget
-    set, see :class:`Monitor`)."""
+    """One monitoring point (``mia_acc``: NaN when the forget set is not read)."""
 
     where: str
     forgetting_score: float
     val_acc: float
     mia_acc: float
     seconds: float
-    #: samples the attack scored (members + non-members, after balancing or matching; 0 when
-    #: the forget set is not read): the binomial standard error of ``mia_acc`` is about
-    #: ``0.5 / sqrt(attack_samples)``, which DLFD's confident switch uses
+    #: samples the attack scored (0 when the forget set is not read): the standard error of
+    #: ``mia_acc`` is about ``0.5 / sqrt(attack_samples)`` (DLFD's confident switch)
     attack_samples: int = 0
 
 
 class Monitor:
-    """Forgetting score and validation accuracy on fixed, seeded subsamples, in eval mode.
-
-    The subsamples are drawn once (``seed``) from the forget and validation loaders and kept
-    as tensors, so each reading costs one forward pass over at most ``2 * samples`` images.
-    ``balance=False`` and ``samples=None`` reproduce the official DLFD code's attack (whole
-    splits, unbalanced).
-
-    ``read_forget=False`` (``selection=val_only`` for a method that does not read the score
-    itself): readings hold the validation accuracy only (forgetting score and attack accuracy
-    NaN) and no forget sample is ever scored. The forget subsample is still drawn and then
-    dropped, so the forget loader's random stream, and with it the training, is the same as
-    under the default rule: the two rules differ in the choice only.
-
-    With ``dist`` (loaders yielding this rank's shard) every rank takes part in drawing the
-    subsamples, which are assembled on rank 0 exactly as one process would draw them from the
-    whole splits; only rank 0 can :meth:`read` (:meth:`RunContext.checkpoint` broadcasts).
-    """
+    """Forgetting score and validation accuracy on fixed subsamples (drawn once from ``seed``,
+    kept as tensors), in eval mode. ``balance=False`` and ``samples=None`` reproduce the
+    official DLFD code's attack (whole splits, unbalanced).
+    ``read_forget=False``: no forget sample is ever scored, but the forget subsample is still
+    drawn (then dropped) so the forget loader's random stream, hence the training, is the same
+    under both rules. With ``dist`` the subsamples are assembled on rank 0 exactly as one
+    process would draw them; only rank 0 can :meth:`read`."""
 
     def __init__(
         self,
@@ -270,8 +197,7 @@ class Monitor:
                     f"the {name} split has {size} sample(s); monitoring the "
                     f"forgetting score needs at least {MIN_MONITOR_SAMPLES}"
                 )
-        #: (inputs, labels) of the subsamples; None on ranks other than 0 (and forget's when
-        #: the forget set is not read)
+        #: (inputs, labels) of the subsamples; None off rank 0 (forget's: or when not read)
         self.forget = forget_data if read_forget else None
         self.val = val_data
 
@@ -290,7 +216,6 @@ class Monitor:
         return torch.cat(losses).numpy(), torch.cat(correct).numpy()
 
     def read(self, model: nn.Module, where: str) -> MonitorReading:
-        """Score ``model`` now (eval mode; its train/eval mode is restored)."""
         if self.val is None or (self.read_forget and self.forget is None):
             raise RuntimeError("in a distributed run only rank 0 holds the monitor's samples")
         started = time.perf_counter()
@@ -312,20 +237,14 @@ class Monitor:
                     f"became non-finite at {where}"
                 )
         val_losses, val_correct = scored["validation"]
-        mia = math.nan
-        attack_samples = 0
+        mia, attack_samples = math.nan, 0
         if self.read_forget:
-            forget_losses, attack_val = scored["forget"][0], val_losses
+            members, others = scored["forget"][0], val_losses
             if self.matched is not None:
-                forget_losses = forget_losses[self.matched[0]]
-                attack_val = val_losses[self.matched[1]]
-            mia = float(
-                loss_attack_fold_accuracies(forget_losses, attack_val, balance=self.balance).mean()
-            )
+                members, others = members[self.matched[0]], others[self.matched[1]]
+            mia = float(loss_attack_fold_accuracies(members, others, balance=self.balance).mean())
             attack_samples = (
-                2 * min(forget_losses.size, attack_val.size)
-                if self.balance
-                else forget_losses.size + attack_val.size
+                2 * min(members.size, others.size) if self.balance else members.size + others.size
             )
         return MonitorReading(
             where=where,
@@ -340,12 +259,10 @@ class Monitor:
 def _subsample(
     loader: DataLoader, samples: int | None, seed: int, dist: DistributedContext | None = None
 ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, int]:
-    """All (inputs, labels) of one pass over ``loader``, then a seeded subset of ``samples``;
-    also the subset's size (with ``dist``: the data on rank 0 only, the size everywhere)."""
-    inputs, labels = [], []
-    for x, y in loader:
-        inputs.append(x)
-        labels.append(y)
+    """A seeded subset of ``samples`` of one pass over ``loader``, and its size (with ``dist``:
+    the data on rank 0 only)."""
+    batches = list(loader)
+    inputs, labels = [x for x, _ in batches], [y for _, y in batches]
     if dist is not None and dist.world_size > 1:
         return dist.gather_subsample(
             torch.cat(inputs) if inputs else None,
@@ -364,12 +281,8 @@ def _subsample(
 
 
 class Selector:
-    """Keeps (in memory) the best state by validation accuracy among eligible readings.
-
-    ``rule`` (:data:`SELECTION_RULES`): ``forget_and_val`` makes a reading eligible when its
-    forgetting score is <= ``save_threshold``; ``val_only`` makes every reading eligible and
-    never looks at the forgetting score. :meth:`record` says what the selection did.
-    """
+    """Keeps (in memory) the best state by validation accuracy among eligible readings
+    (``forget_and_val``: forgetting score <= ``save_threshold``; ``val_only``: all)."""
 
     def __init__(self, save_threshold: float, rule: str = "forget_and_val") -> None:
         if rule not in SELECTION_RULES:
@@ -389,7 +302,6 @@ class Selector:
         return self.rule == "forget_and_val"
 
     def consider(self, model: nn.Module, reading: MonitorReading) -> bool:
-        """Remember ``model``'s state if it is eligible and better; True if it was kept."""
         self.examined += 1
         if self.reads_forget and reading.forgetting_score > self.save_threshold:
             return False
@@ -419,9 +331,6 @@ class Selector:
         )
 
     def record(self) -> dict[str, Any]:
-        """What the selection did: ``rule``, ``states_examined`` (readings considered),
-        ``read_forget`` (whether the rule used the forgetting score) and ``save_threshold``
-        (None under ``val_only``)."""
         return {
             "rule": self.rule,
             "states_examined": self.examined,
@@ -431,31 +340,18 @@ class Selector:
 
 
 def no_selection_record() -> dict[str, Any]:
-    """The selection record of a run without selection (no validation loader, ``select=false``,
-    or a row taken from a checkpoint)."""
-    return {
-        "rule": NO_SELECTION,
-        "states_examined": 0,
-        "read_forget": False,
-        "save_threshold": None,
-        "method_reads_forget": False,
-    }
+    """The selection record of a run without selection (or a row taken from a checkpoint)."""
+    return dict(rule=NO_SELECTION, states_examined=0, read_forget=False, save_threshold=None,
+                method_reads_forget=False)  # fmt: skip
 
 
 @dataclass
 class RunContext:
-    """What a running method uses besides its data: device, seed, monitoring, tracing.
-
-    Methods call :meth:`checkpoint` where they offer a candidate state (the end of an epoch),
-    :meth:`check_loss` on every loss they minimise, and :meth:`progress` as they advance.
-
-    Data-parallel runs (``dist``, see :mod:`dlfd.distributed`): the loaders yield this rank's
-    shard of every global batch; methods run their *training* forward passes through
-    :meth:`parallel` (gradients averaged over ranks) and everything else (no-grad passes,
-    synthesis, statistics) on the plain model; :meth:`gather` joins per-rank tensors into the
-    global batch. Randomness every rank must share comes from :meth:`generator`; the global
-    generators may differ per rank once :meth:`parallel` has been called.
-    """
+    """What a running method uses besides its data: device, seed, monitoring, tracing. Methods
+    call :meth:`checkpoint` where they offer a candidate state, :meth:`check_loss` on every loss
+    they minimise, and :meth:`progress` as they advance. Data-parallel runs: loaders yield this
+    rank's shard of every global batch; training forward passes go through :meth:`parallel`,
+    everything else runs on the plain model; shared randomness comes from :meth:`generator`."""
 
     method: str
     params: MethodParams
@@ -475,11 +371,8 @@ class RunContext:
         return 1 if self.dist is None else self.dist.world_size
 
     def generator(self, *parts: int | str, per_rank: bool = False) -> torch.Generator:
-        """A CPU generator seeded from the run seed and ``parts`` (one per random purpose).
-
-        The same on every rank of a distributed run, unless ``per_rank`` (draws about this
-        rank's own samples, e.g. random labels); rank 0's is always the single-process one.
-        """
+        """A CPU generator seeded from the run seed and ``parts`` (one per random purpose), the
+        same on every rank unless ``per_rank`` (rank 0's is always the single-process one)."""
         from dlfd.runtime import derive_seed
 
         if per_rank and self.dist is not None and self.dist.rank > 0:
@@ -487,12 +380,9 @@ class RunContext:
         return torch.Generator().manual_seed(derive_seed(self.seed, self.method, *parts))
 
     def parallel(self, model: nn.Module) -> nn.Module:
-        """What to run training forward passes through: ``model`` under DistributedDataParallel
-        in a distributed run, ``model`` itself otherwise (the same parameters either way).
-
-        Call it once per training phase, after deciding which parameters train. Ranks other
-        than 0 then reseed the global generators (dropout) with seeds of their own.
-        """
+        """``model`` under DistributedDataParallel in a distributed run, else ``model``. Call it
+        once per training phase, after deciding which parameters train; ranks other than 0
+        then reseed the global generators (dropout) with seeds of their own."""
         if self.dist is None or self.dist.world_size == 1:
             return model
         wrapped = self.dist.wrap(model)
@@ -506,12 +396,10 @@ class RunContext:
         return wrapped
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The global batch of a per-rank tensor (gradients flow back to this rank's rows);
-        ``tensor`` itself in a single-process run."""
+        """The global batch of a per-rank tensor (gradients flow back to this rank's rows)."""
         return tensor if self.dist is None else self.dist.gather(tensor)
 
     def single_process_only(self, reason: str) -> None:
-        """Refuse to run on more than one process, saying why."""
         if self.world_size > 1:
             raise ConfigError(
                 f"method {self.method!r} cannot run data-parallel ({reason}); "
@@ -519,35 +407,29 @@ class RunContext:
             )
 
     def checkpoint(self, model: nn.Module, where: str) -> MonitorReading | None:
-        """Score the current state (when monitoring) and offer it to the selector.
-
-        In a distributed run rank 0 reads the monitor and broadcasts the reading, so every
-        rank takes the same decisions (and keeps the same state: weights are equal on all
-        ranks, and BatchNorm statistics are set to rank 0's first).
-        """
+        """Score the current state (when monitoring) and offer it to the selector. In a
+        distributed run rank 0 reads (BatchNorm statistics set to its own first) and broadcasts
+        the reading, so every rank takes the same decisions."""
         self.check_model(model, where=where)
         if self.monitor is None:
             return None
-        if self.dist is not None and self.dist.world_size > 1:
-            started = time.perf_counter()
-            self.dist.sync_buffers(model)
-            answer: MonitorReading | str | None = None
-            if self.dist.is_main:
-                try:
-                    answer = self.monitor.read(model, where)
-                except NonFiniteLossError as exc:
-                    answer = str(exc)  # every rank stops, not only the one that read
-            answer = self.dist.broadcast_object(answer)
-            self.monitor_s += time.perf_counter() - started
-            if isinstance(answer, str):
-                raise self._diverged(answer)
-            reading = answer
-        else:
+        started = time.perf_counter()
+        dist = self.dist if self.world_size > 1 else None
+        if dist is not None:
+            dist.sync_buffers(model)
+        answer: MonitorReading | str | None = None
+        if dist is None or dist.is_main:
             try:
-                reading = self.monitor.read(model, where)
+                answer = self.monitor.read(model, where)
             except NonFiniteLossError as exc:
-                raise self._diverged(str(exc)) from None
-            self.monitor_s += reading.seconds
+                answer = str(exc)  # every rank stops, not only the one that read
+        if dist is not None:
+            answer = dist.broadcast_object(answer)
+        if isinstance(answer, str):
+            raise self.diverged(answer)
+        assert answer is not None
+        reading = answer
+        self.monitor_s += reading.seconds if dist is None else time.perf_counter() - started
         self.readings.append(reading)
         if self.selector is not None:
             started = time.perf_counter()
@@ -555,8 +437,7 @@ class RunContext:
             self.monitor_s += time.perf_counter() - started
         return reading
 
-    def _diverged(self, what: str) -> NonFiniteLossError:
-        """The error naming the method, what became non-finite where, and its step settings."""
+    def diverged(self, what: str) -> NonFiniteLossError:
         settings = self.params.describe_settings()
         advice = (
             "lower the learning rate (or the other step settings shown) or check the inputs"
@@ -565,38 +446,29 @@ class RunContext:
         )
         return NonFiniteLossError(f"method {self.method!r} diverged: {what} ({settings}); {advice}")
 
+    # Stop with a clear message when a loss, a tensor (``what``: e.g. "the noise") or a
+    # parameter or buffer of ``model`` holds a NaN or an infinity.
     def check_loss(self, loss: torch.Tensor, *, where: str) -> None:
-        """Stop with a clear message when ``loss`` is NaN or infinite."""
-        if not bool(torch.isfinite(loss.detach()).all()):
-            value = loss.detach().float().sum().item()
-            raise self._diverged(f"loss became {value} at {where}")
+        check_loss(loss, where, self.diverged)
 
     def check_tensor(self, tensor: torch.Tensor, *, what: str, where: str) -> None:
-        """Stop with a clear message when ``tensor`` (``what``: e.g. "the noise") holds a NaN
-        or an infinity."""
         if not bool(torch.isfinite(tensor.detach()).all()):
-            raise self._diverged(f"{what} became non-finite at {where}")
+            raise self.diverged(f"{what} became non-finite at {where}")
 
     def check_model(self, model: nn.Module, *, where: str) -> None:
-        """Stop with a clear message when a parameter or buffer (BatchNorm statistics) of
-        ``model`` holds a NaN or infinity: methods call it after every optimiser step, and
-        :meth:`checkpoint` before the state is scored. One fused reduction over all tensors."""
-        name = non_finite_tensor(model)
-        if name is not None:
-            raise self._diverged(f"{describe_tensor(name)} became non-finite at {where}")
+        check_model(model, where, self.diverged)
 
     def progress(self, done: int, total: int, phase: str = "") -> None:
         if self.on_progress is not None:
             self.on_progress(done, total, phase or self.method)
 
     def log(self, **record: Any) -> None:
-        """Append one record (floats, ints, strings) to the run's trace."""
         self.trace.append(record)
 
 
 @dataclass
 class UnlearnResult:
-    """What :func:`dlfd.unlearn` returns: the model and a record of what happened."""
+    """What :func:`dlfd.methods.unlearn` returns: the model and a record of what happened."""
 
     model: nn.Module
     method: str
@@ -612,16 +484,13 @@ class UnlearnResult:
     info: dict[str, Any]
     #: Processes of a data-parallel run (1: a single process).
     world_size: int = 1
-    #: What the shared selection did (same budget, no peeking): ``rule`` (``forget_and_val``,
-    #: ``val_only`` or ``none``), ``states_examined`` (monitor readings the selector
-    #: considered), ``read_forget`` (whether the rule used the forgetting score, i.e. read the
-    #: forget set), ``save_threshold`` (None unless the rule used it) and
-    #: ``method_reads_forget`` (the method's own algorithm reads the forgetting score: DLFD's
-    #: dynamic switch; not part of the selection).
+    #: What the shared selection did: ``rule`` (``forget_and_val``, ``val_only`` or ``none``),
+    #: ``states_examined``, ``read_forget`` (the rule read the forget set), ``save_threshold``
+    #: (None unless used) and ``method_reads_forget`` (the method's own algorithm reads the
+    #: forgetting score: DLFD's dynamic switch; not part of the selection).
     selection: dict[str, Any] = field(default_factory=no_selection_record)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record (everything but the model)."""
         return {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"
         }

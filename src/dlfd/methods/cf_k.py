@@ -18,72 +18,32 @@ in train mode, which moves the "frozen" backbone's BatchNorm statistics; set
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
 from dlfd.config import setting
-from dlfd.methods.base import (
-    RunContext,
-    SGDParams,
-    UnlearnData,
-)
-from dlfd.methods.common import (
-    ParamMask,
-    last_blocks,
-    plain_task_loss,
-    run_epochs,
-    sgd,
-    train_only,
-)
+from dlfd.methods.base import RunContext, SGDParams, UnlearnData
+from dlfd.methods.common import last_blocks, train_last_blocks
 from dlfd.methods.registry import register_method
 
 
 @dataclass(frozen=True)
 class CfkParams(SGDParams):
-    """The shared SGD settings and ranges, plus ``k`` (blocks trained, counted from the
-    output) in [1, 1000] and ``frozen_train_mode``."""
+    """``k``: blocks trained, counted from the output."""
+
+    test_settings: ClassVar[dict[str, Any]] = {"epochs": 1, "lr": 0.01, "k": 1}
 
     k: int = setting(1, "[1, 1000]")
     weight_decay: float = 0.0
     frozen_train_mode: bool = False
 
 
-def train_last_blocks(
-    model: nn.Module,
-    blocks: list[tuple[str, nn.Module]],
-    data: UnlearnData,
-    params: CfkParams,
-    ctx: RunContext,
-    phase: str,
-) -> ParamMask:
-    """Train only ``blocks`` on retain (everything else frozen; frozen blocks in eval mode
-    unless ``frozen_train_mode``); shared by ``cf_k`` and ``eu_k``."""
-    modules = [module for _, module in blocks]
-    mask = ParamMask.for_modules(model, modules)
-    mask.apply()
-    optimizer = sgd(model.parameters(), params.lr, params.momentum, params.weight_decay)
-    loss_fn = plain_task_loss(data.task)
-    if not params.frozen_train_mode:
-        loss_fn = train_only(loss_fn, modules)
-    run_epochs(
-        model,
-        data.retain,
-        optimizer,
-        ctx,
-        epochs=params.epochs,
-        loss_fn=loss_fn,
-        lr=params.lr,
-        schedule=params.schedule,
-        phase=phase,
-    )
-    return mask
-
-
-@register_method("cf_k", "fine-tune only the last k blocks on retain", CfkParams)
+@register_method("cf_k", CfkParams)
 def run_cf_k(
     model: nn.Module, data: UnlearnData, params: CfkParams, ctx: RunContext
 ) -> dict[str, Any]:
+    """Fine-tune only the last k blocks on retain."""
     blocks = last_blocks(model, params.k)
     mask = train_last_blocks(model, blocks, data, params, ctx, "cf_k")
     return {"trained_blocks": [name for name, _ in blocks], "trained_fraction": mask.fraction()}

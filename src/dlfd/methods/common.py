@@ -1,11 +1,10 @@
-"""Mechanics several methods share, written once: optimisers, the epoch loop, forget-batch
-cycling, re-initialisation, parameter blocks and masks, the Fisher diagonal, wrong labels."""
+"""Mechanics several methods share: epoch loops (on :func:`dlfd.training.loop.run_pass`),
+batch cycling, re-initialisation, parameter blocks and masks, the Fisher diagonal."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,53 +12,26 @@ from torch.utils.data import DataLoader
 
 from dlfd.errors import ConfigError
 from dlfd.losses import task_loss
-from dlfd.methods.base import RunContext
+from dlfd.methods.base import RunContext, SGDParams, UnlearnData
+from dlfd.training.loop import (
+    BatchLoss,
+    Schedule,
+    adam,
+    run_pass,
+    scheduled_lr,
+    set_lr,
+    sgd,
+    task_loss_fn,
+)
 
-#: ``loss_fn(model, inputs, labels) -> loss`` minimised by :func:`run_epochs`.
-BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-Schedule = Literal["constant", "cosine"]
+__all__ = ["BatchLoss", "Schedule", "adam", "sgd", "task_loss_fn"]  # re-exported for methods
 
-
-def sgd(
-    parameters: Iterable[nn.Parameter], lr: float, momentum: float = 0.9, weight_decay: float = 0.0
-) -> torch.optim.SGD:
-    """SGD over the parameters that require gradients."""
-    trainable = [p for p in parameters if p.requires_grad]
-    if not trainable:
-        raise ConfigError("no trainable parameters: the method would not change the model")
-    return torch.optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
-def adam(
-    parameters: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.0
-) -> torch.optim.Adam:
-    """Adam over the parameters that require gradients."""
-    trainable = [p for p in parameters if p.requires_grad]
-    if not trainable:
-        raise ConfigError("no trainable parameters: the method would not change the model")
-    return torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def scheduled_lr(base: float, schedule: Schedule, step: int, total: int) -> float:
-    """Learning rate at ``step`` of ``total``: constant, or cosine from ``base`` towards 0."""
-    if schedule == "constant" or total <= 1:
-        return base
-    return base * 0.5 * (1.0 + math.cos(math.pi * step / total))
-
-
-def plain_task_loss(task: str) -> BatchLoss:
-    """The supervised loss: the task loss of the model's logits."""
-    return lambda model, inputs, labels: task_loss(model(inputs), labels, task)
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 def run_epochs(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Batches | Callable[[int], Batches],
     optimizer: torch.optim.Optimizer,
     ctx: RunContext,
     *,
@@ -69,42 +41,118 @@ def run_epochs(
     schedule: Schedule = "constant",
     phase: str = "train",
     after_step: Callable[[], None] | None = None,
+    batches: int | None = None,
+    unit: str = "batch",
 ) -> None:
-    """``epochs`` passes over ``loader`` minimising ``loss_fn`` in train mode.
-
-    The learning rate follows ``schedule`` per epoch; after each epoch the state is offered
-    to the selector (``ctx.checkpoint``) and the mean loss is traced. ``after_step`` runs
-    after every optimiser step (e.g. restoring masked parameters). ``loss_fn`` receives the
-    module to run forward (``ctx.parallel(model)``: data-parallel in a distributed run).
-    The loss is checked before every step and the weights and buffers after it, so a
-    divergence stops the run at the batch where it happens.
-    """
+    """``epochs`` train-mode passes of :func:`~dlfd.training.loop.run_pass` over ``loader`` (or
+    ``loader(epoch)``, ``batches`` long), ``lr`` following ``schedule`` per epoch; each epoch's
+    mean terms are traced and its state offered to ``ctx.checkpoint``."""
     net = ctx.parallel(model)
-    batches = len(loader)
+    per_epoch = len(loader) if batches is None else batches
     for epoch in range(epochs):
         set_lr(optimizer, scheduled_lr(lr, schedule, epoch, epochs))
         model.train()
-        loss_sum, seen = 0.0, 0
-        for step, (inputs, labels) in enumerate(loader):
-            inputs, labels = inputs.to(ctx.device), labels.to(ctx.device)
-            loss = loss_fn(net, inputs, labels)
-            where = f"{phase} epoch {epoch + 1}, batch {step + 1}"
-            ctx.check_loss(loss, where=where)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if after_step is not None:
-                after_step()
-            ctx.check_model(model, where=where)
-            loss_sum += loss.item() * labels.shape[0]
-            seen += labels.shape[0]
-            ctx.progress(epoch * batches + step + 1, epochs * batches, phase)
-        ctx.log(phase=phase, epoch=epoch + 1, loss=loss_sum / max(seen, 1))
+        sums, seen = run_pass(
+            net, loader(epoch) if callable(loader) else loader, optimizer, loss_fn,
+            device=ctx.device, where=f"{phase} epoch {epoch + 1}", diverged=ctx.diverged,
+            unit=unit, after_step=after_step, progress=ctx.progress, done=epoch * per_epoch,
+            total=epochs * per_epoch, phase=phase,
+        )  # fmt: skip
+        ctx.log(phase=phase, epoch=epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()})
         ctx.checkpoint(model, f"{phase} epoch {epoch + 1}")
 
 
+def sgd_epochs(
+    model: nn.Module,
+    loader: DataLoader,
+    params: Any,
+    ctx: RunContext,
+    loss_fn: BatchLoss,
+    phase: str = "train",
+) -> None:
+    """:func:`run_epochs` under SGD with the settings of ``params`` (an :class:`SGDParams`)."""
+    optimizer = sgd(model.parameters(), params.lr, params.momentum, params.weight_decay)
+    run_epochs(model, loader, optimizer, ctx, epochs=params.epochs, loss_fn=loss_fn, lr=params.lr,
+               schedule=params.schedule, phase=phase)  # fmt: skip
+
+
+def relabel_epochs(
+    model: nn.Module,
+    data: UnlearnData,
+    params: SGDParams,
+    ctx: RunContext,
+    *,
+    phase: str,
+    after_step: Callable[[], None] | None = None,
+) -> None:
+    """``RL.py``'s loop (``random_label``, ``salun``) under SGD: per epoch, a forget pass with
+    random wrong labels (drawn after the forward pass from the per-rank ``labels`` generator),
+    then a retain pass."""
+    optimizer = sgd(model.parameters(), params.lr, params.momentum, params.weight_decay)
+    generator = ctx.generator("labels", per_rank=True)
+    total = params.epochs * (len(data.forget) + len(data.retain))
+    done = 0
+    net = ctx.parallel(model)
+
+    def wrong_labels(net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = net(inputs)
+        labels = random_wrong_labels(labels, logits.shape[1], data.task, generator)
+        return task_loss(logits, labels, data.task)
+
+    for epoch in range(params.epochs):
+        set_lr(optimizer, scheduled_lr(params.lr, params.schedule, epoch, params.epochs))
+        model.train()
+        means = {}
+        for part, loader, loss_fn in (
+            ("forget", data.forget, wrong_labels),
+            ("retain", data.retain, task_loss_fn(data.task)),
+        ):
+            sums, seen = run_pass(
+                net, loader, optimizer, loss_fn, device=ctx.device,
+                where=f"{phase} epoch {epoch + 1}", diverged=ctx.diverged, unit=f"{part} batch",
+                after_step=after_step, progress=ctx.progress, done=done, total=total, phase=phase,
+            )  # fmt: skip
+            done += len(loader)
+            means[part] = sums["loss"] / max(seen, 1)
+        ctx.log(phase=phase, epoch=epoch + 1, forget_random_label_loss=means["forget"],
+                retain_loss=means["retain"])  # fmt: skip
+        ctx.checkpoint(model, f"{phase} epoch {epoch + 1}")
+
+
+def train_last_blocks(
+    model: nn.Module,
+    blocks: list[tuple[str, nn.Module]],
+    data: UnlearnData,
+    params: Any,
+    ctx: RunContext,
+    phase: str,
+) -> ParamMask:
+    """Train only ``blocks`` on retain under SGD (``cf_k``, ``eu_k``). Unless
+    ``params.frozen_train_mode``, the frozen rest runs in eval mode, exactly as at inference, so
+    nothing outside ``blocks`` changes (BatchNorm statistics included)."""
+    modules = [module for _, module in blocks]
+    mask = ParamMask.for_modules(model, modules)
+    mask.apply()
+    task_step = task_loss_fn(data.task)
+
+    def only_blocks_train(net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> Any:
+        net.eval()
+        for module in modules:
+            module.train()
+        return task_step(net, inputs, labels)
+
+    loss_fn = task_step if params.frozen_train_mode else only_blocks_train
+    sgd_epochs(model, data.retain, params, ctx, loss_fn, phase)
+    return mask
+
+
+def clip(x: torch.Tensor, bounds: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """``x`` within ``bounds`` (low, high; broadcasting), or ``x`` when there are none."""
+    return x if bounds is None else torch.maximum(torch.minimum(x, bounds[1]), bounds[0])
+
+
 def cycle(loader: DataLoader, name: str = "forget") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of ``loader`` forever, restarting it (and its shuffle) when it runs out."""
+    """Batches of ``loader`` forever, restarting it (and its shuffle)."""
     while True:
         empty = True
         for batch in loader:
@@ -115,29 +163,24 @@ def cycle(loader: DataLoader, name: str = "forget") -> Iterator[tuple[torch.Tens
 
 
 def reinitialise(module: nn.Module) -> int:
-    """Reset every submodule that has ``reset_parameters`` (fresh random init from the global
-    seed), then apply each model's own scheme where it defines ``init_weights()`` (so a
-    retrained ``resnet18`` starts like a freshly created one); returns how many were reset."""
-    count = 0
+    """Reset every submodule with ``reset_parameters`` (from the global seed), then apply each
+    model's ``init_weights()`` scheme (a retrained ``resnet18`` starts like a fresh one);
+    returns how many were reset."""
+    resets = [
+        f for sub in module.modules() if callable(f := getattr(sub, "reset_parameters", None))
+    ]
+    for reset in resets:
+        reset()
     for sub in module.modules():
-        reset = getattr(sub, "reset_parameters", None)
-        if callable(reset):
-            reset()
-            count += 1
-    for sub in module.modules():
-        init_weights = getattr(sub, "init_weights", None)
-        if callable(init_weights):
+        if callable(init_weights := getattr(sub, "init_weights", None)):
             init_weights()
-    return count
+    return len(resets)
 
 
 def parameter_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The model's blocks from input to output, for methods acting on "the last k blocks".
-
-    A model may define ``unlearning_blocks()`` returning ``[(name, module), ...]``; otherwise
-    the top-level children that own parameters are used, with a single child that holds
-    every other block (a ``trunk``) expanded one level.
-    """
+    """The model's blocks from input to output, for methods acting on "the last k blocks": its
+    ``unlearning_blocks()``, else the parameter-owning top-level children (a ``trunk``-like
+    child holding the rest expanded one level)."""
     custom = getattr(model, "unlearning_blocks", None)
     if callable(custom):
         return list(custom())
@@ -158,7 +201,7 @@ def parameter_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def last_blocks(model: nn.Module, k: int) -> list[tuple[str, nn.Module]]:
-    """The last ``k`` blocks of :func:`parameter_blocks`; refuses k larger than the model."""
+    """The last ``k`` blocks of :func:`parameter_blocks`."""
     blocks = parameter_blocks(model)
     if k > len(blocks):
         names = ", ".join(n for n, _ in blocks)
@@ -167,12 +210,9 @@ def last_blocks(model: nn.Module, k: int) -> list[tuple[str, nn.Module]]:
 
 
 class ParamMask:
-    """Which parameter elements a method may change; everything else is restored exactly.
-
-    Whole tensors outside the mask get ``requires_grad=False`` (no optimiser state at all);
-    partly masked tensors keep training but their unmasked elements are put back after every
-    step (so weight decay and momentum cannot move them either).
-    """
+    """Which parameter elements a method may change. Whole tensors outside the mask get
+    ``requires_grad=False``; partly masked ones have their unmasked elements put back after
+    every step (so weight decay and momentum cannot move them either)."""
 
     def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         self.model = model
@@ -185,7 +225,6 @@ class ParamMask:
 
     @classmethod
     def for_modules(cls, model: nn.Module, modules: Iterable[nn.Module]) -> ParamMask:
-        """Everything inside ``modules`` may change, nothing else."""
         keep = {id(p) for module in modules for p in module.parameters()}
         masks = {
             name: torch.full_like(p, id(p) in keep, dtype=torch.bool)
@@ -194,7 +233,6 @@ class ParamMask:
         return cls(model, masks)
 
     def apply(self) -> None:
-        """Turn gradients off for tensors with no trainable element."""
         for name, p in self.model.named_parameters():
             mask = self.masks.get(name)
             if mask is not None and not bool(mask.any()):
@@ -202,7 +240,6 @@ class ParamMask:
 
     @torch.no_grad()
     def restore(self) -> None:
-        """Put back the elements outside the mask (call after every optimiser step)."""
         for name, p in self.model.named_parameters():
             frozen = self._frozen_values.get(name)
             if frozen is not None:
@@ -210,7 +247,6 @@ class ParamMask:
                 p.copy_(torch.where(keep, p, frozen))
 
     def fraction(self) -> float:
-        """Fraction of parameter elements the method may change."""
         total = sum(m.numel() for m in self.masks.values())
         return sum(int(m.sum()) for m in self.masks.values()) / max(total, 1)
 
@@ -223,12 +259,9 @@ def fisher_diagonal(
     *,
     forward: nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Diagonal of the empirical Fisher information: mean over batches of squared gradients
-    of the task loss, per parameter (eval mode, so BatchNorm statistics stay untouched).
-
-    ``forward``: the module to run forward, if not ``model`` (``ctx.parallel(model)``: in a
-    distributed run each batch's gradient is then the global batch's, the same on every rank).
-    """
+    """Diagonal of the empirical Fisher information: mean over batches of squared task-loss
+    gradients, per parameter, in eval mode. ``forward``: the module to run forward, if not
+    ``model`` (``ctx.parallel(model)``: each batch's gradient is then the global batch's)."""
     forward = model if forward is None else forward
     was_training = model.training
     model.eval()
@@ -254,8 +287,8 @@ def fisher_diagonal(
 def random_wrong_labels(
     labels: torch.Tensor, num_outputs: int, task: str, generator: torch.Generator
 ) -> torch.Tensor:
-    """Random labels that are never the true ones (uniform over the other classes; for
-    multilabel, a random 0/1 vector with at least one label flipped)."""
+    """Random labels never the true ones (uniform over the other classes; multilabel: a random
+    0/1 vector with at least one label flipped)."""
     cpu = labels.detach().cpu()
     if task == "multiclass":
         if num_outputs < 2:
@@ -269,42 +302,25 @@ def random_wrong_labels(
     return torch.where(flips, 1.0 - cpu.float(), cpu.float()).to(labels.device)
 
 
-def train_only(loss_fn: BatchLoss, modules: Iterable[nn.Module]) -> BatchLoss:
-    """``loss_fn`` run with the model in eval mode except ``modules`` (train mode).
-
-    For methods that train part of a model: the frozen rest keeps its BatchNorm running
-    statistics and runs without dropout, exactly as at inference, so nothing outside
-    ``modules`` changes (buffers included).
-    """
-    trainable = list(modules)
-
-    def wrapped(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        model.eval()
-        for module in trainable:
-            module.train()
-        return loss_fn(model, inputs, labels)
-
-    return wrapped
-
-
 def unresettable_parameters(module: nn.Module) -> list[str]:
-    """Names of the parameters :func:`reinitialise` cannot reset: those owned directly by a
-    submodule without ``reset_parameters`` (re-initialising would silently keep them)."""
-    names = []
-    for prefix, sub in module.named_modules():
-        if callable(getattr(sub, "reset_parameters", None)):
-            continue
-        for name, _ in sub.named_parameters(recurse=False):
-            names.append(f"{prefix}.{name}" if prefix else name)
-    return names
+    """Names of the parameters :func:`reinitialise` would silently keep (owned by a submodule
+    without ``reset_parameters``)."""
+    return [
+        f"{prefix}.{name}" if prefix else name
+        for prefix, sub in module.named_modules()
+        if not callable(getattr(sub, "reset_parameters", None))
+        for name, _ in sub.named_parameters(recurse=False)
+    ]
 
 
 def reinitialise_blocks(blocks: Sequence[tuple[str, nn.Module]], who: str) -> int:
-    """:func:`reinitialise` every block of ``blocks`` (``[(name, module), ...]``), after
-    refusing, with a ConfigError naming ``who``, blocks holding parameters that
-    :func:`reinitialise` cannot reset (they would silently keep their values); returns how many
-    modules were reset."""
-    kept = [f"{name}.{p}" for name, module in blocks for p in unresettable_parameters(module)]
+    """:func:`reinitialise` every block of ``blocks``, refusing (naming ``who``) blocks with
+    :func:`unresettable_parameters`; returns how many modules were reset."""
+    kept = [
+        f"{name}.{p}" if name else p
+        for name, module in blocks
+        for p in unresettable_parameters(module)
+    ]
     if kept:
         raise ConfigError(
             f"{who} cannot re-initialise parameters whose modules have no reset_parameters: "

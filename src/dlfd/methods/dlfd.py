@@ -5,48 +5,43 @@ above ``forget_threshold``, K sign-gradient steps move a perturbation of the ret
 that the entropic OT distance (cosine cost, log-domain Sinkhorn) between the *perturbed*
 samples' features and the forget batch's features grows while the perturbed samples stay
 correctly classified (classification weight rising linearly from ``w0`` to ``w1`` over the
-epoch); the model then takes one optimiser step on the perturbed batch. Once the score is
-below the threshold, batches are plain retain fine-tuning. The shared selection rule returns
-the best validation-accuracy state whose score is <= ``save_threshold``.
+epoch); the model then takes one optimiser step on the perturbed batch. Below the threshold,
+batches are plain retain fine-tuning. The shared selection rule returns the best
+validation-accuracy state whose score is <= ``save_threshold``.
 
-``mode="paper"`` (default) is the method as the paper describes it, with the official code's
-defects fixed: OT on the perturbed samples' features; perturbation projected onto valid images
-in pixel space (and an optional L-infinity ``budget``, in pixel units); synthesis in eval mode
-(so dropout does not randomise the sign gradients and BatchNorm statistics never see the
-perturbation steps), training in train mode; forget features computed once per batch (weights
-are fixed during synthesis); cheap monitoring on seeded subsamples with a balanced attack.
+``mode="paper"`` (default) is the paper's method with the official code's defects fixed: OT on
+the perturbed samples' features; perturbation projected onto valid images in pixel space
+(optional L-infinity ``budget``, pixel units); synthesis in eval mode (dropout does not
+randomise the sign gradients, BatchNorm never sees the perturbation steps), training in train
+mode; forget features computed once per batch; monitoring on seeded subsamples with a balanced
+attack.
 
 ``mode="official"`` reproduces the official code (github.com/Dasol-Choi/DLFD,
-``unlearn/dlfd.py``) where it differs, for side-by-side comparison only: OT on the *clean*
-retain outputs (so it has no gradient and never steers the synthesis); the perturbed image
-clamped to [0, 1] in normalised space; ``step_size`` in normalised units; the forget and clean
-retain outputs recomputed at every step; parameter gradients computed during synthesis;
-batches whose forget batch is smaller skipped; after every batch a full evaluation (retain,
-forget and validation losses, unbalanced attack on whole splits); training in eval mode from
-the second batch on (the evaluation never switches back).
+``unlearn/dlfd.py``) where it differs, for comparison only: OT on the *clean* retain outputs
+(no gradient, so it never steers the synthesis); the perturbed image clamped to [0, 1] in
+normalised space; ``step_size`` in normalised units; forget and clean retain outputs
+recomputed at every step; parameter gradients computed during synthesis; batches whose forget
+batch is smaller skipped; after every batch a full evaluation (retain, forget and validation
+losses, unbalanced attack on whole splits); training in eval mode from the second batch on.
 
 Defaults: the official MUFAC values (SGD lr 0.008, momentum 0.9, weight decay 5e-4,
 ``ot_weight`` 3, ``w0`` 0, ``w1`` 1, K = 15, thresholds 0.15 / 0.09, epsilon 0.01, 50
-Sinkhorn iterations) except the perturbation step, which the official code sets to 0.4 in
-normalised units (~0.1 in pixels at ImageNet statistics, ~0.2 at mean/std 0.5), where 15
-steps saturate the images; here ``step_size`` is in pixel units with default 2/255 and
-``budget`` 16/255 (see docs/dlfd.md for the measurements behind these and the features choice).
+Sinkhorn iterations) except the perturbation step: the official 0.4 normalised units (~0.1 in
+pixels at ImageNet statistics, ~0.2 at mean/std 0.5) saturates the images in 15 steps; here
+``step_size`` is 2/255 pixel units and ``budget`` 16/255 (measurements: docs/dlfd.md).
 
-Beyond the paper (paper mode only; docs/dlfd.md): ``updates`` sets the number of optimiser
-steps of the unlearning phase, cycling over retain, so a small retain set is not limited to a
-handful of steps (None: one pass); ``switch_z``/``switch_patience`` make the switch wait until
-the score is below the threshold by ``switch_z`` standard errors on ``switch_patience``
-consecutive readings; ``match`` adds, while forgetting, a term pulling the forget samples'
-confidences (or features) toward those the model had on validation samples, so they end up
-looking like never-seen photos rather than as far away as possible; ``reinit`` re-initialises
-the head or the least retain-salient weights first, DLFD then repairing the model.
+Beyond the paper (paper mode only; docs/dlfd.md): ``updates`` sets the optimiser steps of the
+unlearning phase, cycling over retain (None: one pass); ``switch_z``/``switch_patience`` make
+the switch wait until the score is below the threshold by ``switch_z`` standard errors on
+``switch_patience`` consecutive readings; ``match`` pulls, while forgetting, the forget
+samples' confidences (or features) toward the model's on validation samples, so they end up
+looking never seen rather than as far away as possible; ``reinit`` re-initialises the head or
+the least retain-salient weights first, DLFD then repairing the model.
 
-Data-parallel (``torchrun``, see docs/distributed.md): each rank synthesises its share of the
-retain batch against the whole global forget batch; the OT distance is computed on the
-gathered global features (the same value on every rank) and the classification term is the
-rank's share of the global batch mean, so each perturbation step follows the single-process
-gradient. The forgetting score is read on rank 0 and broadcast, so every rank switches from
-synthesis to fine-tuning at the same batch. ``mode="official"`` runs on one process only.
+Data-parallel (docs/distributed.md): each rank synthesises its share of the retain batch
+against the whole global forget batch (OT on the gathered features, CE the rank's share of the
+global mean), so each step follows the single-process gradient; the score read on rank 0 is
+broadcast, so all ranks switch together. ``mode="official"`` runs on one process.
 """
 
 from __future__ import annotations
@@ -57,7 +52,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -76,9 +71,9 @@ from dlfd.methods.base import (
     MonitorReading,
     RunContext,
     UnlearnData,
-    require,
 )
 from dlfd.methods.common import (
+    clip,
     cycle,
     fisher_diagonal,
     last_blocks,
@@ -86,36 +81,32 @@ from dlfd.methods.common import (
     reinitialise_blocks,
     sgd,
 )
-from dlfd.methods.nonmember import MATCH_CHOICES, feature_distance, quantile_gap
+from dlfd.methods.nonmember import Match, feature_distance, quantile_gap
 from dlfd.methods.registry import register_method
 from dlfd.metrics.lira import confidence_margins
 from dlfd.models.features import (
     LOGITS,
-    PENULTIMATE,
     forward_with_features,
-    has_split_forward,
+    penultimate_layer,
     validate_feature_layer,
 )
 from dlfd.ot import entropic_ot_loss
+from dlfd.training.loop import optimiser_step
 
 Mode = Literal["paper", "official"]
-#: ``reinit`` choices: nothing, the classification head (the model's last block), or the
-#: ``reinit_fraction`` of weights least salient for the retain set.
-REINIT_CHOICES = ("none", "head", "saliency")
+#: ``reinit``: nothing, the head (last block), or the ``reinit_fraction`` least retain-salient.
+Reinit = Literal["none", "head", "saliency"]
 #: Settings that only the paper mode has (the official mode reproduces a fixed schedule).
 PAPER_ONLY = ("updates", "switch_z", "switch_patience", "match", "reinit")
 
 
 @dataclass(frozen=True)
 class DLFDParams(MethodParams):
-    """DLFD's hyperparameters (``--set KEY=VALUE``); see the module docstring for defaults.
+    """DLFD's hyperparameters (defaults: module docstring). ``step_size`` and ``budget`` are in
+    pixel units (1: the whole range; ``mode=official``: normalised units); ``epsilon``'s range
+    reflects a cosine cost in [0, 2]."""
 
-    Ranges: ``lr`` (0, 10], ``momentum`` [0, 1), ``weight_decay`` [0, 1], ``ot_weight``,
-    ``w0``, ``w1`` [0, 1000], ``steps`` [1, 10000], ``step_size`` (0, 1] and ``budget``
-    (0, 1] or None (pixel units: 1 is the whole pixel range; ``mode=official``: normalised
-    units), ``epsilon`` (0, 10] (the cosine cost is in [0, 2]), ``sinkhorn_iters``
-    [1, 100000], ``forget_threshold`` [0, 0.5], ``monitor_every`` [1, 1000000].
-    """
+    test_settings: ClassVar[dict[str, Any]] = {"steps": 2}
 
     mode: Mode = "paper"
     features: str = "auto"
@@ -134,51 +125,30 @@ class DLFDParams(MethodParams):
     monitor_every: int = setting(1, COUNT)
     #: optimiser steps of the unlearning phase, cycling over retain (None: one pass, the paper)
     updates: int | None = setting(None, COUNT)
-    #: confident switch: stop synthesising only when score + switch_z * its standard error is
-    #: below ``forget_threshold`` on ``switch_patience`` consecutive readings (0 and 1: the
-    #: paper's rule, one reading below the threshold)
+    #: confident switch (:class:`SwitchRule`; 0 and 1: the paper's rule)
     switch_z: float = setting(0.0, "[0, 10]")
     switch_patience: int = setting(1, "[1, 1000]")
-    #: pull the forget samples toward non-member (validation) samples while forgetting:
-    #: ``confidence`` (their distributions of logit-scaled confidence, hence of losses),
-    #: ``features`` (OT between their features), or none
-    match: str = "none"
+    #: pull the forget samples toward non-member (validation) samples while forgetting
+    #: (:mod:`dlfd.methods.nonmember`)
+    match: Match = "none"
     match_weight: float = setting(1.0, WEIGHT)
-    #: re-initialise before the unlearning phase: ``head``, ``saliency`` (the
-    #: ``reinit_fraction`` of weights with the smallest retain-gradient saliency), or none
-    reinit: str = "none"
+    #: re-initialise before the unlearning phase (:func:`_reinitialise`)
+    reinit: Reinit = "none"
     reinit_fraction: float = setting(0.1, "(0, 1]")
     amp: bool = False
     channels_last: bool = False
 
     step_settings: ClassVar[tuple[str, ...] | None] = (
-        "mode",
-        "lr",
-        "momentum",
-        "ot_weight",
-        "steps",
-        "step_size",
-        "budget",
-        "epsilon",
-        "updates",
-        "match",
-        "match_weight",
-        "reinit",
-    )
+        "mode", "lr", "momentum", "ot_weight", "steps", "step_size", "budget", "epsilon",
+        "updates", "match", "match_weight", "reinit",
+    )  # fmt: skip
 
     def validate(self) -> None:
-        require(
-            {
-                "mode (paper or official)": self.mode in ("paper", "official"),
-                "features (auto, logits, penultimate or a layer name)": isinstance(
-                    self.features, str
-                )
-                and bool(self.features),
-                f"match ({', '.join(MATCH_CHOICES)})": self.match in MATCH_CHOICES,
-                f"reinit ({', '.join(REINIT_CHOICES)})": self.reinit in REINIT_CHOICES,
-            },
-            self,
-        )
+        if not (isinstance(self.features, str) and self.features):
+            raise ConfigError(
+                f"invalid DLFDParams value features={self.features!r}: features (auto, logits, "
+                "penultimate or a layer name)"
+            )
         if self.mode == "official":
             changed = [
                 name
@@ -194,26 +164,27 @@ class DLFDParams(MethodParams):
 
 def feature_layer(model: nn.Module, requested: str) -> str:
     """The features DLFD compares: ``auto`` is the penultimate layer (the input of the
-    classification head) when the model exposes ``forward_features``/``forward_head``, else the
-    logits; any other value is checked against the model."""
+    classification head: ``forward_features`` where the model has it, else the input of its
+    last ``nn.Linear``, recorded as ``NAME:input``), or the logits for a model with neither;
+    any other value is checked against the model."""
     if requested == "auto":
-        return PENULTIMATE if has_split_forward(model) else LOGITS
+        try:
+            return penultimate_layer(model)
+        except ConfigError:
+            return LOGITS
     validate_feature_layer(model, requested)
     return requested
 
 
 def classification_weight(params: DLFDParams, batch: int, batches: int) -> float:
-    """The dynamic weight of the classification term: linear from w0 (first batch) to w1."""
+    """The classification term's weight: linear from w0 (first batch) to w1."""
     return params.w0 + (params.w1 - params.w0) * batch / max(batches - 1, 1)
 
 
 class PixelProjection:
-    """Keeps ``x_r + delta`` a valid image and ``delta`` within the L-infinity budget.
-
-    ``low``/``high``: per-channel bounds of valid images in model-input space; ``scale``: the
-    size of one pixel unit in model-input space per channel (1/std), so pixel-unit step sizes
-    and budgets become per-channel amounts.
-    """
+    """Keeps ``x_r + delta`` a valid image (per-channel ``bounds`` in model-input space) and
+    ``delta`` within the L-infinity budget; pixel-unit step and budget become per-channel
+    amounts (one pixel range in input units is 1/std)."""
 
     def __init__(
         self,
@@ -222,34 +193,22 @@ class PixelProjection:
         step_size: float,
         like: torch.Tensor,
     ) -> None:
-        if bounds is None:
-            self.low = self.high = None
-            scale = torch.ones(1, device=like.device, dtype=like.dtype)
-        else:
-            self.low = bounds[0].to(like.device, like.dtype)
-            self.high = bounds[1].to(like.device, like.dtype)
-            scale = self.high - self.low  # one pixel range in input units, per channel
+        one = torch.ones(1, device=like.device, dtype=like.dtype)
+        self.bounds = None if bounds is None else (bounds[0].to(one), bounds[1].to(one))
+        scale = one if self.bounds is None else self.bounds[1] - self.bounds[0]  # 1 pixel range
         self.step = step_size * scale
         self.radius = None if budget is None else budget * scale
 
     def delta(self, delta: torch.Tensor) -> torch.Tensor:
-        if self.radius is None:
-            return delta
-        return torch.maximum(torch.minimum(delta, self.radius), -self.radius)
+        return delta if self.radius is None else clip(delta, (-self.radius, self.radius))
 
     def image(self, x: torch.Tensor) -> torch.Tensor:
-        if self.low is None:
-            return x
-        return torch.maximum(torch.minimum(x, self.high), self.low)
+        return clip(x, self.bounds)
 
 
-@register_method(
-    "dlfd",
-    "DLFD: synthesise retain samples far (OT) from forget features, fine-tune on them",
-    DLFDParams,
-    uses_monitor=True,
-)
+@register_method("dlfd", DLFDParams, uses_monitor=True)
 def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunContext) -> dict:
+    """DLFD: synthesise retain samples far (OT) from forget features, fine-tune on them."""
     official = params.mode == "official"
     if official:
         ctx.single_process_only("mode=official reproduces a single-process reference code")
@@ -261,20 +220,19 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
             UserWarning,
             stacklevel=2,
         )
-    features = feature_layer(model, params.features)
-    if features != params.features:
+    if (features := feature_layer(model, params.features)) != params.features:
         params = dataclasses.replace(params, features=features)
     use_amp = params.amp and ctx.device.type == "cuda"
-    if params.channels_last and ctx.device.type == "cuda":
+    channels_last = params.channels_last and ctx.device.type == "cuda"
+    if channels_last:
         model.to(memory_format=torch.channels_last)
-    if official and ctx.monitor is not None:
-        # the official code's attack: whole forget and validation splits, no balancing
+    if official and ctx.monitor is not None:  # the official attack: whole splits, unbalanced
         ctx.monitor = Monitor(
             data.forget, data.val, task=data.task, device=ctx.device, samples=None,
             seed=0, balance=False,
         )  # fmt: skip
     # the non-member targets come from the model as given, before any re-initialisation
-    matcher = NonmemberMatch(model, params, data, ctx, features) if params.match != "none" else None
+    matcher = NonmemberMatch(model, params, data, ctx) if params.match != "none" else None
     reinitialised = _reinitialise(model, params, data, ctx) if params.reinit != "none" else None
     optimizer = sgd(model.parameters(), params.lr, params.momentum, params.weight_decay)
     net = ctx.parallel(model)  # training steps; synthesis and monitoring use the plain model
@@ -292,26 +250,23 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
         x_r, y_r = next(retain_batches)
         x_f, y_f = next(forget_batches)
         x_r, y_r, x_f = x_r.to(ctx.device), y_r.to(ctx.device), x_f.to(ctx.device)
-        if params.channels_last and ctx.device.type == "cuda":
-            x_r = x_r.contiguous(memory_format=torch.channels_last)
-            x_f = x_f.contiguous(memory_format=torch.channels_last)
+        if channels_last:
+            x_r, x_f = (x.contiguous(memory_format=torch.channels_last) for x in (x_r, x_f))
         if official and x_f.shape[0] != x_r.shape[0]:
             skipped += 1  # the official loop `continue`s here: no step, no evaluation
             continue
         forgetting = switch.forgetting
         weight = classification_weight(params, b, batches)
         started = time.perf_counter()
+        x_train = x_r
         if forgetting:
-            synthesise = _synthesise_official if official else _synthesise
-            x_train = synthesise(model, x_r, y_r, x_f, weight, params, data, ctx, use_amp)
+            x_train = _synthesise(model, x_r, y_r, x_f, weight, params, data, ctx, use_amp)
             synthesis_batches.append(b + 1)
-        else:
-            x_train = x_r
         synthesis_s += time.perf_counter() - started
 
         started = time.perf_counter()
         model.train(train_mode)
-        with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with _autocast(ctx.device, use_amp):
             loss = task_loss(net(x_train), y_r, data.task)
         match_value = None
         if matcher is not None and forgetting:
@@ -320,19 +275,11 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
             loss = loss + params.match_weight * match_term
             model.train(train_mode)
         where = f"batch {b + 1} ({'synthesis' if forgetting else 'retain'})"
-        ctx.check_loss(loss, where=where)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        ctx.check_model(model, where=where)
+        optimiser_step(model, optimizer, loss, where, ctx.diverged)
         step_s += time.perf_counter() - started
 
-        record: dict[str, object] = {
-            "batch": b + 1,
-            "synthesis": forgetting,
-            "loss": float(loss.item()),
-            "weight": weight,
-        }
+        record: dict[str, object] = {"batch": b + 1, "synthesis": forgetting,
+                                     "loss": float(loss.item()), "weight": weight}  # fmt: skip
         if match_value is not None:
             record["match"] = match_value
         if ctx.monitor is not None and ((b + 1) % params.monitor_every == 0 or b + 1 == batches):
@@ -342,7 +289,7 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
             assert reading is not None
             record.update(forgetting_score=reading.forgetting_score, val_acc=reading.val_acc)
             if official:
-                train_mode = False  # its evaluation leaves the model in eval mode for good
+                train_mode = False  # its evaluation leaves the model in eval mode
             switch.read(reading)
             if forgetting and not switch.forgetting and switched_at is None:
                 switched_at = b + 1
@@ -351,7 +298,7 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
 
     return {
         "mode": params.mode,
-        "features": features,
+        "features": params.features,
         "batches": batches,
         "retain_batches_per_pass": len(data.retain),
         "synthesis_batches": synthesis_batches,
@@ -366,19 +313,18 @@ def run_dlfd(model: nn.Module, data: UnlearnData, params: DLFDParams, ctx: RunCo
 
 
 class SwitchRule:
-    """When to stop synthesising (and stop the non-member term): the paper stops after one
-    reading with a forgetting score below ``forget_threshold``. The confident rule asks for
-    ``score + switch_z * se < forget_threshold`` on ``switch_patience`` consecutive readings,
-    where ``se = 0.5 / sqrt(n)`` is the binomial standard error of an attack accuracy near 0.5
-    on the ``n`` samples the monitor's attack scored. A reading above the threshold starts the
-    synthesis again, as in the paper."""
+    """When to stop synthesising: the paper stops after one reading below ``forget_threshold``;
+    the confident rule asks for ``score + switch_z * se < forget_threshold`` on
+    ``switch_patience`` consecutive readings, ``se = 0.5 / sqrt(n)`` being the binomial standard
+    error of an attack accuracy near 0.5 on ``n`` samples. A reading above the threshold starts
+    the synthesis again, as in the paper."""
 
     def __init__(self, params: DLFDParams) -> None:
         self.threshold = params.forget_threshold
         self.z = params.switch_z
         self.patience = params.switch_patience
         self.below = 0
-        #: synthesise now? (the score is unknown before the first reading: start synthesising)
+        #: synthesise now? (yes before the first reading)
         self.forgetting = True
 
     def read(self, reading: MonitorReading) -> None:
@@ -391,15 +337,15 @@ class SwitchRule:
 
 
 class NonmemberMatch:
-    """The ``match`` term: the forget batch's eval-mode confidences (or features) against those the
-    model had on validation samples (never trained on) when unlearning began — a fixed target,
-    so the term cannot chase a moving one, and taken before any re-initialisation. Eval mode, so
-    BatchNorm statistics see neither side; up to ``TARGET_SAMPLES`` validation samples."""
+    """The ``match`` term: the forget batch's eval-mode confidences (or features) against those
+    the model had on up to ``TARGET_SAMPLES`` validation samples when unlearning began (before
+    any re-initialisation): a fixed target the term cannot chase."""
 
     TARGET_SAMPLES = 1024
 
-    def __init__(self, model: nn.Module, params: DLFDParams, data: UnlearnData, ctx: RunContext,
-                 features: str) -> None:  # fmt: skip
+    def __init__(
+        self, model: nn.Module, params: DLFDParams, data: UnlearnData, ctx: RunContext
+    ) -> None:
         if data.val is None:
             raise ConfigError(
                 f"match={params.match} needs non-member samples: give a validation loader"
@@ -407,7 +353,7 @@ class NonmemberMatch:
         ctx.single_process_only(f"match={params.match} is not data-parallel yet")
         self.params = params
         self.task = data.task
-        self.features = features
+        self.features = features = params.features
         self.device = ctx.device
         was_training = model.training
         model.eval()
@@ -431,9 +377,8 @@ class NonmemberMatch:
     def term(
         self, model: nn.Module, x_f: torch.Tensor, y_f: torch.Tensor, use_amp: bool
     ) -> torch.Tensor:
-        """The term's value on this forget batch (differentiable on the forget side)."""
         model.eval()
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with _autocast(self.device, use_amp):
             logits, forget_features = forward_with_features(model, x_f, self.features)
         if self.params.match == "features":
             return feature_distance(
@@ -446,11 +391,10 @@ class NonmemberMatch:
 def _reinitialise(
     model: nn.Module, params: DLFDParams, data: UnlearnData, ctx: RunContext
 ) -> dict[str, object]:
-    """``reinit=head``: the model's last block gets a fresh initialisation (from a generator
-    derived from the run seed). ``reinit=saliency``: the ``reinit_fraction`` of weight elements
-    (tensors of 2 or more dimensions) with the smallest retain-set Fisher saliency (squared
-    gradients of the retain loss) take the values of a fresh initialisation; weights the
-    retain set barely uses are where forget-specific memory can hide. Returns what was reset."""
+    """``reinit=head``: the model's last block is freshly initialised (seed derived from the run
+    seed). ``reinit=saliency``: the ``reinit_fraction`` of weight elements (2+ dimensions) with
+    the smallest retain-set Fisher saliency take fresh values; weights the retain set barely
+    uses are where forget-specific memory can hide. Returns what was reset."""
     seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator("reinit")))
     if params.reinit == "head":
         blocks = last_blocks(model, 1)
@@ -458,11 +402,8 @@ def _reinitialise(
             torch.manual_seed(seed)
             reinitialise_blocks(blocks, "dlfd reinit=head")
         ((name, block),) = blocks
-        return {
-            "what": "head",
-            "block": name,
-            "elements": sum(p.numel() for p in block.parameters()),
-        }
+        elements = sum(p.numel() for p in block.parameters())
+        return {"what": "head", "block": name, "elements": elements}
     ctx.single_process_only("reinit=saliency reads per-process retain gradients")
     fresh = copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
@@ -478,13 +419,16 @@ def _reinitialise(
     chosen = torch.zeros(flat.numel(), dtype=torch.bool)
     chosen[torch.topk(flat, count, largest=False).indices] = True  # exactly `count`, ties cut
     parameters = dict(model.named_parameters())
-    start = 0
+    masks = chosen.split([value.numel() for value in weights.values()])
     with torch.no_grad():
-        for name, value in weights.items():
-            mask = chosen[start : start + value.numel()].view_as(value).to(value.device)
-            start += value.numel()
+        for (name, value), mask in zip(weights.items(), masks, strict=True):
+            mask = mask.view_as(value).to(value.device)
             parameters[name].copy_(torch.where(mask, fresh_state[name], parameters[name]))
     return {"what": "saliency", "fraction": count / flat.numel(), "elements": count}
+
+
+def _autocast(device: torch.device, use_amp: bool) -> torch.autocast:
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp)
 
 
 def _synthesise(
@@ -500,21 +444,36 @@ def _synthesise(
 ) -> torch.Tensor:
     """Paper form: K sign-gradient steps on delta maximising OT(phi(x_r+delta), phi(x_f)) -
     weight * CE(f(x_r+delta), y_r), in eval mode; returns the projected perturbed batch.
-
-    In a distributed run OT is taken between the gathered global batches and CE is this
-    rank's share of the global mean, so the objective is the single-process one.
-    """
+    ``mode="official"``: the official code's synthesis, defects included (module docstring)."""
+    if params.mode == "official":
+        noise = torch.zeros_like(x_r, requires_grad=True)
+        for step in range(params.steps):
+            perturbed = (x_r + noise).clamp(0, 1)
+            with _autocast(ctx.device, use_amp):
+                perturbed_logits = model(perturbed)
+                forget_logits = model(x_f)
+                clean_logits = model(x_r)
+                ot = entropic_ot_loss(
+                    clean_logits, forget_logits, params.epsilon, params.sinkhorn_iters
+                )
+                ce = task_loss(perturbed_logits, y_r, data.task)
+                objective = params.ot_weight * ot - weight * ce
+            ctx.check_loss(objective, where=f"synthesis step {step + 1}")
+            model.zero_grad(set_to_none=True)
+            objective.backward()
+            with torch.no_grad():
+                noise += params.step_size * noise.grad.sign()
+            noise.grad = None
+        model.zero_grad(set_to_none=True)
+        return (x_r + noise).clamp(0, 1).detach()
     model.eval()
     project = PixelProjection(data.input_bounds, params.budget, params.step_size, x_r)
-    with (
-        torch.no_grad(),
-        torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp),
-    ):
+    with torch.no_grad(), _autocast(ctx.device, use_amp):
         _, forget_features = forward_with_features(model, x_f, params.features)
         forget_features = ctx.gather(forget_features)
     delta = torch.zeros_like(x_r, requires_grad=True)
     for step in range(params.steps):
-        with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with _autocast(ctx.device, use_amp):
             logits, features = forward_with_features(
                 model, project.image(x_r + delta), params.features
             )
@@ -532,44 +491,10 @@ def _synthesise(
     return project.image(x_r + delta).detach()
 
 
-def _synthesise_official(
-    model: nn.Module,
-    x_r: torch.Tensor,
-    y_r: torch.Tensor,
-    x_f: torch.Tensor,
-    weight: float,
-    params: DLFDParams,
-    data: UnlearnData,
-    ctx: RunContext,
-    use_amp: bool,
-) -> torch.Tensor:
-    """The official code's synthesis, defects included (see the module docstring)."""
-    noise = torch.zeros_like(x_r, requires_grad=True)
-    for step in range(params.steps):
-        perturbed = (x_r + noise).clamp(0, 1)
-        with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            perturbed_logits = model(perturbed)
-            forget_logits = model(x_f)
-            clean_logits = model(x_r)
-            ot = entropic_ot_loss(
-                clean_logits, forget_logits, params.epsilon, params.sinkhorn_iters
-            )
-            objective = params.ot_weight * ot - weight * task_loss(perturbed_logits, y_r, data.task)
-        ctx.check_loss(objective, where=f"synthesis step {step + 1}")
-        model.zero_grad(set_to_none=True)
-        objective.backward()
-        with torch.no_grad():
-            noise += params.step_size * noise.grad.sign()
-        noise.grad = None
-    model.zero_grad(set_to_none=True)
-    return (x_r + noise).clamp(0, 1).detach()
-
-
 @torch.no_grad()
 def _official_extra_evaluation(model: nn.Module, data: UnlearnData, ctx: RunContext) -> None:
-    """The work the official per-batch evaluation does beyond our monitor: a full pass over
-    retain (its three-way attack's retain losses) and a full validation accuracy pass. Kept
-    only so the benchmark measures the official schedule's real cost."""
+    """The official per-batch evaluation's work beyond our monitor (full retain and validation
+    passes), kept only so the benchmark measures the official schedule's real cost."""
     started = time.perf_counter()
     model.eval()
     for loader in (data.retain, data.val):

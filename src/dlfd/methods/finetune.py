@@ -9,35 +9,25 @@ scheduler per batch, so its learning rate oscillates with a 4-batch period, a de
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import nn
 
-from dlfd.methods.base import (
-    RunContext,
-    SGDParams,
-    UnlearnData,
-)
-from dlfd.methods.common import plain_task_loss, run_epochs, sgd
+from dlfd.methods.base import RunContext, SGDParams, UnlearnData
+from dlfd.methods.common import sgd_epochs, task_loss_fn
 from dlfd.methods.registry import register_method
 
 
 @dataclass(frozen=True)
 class FinetuneParams(SGDParams):
-    """The shared SGD settings with their defaults (2 epochs, lr 0.001, cosine)."""
+    """The shared SGD settings with their defaults."""
+
+    test_settings: ClassVar[dict[str, Any]] = {"epochs": 2, "lr": 0.01}
 
 
-@register_method("finetune", "a few epochs of the task loss on retain", FinetuneParams)
+@register_method("finetune", FinetuneParams)
 def run_finetune(
     model: nn.Module, data: UnlearnData, params: FinetuneParams, ctx: RunContext
 ) -> None:
-    optimizer = sgd(model.parameters(), params.lr, params.momentum, params.weight_decay)
-    run_epochs(
-        model,
-        data.retain,
-        optimizer,
-        ctx,
-        epochs=params.epochs,
-        loss_fn=plain_task_loss(data.task),
-        lr=params.lr,
-        schedule=params.schedule,
-    )
+    """A few epochs of the task loss on retain."""
+    sgd_epochs(model, data.retain, params, ctx, task_loss_fn(data.task))

@@ -15,50 +15,31 @@ cross-entropy, so multilabel problems ascend the binary cross-entropy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from dlfd.losses import task_loss
-from dlfd.methods.base import (
-    RunContext,
-    SGDParams,
-    UnlearnData,
-)
-from dlfd.methods.common import BatchLoss, Schedule, run_epochs, sgd
+from dlfd.methods.base import RunContext, SGDParams, UnlearnData
+from dlfd.methods.common import Schedule, sgd_epochs
 from dlfd.methods.registry import register_method
 
 
 @dataclass(frozen=True)
 class NeggradParams(SGDParams):
-    """The shared SGD settings and ranges, with 1 epoch and a constant learning rate."""
-
+    test_settings: ClassVar[dict[str, Any]] = {"epochs": 1, "lr": 0.01}
     epochs: int = 1
     schedule: Schedule = "constant"
 
 
-def ascent_loss(task: str) -> BatchLoss:
-    """The minimised loss: minus the task loss of the forget batch."""
-
-    def loss_fn(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return -task_loss(model(inputs), labels, task)
-
-    return loss_fn
-
-
-@register_method("neggrad", "gradient ascent on the forget set's task loss", NeggradParams)
+@register_method("neggrad", NeggradParams)
 def run_neggrad(
     model: nn.Module, data: UnlearnData, params: NeggradParams, ctx: RunContext
 ) -> None:
-    optimizer = sgd(model.parameters(), params.lr, params.momentum, params.weight_decay)
-    run_epochs(
-        model,
-        data.forget,
-        optimizer,
-        ctx,
-        epochs=params.epochs,
-        loss_fn=ascent_loss(data.task),
-        lr=params.lr,
-        schedule=params.schedule,
-        phase="neggrad",
-    )
+    """Gradient ascent on the forget set's task loss."""
+
+    def ascent(net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return -task_loss(net(inputs), labels, data.task)
+
+    sgd_epochs(model, data.forget, params, ctx, ascent, "neggrad")

@@ -19,25 +19,23 @@ is used. The task loss replaces cross-entropy, so multilabel problems work uncha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from dlfd.config import setting
 from dlfd.losses import task_loss
-from dlfd.methods.base import (
-    WEIGHT,
-    RunContext,
-    SGDParams,
-    UnlearnData,
-)
-from dlfd.methods.common import Schedule, cycle, scheduled_lr, set_lr, sgd
+from dlfd.methods.base import WEIGHT, RunContext, SGDParams, UnlearnData
+from dlfd.methods.common import Schedule, cycle, run_epochs, sgd
 from dlfd.methods.registry import register_method
 
 
 @dataclass(frozen=True)
 class NeggradPlusParams(SGDParams):
-    """The shared SGD settings and ranges, plus ``beta`` (weight of the forget loss ascended)
-    in [0, 1000]."""
+    """``beta``: weight of the forget loss ascended."""
+
+    test_settings: ClassVar[dict[str, Any]] = {"epochs": 1, "lr": 0.01}
 
     beta: float = setting(1.0, WEIGHT)
     momentum: float = 0.0
@@ -45,48 +43,24 @@ class NeggradPlusParams(SGDParams):
     schedule: Schedule = "constant"
 
 
-@register_method(
-    "neggrad_plus",
-    "jointly descend the retain loss and ascend the forget loss (beta-weighted)",
-    NeggradPlusParams,
-)
+@register_method("neggrad_plus", NeggradPlusParams)
 def run_neggrad_plus(
     model: nn.Module, data: UnlearnData, params: NeggradPlusParams, ctx: RunContext
 ) -> None:
+    """Jointly descend the retain loss and ascend the forget loss (beta-weighted)."""
     optimizer = sgd(model.parameters(), params.lr, params.momentum, params.weight_decay)
     forget_batches = cycle(data.forget)
-    batches = len(data.retain)
-    net = ctx.parallel(model)
-    for epoch in range(params.epochs):
-        set_lr(optimizer, scheduled_lr(params.lr, params.schedule, epoch, params.epochs))
-        model.train()
-        sums = {"loss": 0.0, "retain_loss": 0.0, "forget_loss": 0.0}
-        seen = 0
-        for step, (inputs, labels) in enumerate(data.retain):
-            forget_inputs, forget_labels = next(forget_batches)
-            retain_loss = task_loss(net(inputs.to(ctx.device)), labels.to(ctx.device), data.task)
-            forget_loss = task_loss(
-                net(forget_inputs.to(ctx.device)), forget_labels.to(ctx.device), data.task
-            )
-            loss = retain_loss - params.beta * forget_loss
-            where = f"neggrad_plus epoch {epoch + 1}, batch {step + 1}"
-            ctx.check_loss(loss, where=where)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            ctx.check_model(model, where=where)
-            n = labels.shape[0]
-            seen += n
-            for key, value in (
-                ("loss", loss),
-                ("retain_loss", retain_loss),
-                ("forget_loss", forget_loss),
-            ):
-                sums[key] += value.item() * n
-            ctx.progress(epoch * batches + step + 1, params.epochs * batches, "neggrad_plus")
-        ctx.log(
-            phase="neggrad_plus",
-            epoch=epoch + 1,
-            **{key: value / max(seen, 1) for key, value in sums.items()},
+
+    def joint_loss(
+        net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        forget_inputs, forget_labels = next(forget_batches)  # drawn before the retain forward
+        retain_loss = task_loss(net(inputs), labels, data.task)
+        forget_loss = task_loss(
+            net(forget_inputs.to(ctx.device)), forget_labels.to(ctx.device), data.task
         )
-        ctx.checkpoint(model, f"neggrad_plus epoch {epoch + 1}")
+        loss = retain_loss - params.beta * forget_loss
+        return loss, {"retain_loss": retain_loss, "forget_loss": forget_loss}
+
+    run_epochs(model, data.retain, optimizer, ctx, epochs=params.epochs, loss_fn=joint_loss,
+               lr=params.lr, schedule=params.schedule, phase="neggrad_plus")  # fmt: skip

@@ -20,12 +20,14 @@ The non-member side is a target, never trained on: it is computed without gradie
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from dlfd.ot import entropic_ot_loss
 
 #: DLFD's ``match`` choices: no term, the confidence distributions, the feature distributions.
-MATCH_CHOICES = ("none", "confidence", "features")
+Match = Literal["none", "confidence", "features"]
 
 
 def quantiles_at(values: torch.Tensor, count: int) -> torch.Tensor:
@@ -48,19 +50,11 @@ def quantile_gap(forget_values: torch.Tensor, nonmember_values: torch.Tensor) ->
 
 
 def feature_distance(
-    forget_features: torch.Tensor,
-    nonmember_features: torch.Tensor,
-    epsilon: float,
-    iterations: int,
+    forget_features: torch.Tensor, nonmember_features: torch.Tensor, epsilon: float, iterations: int
 ) -> torch.Tensor:
     """Entropic OT distance (cosine cost) from the forget features to the non-member features
     (the latter detached)."""
     return entropic_ot_loss(forget_features, nonmember_features.detach(), epsilon, iterations)
 
 
-__all__ = [
-    "MATCH_CHOICES",
-    "feature_distance",
-    "quantile_gap",
-    "quantiles_at",
-]
+__all__ = ["feature_distance", "quantile_gap", "quantiles_at"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -14,11 +15,13 @@ from dlfd.methods.registry import register_method
 class OriginalParams(MethodParams):
     """No settings; selection is off because there is nothing to select from."""
 
+    test_settings: ClassVar[dict[str, Any]] = {}
+
     select: bool = False
 
 
-@register_method("original", "the model before unlearning (reference row)", OriginalParams)
+@register_method("original", OriginalParams)
 def run_original(
     model: nn.Module, data: UnlearnData, params: OriginalParams, ctx: RunContext
 ) -> None:
-    """Return the model unchanged."""
+    """The model before unlearning (reference row), returned unchanged."""

@@ -15,6 +15,7 @@ from torch import nn
 from dlfd.config import apply_overrides
 from dlfd.errors import ConfigError
 from dlfd.methods.base import MethodParams, RunContext, UnlearnData
+from dlfd.registry import Registry
 
 #: ``fn(model, data, params, ctx) -> info``: changes ``model`` in place.
 MethodFn = Callable[[nn.Module, UnlearnData, Any, RunContext], "dict[str, Any] | None"]
@@ -22,11 +23,9 @@ MethodFn = Callable[[nn.Module, UnlearnData, Any, RunContext], "dict[str, Any] |
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: key, one-line description, hyperparameter class, function.
-
-    ``tasks``: the task kinds it supports (others are refused with a clear error);
-    ``uses_monitor``: the method reads the forgetting score itself (DLFD's dynamic switch), so
-    it is monitored whenever a validation loader is given, even with ``select=False``.
+    """A registered method. ``uses_monitor``: it reads the forgetting score itself (DLFD's
+    switch), so it is monitored whenever a validation loader is given, even with
+    ``select=False``; ``test_settings``: fast settings for the contract tests (None: defaults).
     """
 
     key: str
@@ -35,49 +34,44 @@ class MethodSpec:
     fn: MethodFn
     tasks: tuple[str, ...] = ("multiclass", "multilabel")
     uses_monitor: bool = False
+    test_settings: Mapping[str, Any] | None = None
 
     def make_params(self, overrides: Mapping[str, Any] | None = None) -> MethodParams:
-        """Default hyperparameters with ``overrides`` applied (strings are converted).
-
-        Errors name the method: ``dlfd: epsilon must be in (0, 10], got 1e+30``.
-        """
+        """Default hyperparameters with ``overrides`` applied; errors name the method."""
         try:
             return apply_overrides(self.params_cls(), dict(overrides or {}))
         except ConfigError as exc:
             raise ConfigError(f"{self.key}: {exc}") from None
 
 
-_METHODS: dict[str, MethodSpec] = {}
+METHODS: Registry[MethodSpec] = Registry("method")
 
 
 def register_method(
-    key: str,
-    description: str,
-    params_cls: type[MethodParams],
-    *,
-    tasks: tuple[str, ...] = ("multiclass", "multilabel"),
-    uses_monitor: bool = False,
+    key: str, params_cls: type[MethodParams], **options: Any
 ) -> Callable[[MethodFn], MethodFn]:
-    """Register the decorated method function under ``key``."""
+    """Register the decorated function as method ``key``: its docstring's first line is the
+    description ``dlfd methods`` lists, ``params_cls.test_settings`` (when set) the fast
+    settings of the contract tests; ``options``: :class:`MethodSpec`'s ``tasks`` and
+    ``uses_monitor``."""
 
-    def decorate(fn: MethodFn) -> MethodFn:
-        if key in _METHODS:
-            raise ValueError(f"method {key!r} is already registered")
-        _METHODS[key] = MethodSpec(key, description, params_cls, fn, tasks, uses_monitor)
-        return fn
+    def make(fn: MethodFn) -> MethodSpec:
+        lines = (fn.__doc__ or "").strip().splitlines()
+        if not lines:
+            raise ConfigError(f"method {key!r}: its function needs a docstring (the description)")
+        settings = getattr(params_cls, "test_settings", None)
+        return MethodSpec(
+            key, lines[0].rstrip("."), params_cls, fn, test_settings=settings, **options
+        )
 
-    return decorate
+    return METHODS.decorator(key, make)
 
 
 def get_method(key: str) -> MethodSpec:
     """The registered method ``key``; unknown keys raise a ConfigError listing the known."""
-    try:
-        return _METHODS[key]
-    except KeyError:
-        known = ", ".join(sorted(_METHODS))
-        raise ConfigError(f"unknown method {key!r}; known: {known}") from None
+    return METHODS.get(key)
 
 
 def list_methods() -> dict[str, str]:
     """``{key: description}`` of every registered method, in registration order."""
-    return {key: spec.description for key, spec in _METHODS.items()}
+    return {key: spec.description for key, spec in METHODS.items()}

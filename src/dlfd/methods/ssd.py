@@ -3,34 +3,31 @@
 Paper: Foster, Schoepf and Brintrup, "Fast Machine Unlearning Without Retraining Through
 Selective Synaptic Dampening", AAAI 2024. Reference implementation:
 ``if-loops/selective-synaptic-dampening`` (``src/ssd.py::ParameterPerturber``,
-``src/forget_random_strategies.py::ssd_tuning``). Parameter importances are the diagonal of the
-empirical Fisher information (:func:`dlfd.methods.common.fisher_diagonal`: the mean over
-batches of squared task-loss gradients, model in eval mode) on the forget set, I_F, and on the
-data the model was trained on, I_D. Every parameter element with I_F > alpha * I_D is
-multiplied by beta = min(lam * I_D / I_F, 1); every other element stays bit-identical.
-Magnitudes never grow (0 <= beta <= 1).
+``src/forget_random_strategies.py::ssd_tuning``). With the Fisher diagonals
+(:func:`dlfd.methods.common.fisher_diagonal`) on the forget set, I_F, and on the training data,
+I_D, every parameter element with I_F > alpha * I_D is multiplied by
+beta = min(lam * I_D / I_F, 1); every other element stays bit-identical.
 
-Defaults: alpha (selection weighting) 10 and lam (dampening constant) 1, the reference's
-settings for ResNet-18 (``forget_random_main.py``); its exponent and upper bound, both 1, are
-fixed. ``importance="full"`` computes I_D on the full training set (retain and forget), as the
-reference does, by combining the two loaders' importances weighted by their batch counts (the
-reference iterates the concatenated dataset, whose batches straddle the two sets only once);
-``importance="retain"`` uses the retain set alone.
+Defaults: alpha 10 and lam 1, the reference's settings for ResNet-18
+(``forget_random_main.py``); its exponent and upper bound, both 1, are fixed.
+``importance="full"`` computes I_D on retain and forget, as the reference does, weighting the
+two loaders' importances by their batch counts (the reference's concatenated batches straddle
+the two sets only once); ``importance="retain"`` uses retain alone.
 
 Not in the DLFD paper's comparison (see docs/baselines.md). There is one state, so selection is
-off by default (the state is still offered to the selector if it is turned on).
+off by default.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from dlfd.config import setting
-from dlfd.methods.base import MethodParams, RunContext, UnlearnData, require
+from dlfd.methods.base import MethodParams, RunContext, UnlearnData
 from dlfd.methods.common import fisher_diagonal
 from dlfd.methods.registry import register_method
 
@@ -39,8 +36,7 @@ Importance = Literal["full", "retain"]
 
 @dataclass(frozen=True)
 class SsdParams(MethodParams):
-    """Ranges: ``alpha`` (0, 1000000], ``lam`` (0, 1000000] (ratios of importances)."""
-
+    test_settings: ClassVar[dict[str, Any]] = {"alpha": 2.0}
     select: bool = False
     #: Selection weighting: dampen elements with forget importance > alpha * data importance.
     alpha: float = setting(10.0, "(0, 1000000]")
@@ -48,23 +44,6 @@ class SsdParams(MethodParams):
     lam: float = setting(1.0, "(0, 1000000]")
     #: Data the reference importance is computed on: the full training set or retain only.
     importance: Importance = "full"
-
-    def validate(self) -> None:
-        require({"importance": self.importance in ("full", "retain")}, self)
-
-
-def combine_importances(
-    first: dict[str, torch.Tensor],
-    first_batches: int,
-    second: dict[str, torch.Tensor],
-    second_batches: int,
-) -> dict[str, torch.Tensor]:
-    """The per-batch mean importance over both loaders from each loader's mean."""
-    total = first_batches + second_batches
-    return {
-        name: (first[name] * first_batches + second[name] * second_batches) / total
-        for name in first
-    }
 
 
 @torch.no_grad()
@@ -91,14 +70,11 @@ def dampen(
     return selected_count
 
 
-@register_method(
-    "ssd",
-    "dampen parameters far more important (Fisher) to forget than to retain; no training",
-    SsdParams,
-)
+@register_method("ssd", SsdParams)
 def run_ssd(
     model: nn.Module, data: UnlearnData, params: SsdParams, ctx: RunContext
 ) -> dict[str, float]:
+    """Dampen parameters far more important (Fisher) to forget than to retain; no training."""
     net = ctx.parallel(model)  # per-batch gradients averaged over ranks: the global batch's
     forget = fisher_diagonal(model, data.forget, data.task, ctx.device, forward=net)
     ctx.progress(1, 3, "forget importance")
@@ -107,11 +83,10 @@ def run_ssd(
     for name in forget:
         ctx.check_tensor(forget[name], what=f"the forget importance of {name}", where="start")
         ctx.check_tensor(retain[name], what=f"the retain importance of {name}", where="start")
-    reference = (
-        combine_importances(retain, len(data.retain), forget, len(data.forget))
-        if params.importance == "full"
-        else retain
-    )
+    reference = retain
+    if params.importance == "full":  # the per-batch mean over both loaders
+        r_n, f_n = len(data.retain), len(data.forget)
+        reference = {n: (retain[n] * r_n + forget[n] * f_n) / (r_n + f_n) for n in retain}
     selected = dampen(model, forget, reference, params.alpha, params.lam)
     ctx.progress(3, 3, "dampen")
     total = sum(p.numel() for p in forget.values())

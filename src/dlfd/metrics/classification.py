@@ -18,16 +18,6 @@ from dlfd.errors import ConfigError
 Task = Literal["multiclass", "multilabel"]
 TASKS: tuple[str, ...] = ("multiclass", "multilabel")
 
-__all__ = [
-    "TASKS",
-    "Task",
-    "multilabel_accuracy",
-    "output_js",
-    "output_kl",
-    "per_sample_loss",
-    "top_k_accuracy",
-]
-
 
 def _to_tensor(x: object, name: str) -> torch.Tensor:
     """Return ``x`` as a detached CPU tensor, or raise ConfigError for unconvertible input."""
@@ -42,11 +32,9 @@ def _to_tensor(x: object, name: str) -> torch.Tensor:
 
 
 def finite_array(x: object, name: str, *, ndim: int = 1, non_empty: bool = False) -> np.ndarray:
-    """``x`` (array or tensor) as a finite float64 array of ``ndim`` dimensions.
-
-    The shared input check of the attack functions (losses, scores, confidences): anything
-    else raises :class:`ConfigError` naming ``name``.
-    """
+    """``x`` (array or tensor) as a finite float64 array of ``ndim`` dimensions. The shared input
+    check of the attack functions (losses, scores, confidences): anything else raises
+    :class:`ConfigError` naming ``name``."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     try:
@@ -112,25 +100,18 @@ def as_binary_targets(
             f"{name} must have shape {tuple(shape)} to match the logits, got {tuple(t.shape)}"
         )
     t = t.to(torch.float64)
-    if soft:
-        n_bad = int((~((t >= 0) & (t <= 1))).sum())
-        what = "in [0, 1]"
-    else:
-        n_bad = int((~((t == 0) | (t == 1))).sum())
-        what = "0 or 1"
+    n_bad = int((~((t >= 0) & (t <= 1)) if soft else ~((t == 0) | (t == 1))).sum())
     if n_bad:
+        what = "in [0, 1]" if soft else "0 or 1"
         raise ConfigError(f"{name} has {n_bad} value(s) that are not {what}")
     return t
 
 
 def top_k_accuracy(logits: object, labels: object, k: int = 1) -> float:
-    """Fraction of samples whose label is among the ``k`` highest logits.
-
-    Ties: the top-k set is exactly the indices returned by ``torch.topk``; a label whose logit
-    ties with the k-th largest may or may not be selected (torch's choice), so with ties the
-    result can differ from scikit-learn's ``top_k_accuracy_score``. Real-valued network outputs
-    practically never tie.
-    """
+    """Fraction of samples whose label is among the ``k`` highest logits. Ties: the top-k set is
+    exactly the indices returned by ``torch.topk``; a label whose logit ties with the k-th largest
+    may or may not be selected (torch's choice), so with ties the result can differ from
+    scikit-learn's ``top_k_accuracy_score``. Real-valued network outputs practically never tie."""
     x = as_logits(logits)
     n, c = x.shape
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -144,10 +125,8 @@ def top_k_accuracy(logits: object, labels: object, k: int = 1) -> float:
 
 
 def multilabel_accuracy(logits: object, targets: object, threshold: float = 0.5) -> float:
-    """Mean over labels of the per-label accuracy of ``sigmoid(logit) >= threshold``.
-
-    Every label is scored on the same N samples, so this equals the element-wise accuracy.
-    """
+    """Mean over labels of the per-label accuracy of ``sigmoid(logit) >= threshold``. Every label is
+    scored on the same N samples, so this equals the element-wise accuracy."""
     x = as_logits(logits)
     if not (0.0 <= float(threshold) <= 1.0):
         raise ConfigError(f"threshold must be in [0, 1], got {threshold!r}")
@@ -158,11 +137,9 @@ def multilabel_accuracy(logits: object, targets: object, threshold: float = 0.5)
 
 
 def per_sample_loss(logits: object, labels: object, task: str) -> np.ndarray:
-    """Per-sample loss (N,) in float64: the membership-inference attack's input.
-
-    ``multiclass``: cross-entropy ``-log_softmax(logits)[label]``. ``multilabel``: mean over labels
-    of binary cross-entropy with logits, written with ``logsigmoid`` so large logits stay finite.
-    """
+    """Per-sample loss (N,) in float64: the membership-inference attack's input. ``multiclass``:
+    cross-entropy ``-log_softmax(logits)[label]``. ``multilabel``: mean over labels of binary
+    cross-entropy with logits, written with ``logsigmoid`` so large logits stay finite."""
     check_task(task)
     x = as_logits(logits)
     if task == "multiclass":
@@ -174,10 +151,10 @@ def per_sample_loss(logits: object, labels: object, task: str) -> np.ndarray:
     return loss.numpy().astype(np.float64, copy=False)
 
 
-def _paired_logits(
-    logits_p: object, logits_q: object, task: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two models' logits on the same samples, validated to have the same shape."""
+def _log_dists(logits_p: object, logits_q: object, task: str) -> tuple[torch.Tensor, ...]:
+    """Two models' log-probabilities on the same samples, shaped (N, K, outcomes): (N, 1, C)
+    softmax distributions (multiclass) or (N, L, 2) Bernoulli(sigmoid) ones, outcomes (1, 0)
+    (multilabel). From ``log_softmax`` / ``logsigmoid``, so large logits stay finite."""
     check_task(task)
     a = as_logits(logits_p, "logits_p")
     b = as_logits(logits_q, "logits_q")
@@ -186,52 +163,33 @@ def _paired_logits(
             f"logits_p and logits_q must have the same shape, got {tuple(a.shape)} and "
             f"{tuple(b.shape)}"
         )
-    return a, b
+    if task == "multiclass":
+        return F.log_softmax(a, dim=1).unsqueeze(1), F.log_softmax(b, dim=1).unsqueeze(1)
+    return tuple(torch.stack([F.logsigmoid(x), F.logsigmoid(-x)], dim=2) for x in (a, b))
+
+
+def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per sample and distribution, (N, K)."""
+    return (log_p.exp() * (log_p - log_q)).sum(dim=2)
 
 
 def output_kl(logits_p: object, logits_q: object, task: str) -> float:
-    """Mean over samples of KL(p || q) between the two models' output distributions.
-
-    ``multiclass``: KL between the softmax distributions. ``multilabel``: mean over labels of the
-    KL between the Bernoulli(sigmoid) distributions. Computed from log-probabilities
-    (``log_softmax`` / ``logsigmoid``), so it stays finite for large logits.
-    """
-    a, b = _paired_logits(logits_p, logits_q, task)
-    if task == "multiclass":
-        log_p = F.log_softmax(a, dim=1)
-        log_q = F.log_softmax(b, dim=1)
-        per_sample = (log_p.exp() * (log_p - log_q)).sum(dim=1)
-    else:
-        lp1, lp0 = F.logsigmoid(a), F.logsigmoid(-a)
-        lq1, lq0 = F.logsigmoid(b), F.logsigmoid(-b)
-        per_label = lp1.exp() * (lp1 - lq1) + lp0.exp() * (lp0 - lq0)
-        per_sample = per_label.mean(dim=1)
+    """Mean over samples of KL(p || q) between the two models' output distributions. ``multiclass``:
+    KL between the softmax distributions. ``multilabel``: mean over labels of the KL between the
+    Bernoulli(sigmoid) distributions."""
+    per_sample = _kl(*_log_dists(logits_p, logits_q, task)).mean(dim=1)
     # KL is non-negative; clip float rounding (e.g. -1e-17 for identical inputs).
     return float(per_sample.clamp_min(0.0).mean())
 
 
 def output_js(logits_p: object, logits_q: object, task: str) -> float:
-    """Mean over samples of the Jensen-Shannon divergence between two models' outputs.
-
-    Natural log, so each value lies in [0, ln 2]; unlike KL it is symmetric and bounded, which
-    makes it a stable distance to a reference model. ``multiclass``: JS between the softmax
-    distributions. ``multilabel``: mean over labels of the JS between Bernoulli(sigmoid)
-    distributions. Computed in log space (the mixture via ``logaddexp``), so large logits stay
-    finite.
-    """
-    a, b = _paired_logits(logits_p, logits_q, task)
-    if task == "multiclass":
-        # (N, 1, C): one categorical distribution per sample.
-        log_p = F.log_softmax(a, dim=1).unsqueeze(1)
-        log_q = F.log_softmax(b, dim=1).unsqueeze(1)
-    else:
-        # (N, L, 2): one Bernoulli distribution (outcomes 1, 0) per sample and label.
-        log_p = torch.stack([F.logsigmoid(a), F.logsigmoid(-a)], dim=2)
-        log_q = torch.stack([F.logsigmoid(b), F.logsigmoid(-b)], dim=2)
+    """Mean over samples of the Jensen-Shannon divergence between two models' outputs. Natural log,
+    so each value lies in [0, ln 2]; unlike KL it is symmetric and bounded, which makes it a stable
+    distance to a reference model. Per sample as :func:`output_kl` (mean over labels for
+    multilabel); the mixture is computed in log space (``logaddexp``)."""
+    log_p, log_q = _log_dists(logits_p, logits_q, task)
     ln2 = float(np.log(2.0))
     log_m = torch.logaddexp(log_p, log_q) - ln2
-    kl_pm = (log_p.exp() * (log_p - log_m)).sum(dim=2)
-    kl_qm = (log_q.exp() * (log_q - log_m)).sum(dim=2)
-    per_sample = (0.5 * (kl_pm + kl_qm)).mean(dim=1)
+    per_sample = (0.5 * (_kl(log_p, log_m) + _kl(log_q, log_m))).mean(dim=1)
     # Clip float rounding to the divergence's range [0, ln 2].
     return float(per_sample.clamp(0.0, ln2).mean())

@@ -12,8 +12,8 @@ is scored against both (:func:`lira_scores`). Higher score always means "more li
   ``= -norm.logsf(x, mu_out, sd_out)``, the negative log of the one-sided p-value; a member is
   called when ``score > log 2`` (p < 0.5, i.e. ``x`` above the out models' mean).
 
-:func:`lira_audit` compares the forget examples with a control of unseen examples (in no model's
-training set), whose member fraction shows the attack's false-call rate at that threshold.
+:func:`lira_compare` scores the same examples under the target and a control model left out of
+the fit; the control's member fraction shows the attack's false-call rate at that threshold.
 """
 
 from __future__ import annotations
@@ -24,22 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.stats import norm
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from dlfd.errors import ConfigError
+from dlfd.metrics.attacks import roc_summary
 from dlfd.metrics.classification import as_class_labels, as_logits, finite_array
-
-__all__ = [
-    "MIN_MODELS_PER_EXAMPLE_SD",
-    "OFFLINE_THRESHOLD",
-    "ONLINE_THRESHOLD",
-    "LiraFit",
-    "confidence_margins",
-    "fit_lira",
-    "lira_compare",
-    "lira_scores",
-    "logit_confidence",
-]
 
 #: With fewer models than this on a side, that side's sd is one global value (automatic mode).
 MIN_MODELS_PER_EXAMPLE_SD = 4
@@ -64,11 +52,8 @@ def confidence_margins(logits: torch.Tensor, labels: torch.Tensor, task: str) ->
 
 
 def logit_confidence(logits: object, labels: object) -> np.ndarray:
-    """Return ``phi = log p_y - log(1 - p_y)`` of softmax outputs, shape (N,), float64.
-
-    :func:`confidence_margins` on validated inputs: ``logits`` (N, C) with C >= 2 and integer
-    ``labels`` (N,), torch tensors or numpy arrays.
-    """
+    """``phi = log p_y - log(1 - p_y)`` of softmax outputs, (N,) float64: :func:`confidence_margins`
+    on validated ``logits`` (N, C), C >= 2, and integer ``labels`` (N,)."""
     z = as_logits(logits)
     n, n_classes = z.shape
     if n_classes < 2:
@@ -80,11 +65,9 @@ def logit_confidence(logits: object, labels: object) -> np.ndarray:
 @dataclass(frozen=True)
 class LiraFit:
     """Per-example Gaussians of the reference models' confidences, arrays of shape (N,).
-
     ``mu_in``/``sd_in`` are None for the offline variant (no in models, ``n_in == 0``).
-    ``global_variance`` is True when at least one side uses a single pooled sd (its sd array is
-    then constant).
-    """
+    ``global_variance`` is True when at least one side uses a single pooled sd (its sd array is then
+    constant)."""
 
     mu_in: np.ndarray | None
     sd_in: np.ndarray | None
@@ -101,11 +84,9 @@ class LiraFit:
 
 
 def _side(conf: np.ndarray, use_global: bool, min_sd: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example mean and unbiased sd (ddof=1) of one side; if global, one pooled sd,
-    sqrt(sum of squared deviations from the per-example means / (N * (K - 1))).
-
-    A side with a single model has no spread to estimate: its sd is ``min_sd``.
-    """
+    """Per-example mean and unbiased sd (ddof=1) of one side; if global, one pooled sd, sqrt(sum of
+    squared deviations from the per-example means / (N * (K - 1))). A side with a single model has
+    no spread to estimate: its sd is ``min_sd``."""
     k = conf.shape[0]
     mu = conf.mean(axis=0)
     if k < 2:
@@ -125,14 +106,12 @@ def fit_lira(
     global_variance: bool | None = None,
     min_sd: float = 1e-3,
 ) -> LiraFit:
-    """Fit per-example Gaussians to in (K_in, N) and out (K_out, N) model confidences.
-
-    Rows are models, columns examples. ``in_conf`` None (or with 0 rows) gives the offline fit.
-    Standard deviations (unbiased, ddof=1) are per example; with ``global_variance=None`` a side
-    with fewer than :data:`MIN_MODELS_PER_EXAMPLE_SD` models instead uses one pooled sd over all
-    its deviations from the per-example means. True/False forces that choice on both sides.
-    Every sd is floored at ``min_sd`` (a single model per side gives exactly ``min_sd``).
-    """
+    """Fit per-example Gaussians to in (K_in, N) and out (K_out, N) model confidences. Rows are
+    models, columns examples. ``in_conf`` None (or with 0 rows) gives the offline fit. Standard
+    deviations (unbiased, ddof=1) are per example; with ``global_variance=None`` a side with fewer
+    than :data:`MIN_MODELS_PER_EXAMPLE_SD` models instead uses one pooled sd over all its deviations
+    from the per-example means. True/False forces that choice on both sides. Every sd is floored at
+    ``min_sd`` (a single model per side gives exactly ``min_sd``)."""
     if not (isinstance(min_sd, int | float) and math.isfinite(min_sd) and min_sd > 0):
         raise ConfigError(f"min_sd must be a finite number > 0, got {min_sd!r}")
     if global_variance is not None and not isinstance(global_variance, bool):
@@ -153,23 +132,15 @@ def fit_lira(
         return k < MIN_MODELS_PER_EXAMPLE_SD if global_variance is None else global_variance
 
     mu_out, sd_out = _side(out_arr, pick(k_out), min_sd)
-    used_global = pick(k_out)
-    mu_in = sd_in = None
-    k_in = 0
-    if in_arr is not None:
-        k_in = in_arr.shape[0]
-        mu_in, sd_in = _side(in_arr, pick(k_in), min_sd)
-        used_global = used_global or pick(k_in)
+    k_in = 0 if in_arr is None else len(in_arr)
+    mu_in, sd_in = (None, None) if in_arr is None else _side(in_arr, pick(k_in), min_sd)
+    used_global = pick(k_out) or (k_in > 0 and pick(k_in))
     return LiraFit(mu_in, sd_in, mu_out, sd_out, k_in, k_out, used_global)
 
 
 def lira_scores(target_conf: np.ndarray, fit: LiraFit) -> np.ndarray:
-    """Membership scores of the target's confidences (N,); higher = more member-like.
-
-    Online: ``norm.logpdf(x, mu_in, sd_in) - norm.logpdf(x, mu_out, sd_out)`` (log likelihood
-    ratio). Offline: ``-norm.logsf(x, mu_out, sd_out)``, minus the log probability that an out
-    model is at least this confident (always >= 0; ``log 2`` at ``x == mu_out``).
-    """
+    """Membership scores (N,) of the target's confidences, online or offline as the module
+    says; higher = more member-like (offline: always >= 0, ``log 2`` at ``x == mu_out``)."""
     x = finite_array(target_conf, "target_conf")
     if x.shape[0] != fit.mu_out.shape[0]:
         raise ConfigError(
@@ -183,31 +154,24 @@ def lira_scores(target_conf: np.ndarray, fit: LiraFit) -> np.ndarray:
 def lira_compare(
     target_conf: np.ndarray, control_conf: np.ndarray, fit: LiraFit
 ) -> dict[str, float]:
-    """Score the same examples under a target model and a control model left out of the fit.
-
-    In the audit the target is the unlearned model and the control the retrained reference
-    (never part of the "out" fit), both on the forget examples: an unlearned model that forgot
-    them looks no more member-like than the retrained one. ``member_fraction_*`` is the share of
-    scores above the member threshold (:data:`ONLINE_THRESHOLD` = 0, likelihood ratio > 1;
-    :data:`OFFLINE_THRESHOLD` = log 2, one-sided p < 0.5); ``excess`` = target - control;
-    ``auc`` treats target scores as positives and control scores as negatives (0.5: the two
-    models are indistinguishable on these examples); ``tpr_at_1pct_fpr`` is the largest TPR
-    with FPR <= 0.01 (with n control scores the smallest FPR step is 1/n).
-    """
+    """Score the same examples under a target model and a control model left out of the fit. In the
+    audit: the unlearned model and the retrained reference (never in the "out" fit) on the forget
+    examples; an unlearned model that forgot them looks no more member-like. ``member_fraction_*``:
+    share of scores above the member threshold; ``excess`` = target - control;
+    ``auc``/``tpr_at_1pct_fpr`` treat target scores as positives, control scores as negatives (0.5:
+    indistinguishable; with n control scores the smallest FPR step is 1/n)."""
     target = lira_scores(target_conf, fit)
     control = lira_scores(control_conf, fit)
     threshold = ONLINE_THRESHOLD if fit.online else OFFLINE_THRESHOLD
-    labels = np.concatenate([np.ones(target.size), np.zeros(control.size)])
-    scores = np.concatenate([target, control])
-    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    auc, tpr = roc_summary(target, control)
     frac_target = float(np.mean(target > threshold))
     frac_control = float(np.mean(control > threshold))
     return {
         "member_fraction_target": frac_target,
         "member_fraction_control": frac_control,
         "excess": frac_target - frac_control,
-        "auc": float(roc_auc_score(labels, scores)),
-        "tpr_at_1pct_fpr": float(tpr[fpr <= 0.01].max()),
+        "auc": auc,
+        "tpr_at_1pct_fpr": tpr,
         "mean_score_target": float(target.mean()),
         "mean_score_control": float(control.mean()),
     }

@@ -4,17 +4,12 @@ The benchmark's attack compares the losses of forget photos (members) with those
 photos (non-members). When the two sets hold different classes — a forgotten person who wears
 glasses, unseen people who do not — the loss differs by class, and the attack measures the
 label instead of membership: a retrained model that never saw the forget set can score 1.0.
-
-:func:`matched_indices` subsamples both sides to equal counts per class (per label combination
-for multi-label tasks, which equalises every label's rate too) with a fixed seed, so the two
-sides have the same class mix; :func:`matched_mia_accuracy` runs the benchmark's attack on that
-subsample. :func:`label_shift` measures how far the two class mixes are apart (total variation)
-so that commands can warn before a number is read.
+:func:`matched_mia_accuracy` attacks a seeded subsample with the same class mix on both sides
+(:func:`matched_indices`); :func:`label_shift` measures the mixes' distance so commands can warn.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -24,21 +19,11 @@ import torch
 from dlfd.errors import ConfigError
 from dlfd.metrics.mia import check_attack_split, mia_accuracy
 
-__all__ = [
-    "LABEL_SHIFT_TV",
-    "MATCH_SEED",
-    "LabelShift",
-    "MatchedAttack",
-    "label_shift",
-    "matched_attack_reason",
-    "matched_indices",
-    "matched_mia_accuracy",
-]
-
 #: Seed of the per-class subsampling (fixed: every model of a comparison sees the same samples).
 MATCH_SEED = 0
 #: Total variation between the class mixes of forget and unseen above which commands warn.
 LABEL_SHIFT_TV = 0.1
+_NO_SHARED_CLASS = "forget and unseen samples share no class"
 
 
 def _keys(labels: object, task: str) -> list[Hashable]:
@@ -58,20 +43,15 @@ def _keys(labels: object, task: str) -> list[Hashable]:
 def matched_indices(
     forget_labels: object, unseen_labels: object, task: str, *, seed: int = MATCH_SEED
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of forget and of unseen samples with equal counts per class key.
-
-    For each class key both sides hold, ``min(count_forget, count_unseen)`` samples of each
-    side are drawn without replacement (``np.random.RandomState(seed)``, classes in sorted
-    order); keys only one side holds are dropped. Both arrays are sorted; both are empty when
-    the sides share no class.
-    """
-    forget_keys, unseen_keys = _keys(forget_labels, task), _keys(unseen_labels, task)
-    by_forget: dict[Hashable, list[int]] = defaultdict(list)
-    by_unseen: dict[Hashable, list[int]] = defaultdict(list)
-    for i, key in enumerate(forget_keys):
-        by_forget[key].append(i)
-    for i, key in enumerate(unseen_keys):
-        by_unseen[key].append(i)
+    """Indices of forget and of unseen samples with equal counts per class key. For each class key
+    both sides hold, ``min(count_forget, count_unseen)`` samples of each side are drawn without
+    replacement (``np.random.RandomState(seed)``, classes in sorted order); keys only one side holds
+    are dropped. Both arrays are sorted; both are empty when the sides share no class."""
+    by_forget: dict[Hashable, list[int]] = {}
+    by_unseen: dict[Hashable, list[int]] = {}
+    for by_key, labels in ((by_forget, forget_labels), (by_unseen, unseen_labels)):
+        for i, key in enumerate(_keys(labels, task)):
+            by_key.setdefault(key, []).append(i)
     generator = np.random.RandomState(seed)
     chosen_forget: list[int] = []
     chosen_unseen: list[int] = []
@@ -106,7 +86,7 @@ def matched_mia_accuracy(
     share no class or the matched sides are too small for the attack's 10 folds."""
     forget_idx, unseen_idx = matched_indices(forget_labels, unseen_labels, task, seed=seed)
     if forget_idx.size == 0:
-        return MatchedAttack(None, 0, "forget and unseen samples share no class")
+        return MatchedAttack(None, 0, _NO_SHARED_CLASS)
     members = np.asarray(forget_losses, dtype=np.float64)[forget_idx]
     nonmembers = np.asarray(unseen_losses, dtype=np.float64)[unseen_idx]
     try:
@@ -118,12 +98,10 @@ def matched_mia_accuracy(
 
 @dataclass(frozen=True)
 class LabelShift:
-    """How far the class mixes of forget and unseen are apart.
-
-    ``tv`` is the total variation distance between the two class distributions (multi-class),
-    or the largest difference of a label's positive rate (multi-label: each label's own total
-    variation); ``forget`` and ``unseen`` are the per-class shares (positive rates).
-    """
+    """How far the class mixes of forget and unseen are apart. ``tv`` is the total variation
+    distance between the two class distributions (multi-class), or the largest difference of a
+    label's positive rate (multi-label: each label's own total variation); ``forget`` and ``unseen``
+    are the per-class shares (positive rates)."""
 
     tv: float
     forget: dict[str, float]
@@ -133,13 +111,12 @@ class LabelShift:
         """A one-line warning with the numbers when ``tv`` exceeds ``threshold``, else None."""
         if self.tv <= threshold + 1e-9:  # 0.8 - 0.7 is 0.10000000000000009 in floats
             return None
-
-        def mix(shares: dict[str, float]) -> str:
-            return ", ".join(f"{name} {share:.2f}" for name, share in shares.items())
-
+        forget, unseen = (
+            ", ".join(f"{k} {v:.2f}" for k, v in d.items()) for d in (self.forget, self.unseen)
+        )
         return (
             f"forget and unseen have different class mixes (total variation {self.tv:.2f} > "
-            f"{threshold:g}; forget: {mix(self.forget)}; unseen: {mix(self.unseen)}): the "
+            f"{threshold:g}; forget: {forget}; unseen: {unseen}): the "
             "published attack (mia_acc, nomus) can measure the label instead of membership; "
             "read mia_acc_matched and nomus_matched"
         )
@@ -188,7 +165,7 @@ def matched_attack_reason(
     matched keys are missing without the model's losses."""
     forget_idx, _ = matched_indices(forget_labels, unseen_labels, task, seed=seed)
     if forget_idx.size == 0:
-        return "forget and unseen samples share no class"
+        return _NO_SHARED_CLASS
     try:  # the checks mia_accuracy makes before fitting (its default 10 folds of 10%)
         check_attack_split(int(forget_idx.size), int(forget_idx.size), 10, 0.1)
     except ConfigError as exc:

@@ -9,8 +9,10 @@ the mean fold accuracy. 0.5 means the attacker cannot tell forget from unseen sa
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
 
@@ -21,6 +23,7 @@ __all__ = [
     "BENCHMARK_SHUFFLE_SEED",
     "balance_members",
     "loss_attack_fold_accuracies",
+    "mia_accuracies",
     "mia_accuracy",
 ]
 
@@ -104,24 +107,76 @@ def loss_attack_fold_accuracies(
     return np.asarray(scores, dtype=np.float64)
 
 
-def mia_accuracy(
-    member_losses: object,
-    nonmember_losses: object,
+def mia_accuracy(member_losses: object, nonmember_losses: object, **options: Any) -> float:
+    """Mean fold accuracy of :func:`loss_attack_fold_accuracies` (the benchmark's ``mia_acc``);
+    ``options`` are that function's (``n_splits``, ``test_size``, ``balance_seed``...)."""
+    return float(loss_attack_fold_accuracies(member_losses, nonmember_losses, **options).mean())
+
+
+def _fit_logistic(x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Many 1-D logistic regressions at once, solved exactly: rows of ``x`` (features) and ``t``
+    (0/1 labels) are separate problems. The objective is scikit-learn's ``LogisticRegression()``
+    (L2 penalty 1/2 w^2 with C=1, intercept not penalised); damped Newton steps to machine
+    precision, where scikit-learn's lbfgs stops at its tolerance (1e-4), so a prediction can
+    differ from scikit-learn's only for a point within that tolerance of the boundary."""
+
+    def objective(w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        z = w[:, None] * x + b[:, None]
+        return (np.logaddexp(0.0, z) - t * z).sum(axis=1) + 0.5 * w * w
+
+    w = np.zeros(x.shape[0])
+    b = np.zeros(x.shape[0])
+    f = objective(w, b)
+    for _ in range(100):
+        p = expit(w[:, None] * x + b[:, None])
+        r, s = p - t, p * (1.0 - p)
+        gw, gb = (r * x).sum(axis=1) + w, r.sum(axis=1)
+        hww, hwb, hbb = (s * x * x).sum(axis=1) + 1.0, (s * x).sum(axis=1), s.sum(axis=1)
+        det = np.maximum(hww * hbb - hwb * hwb, 1e-300)
+        dw, db = (hbb * gw - hwb * gb) / det, (hww * gb - hwb * gw) / det
+        step = np.ones_like(w)
+        for _ in range(60):  # halve the step of the problems whose objective would rise
+            new_w, new_b = w - step * dw, b - step * db
+            new_f = objective(new_w, new_b)
+            rising = new_f > f
+            if not rising.any():
+                break
+            step = np.where(rising, step / 2.0, step)
+        moved = np.maximum(np.abs(step * dw), np.abs(step * db))
+        w, b, f = np.where(rising, w, new_w), np.where(rising, b, new_b), np.minimum(f, new_f)
+        if float(moved.max()) < 1e-12:
+            break
+    return w, b
+
+
+def mia_accuracies(
+    member_losses: np.ndarray,
+    nonmember_losses: np.ndarray,
     *,
     n_splits: int = 10,
     test_size: float = 0.1,
     random_state: int = 0,
     balance_seed: int = BENCHMARK_SHUFFLE_SEED,
-    balance: bool = True,
-) -> float:
-    """Mean fold accuracy of :func:`loss_attack_fold_accuracies` (the benchmark's ``mia_acc``)."""
-    folds = loss_attack_fold_accuracies(
-        member_losses,
-        nonmember_losses,
-        n_splits=n_splits,
-        test_size=test_size,
-        random_state=random_state,
-        balance_seed=balance_seed,
-        balance=balance,
+) -> np.ndarray:
+    """:func:`mia_accuracy` of many loss samples at once (rows of ``(rounds, n)`` arrays: the
+    rounds of a bootstrap), with the same balancing and the same folds (which depend on the
+    labels only), the logistic regressions solved together by :func:`_fit_logistic` — about
+    two orders of magnitude faster than one scikit-learn fit per fold and round."""
+    members_rows, nonmember_rows = zip(
+        *(
+            balance_members(m, n, seed=balance_seed)
+            for m, n in zip(member_losses, nonmember_losses, strict=True)
+        ),
+        strict=True,
     )
-    return float(folds.mean())
+    members, nonmembers = np.stack(members_rows), np.stack(nonmember_rows)
+    check_attack_split(members.shape[1], nonmembers.shape[1], n_splits, test_size)
+    x = np.concatenate([nonmembers, members], axis=1)
+    y = np.concatenate([np.zeros(nonmembers.shape[1]), np.ones(members.shape[1])])
+    cv = StratifiedShuffleSplit(n_splits=n_splits, test_size=test_size, random_state=random_state)
+    accuracy = np.zeros(x.shape[0])
+    for train, test in cv.split(np.zeros((y.size, 1)), y):
+        w, b = _fit_logistic(x[:, train], np.broadcast_to(y[train], (x.shape[0], train.size)))
+        predicted = (w[:, None] * x[:, test] + b[:, None]) > 0.0
+        accuracy += (predicted == y[test].astype(bool)).mean(axis=1)
+    return accuracy / n_splits

@@ -1,34 +1,27 @@
 """Per-example (epsilon, delta)-unlearning score of the NeurIPS 2023 unlearning challenge.
 
 Population attacks (one threshold over the whole forget set) can call a model "forgotten" while
-individual examples stay recognisable. The challenge instead compares, for every forget example
-separately, the distribution of one output statistic under N unlearned models with its
-distribution under N retrained models, turns the best threshold attack between the two samples
-into a per-example epsilon, maps each epsilon to points and averages them.
+individual examples stay recognisable. The challenge instead compares, per forget example, the
+distribution of one output statistic under N unlearned models with that under N retrained
+models, turns the best threshold attack between the two samples into a per-example epsilon,
+maps each epsilon to points and averages them.
 
-Sources (read to understand; this is an independent implementation):
-
-* [M] ``metric.py`` of google-deepmind/unlearning_evaluation (commit ffae0ff), the challenge's
-  reference metric code;
-* [P] ``main.py`` of the same repository, which forms the final score from it;
-* the challenge's Kaggle evaluation page and the findings paper (Triantafillou et al. 2024,
-  arXiv 2406.09073) describe the same procedure in prose; only [M] and [P] were read line by
-  line here.
+Sources (an independent implementation): [M] ``metric.py`` and [P] ``main.py`` of
+google-deepmind/unlearning_evaluation (commit ffae0ff), read line by line; the Kaggle evaluation
+page and the findings paper (Triantafillou et al. 2024, arXiv 2406.09073) describe the same.
 
 Definitions
 -----------
 * **Statistic** (:func:`logit_scaled_confidence`, [M] ``compute_logit_scaled_confidence``):
   ``log p_y - log(1 - p_y)`` of the softmax, computed as ``z_y - logsumexp(z_other)``.
-  Multi-label outputs (not in [M]): the per-label statistic of the true value is
-  ``(2 y - 1) z`` (for a sigmoid, ``log sigma(z) - log(1 - sigma(z)) = z``), averaged over the
-  labels of the sample.
-* **Which side is "positive"** ([M] ``compute_forget_score_from_confs``): per example, the
-  retrained sample if its median is strictly larger than the unlearned sample's median, else the
-  unlearned sample.
-* **Peaky shortcut** ([M] ``_get_epsilons``): with ``r`` the two samples' ranges (max - min), if
-  ``min(r) / max(r) < 0.01`` the example gets the cap, ``EPSILON_CAP = 50``.
-* **Threshold attacks** ([M] ``_get_single_threshold_rates``, ``_get_double_threshold_rates``):
-  a grid of ``100`` thresholds per unit of the statistic.
+  Multi-label (not in [M]): ``(2 y - 1) z`` per label (for a sigmoid,
+  ``log sigma(z) - log(1 - sigma(z)) = z``), averaged over the labels of the sample.
+* **Positive side** ([M] ``compute_forget_score_from_confs``): per example, the retrained sample
+  if its median is strictly larger than the unlearned sample's, else the unlearned sample.
+* **Peaky shortcut** ([M] ``_get_epsilons``): with ``r`` the two samples' ranges (max - min),
+  ``min(r) / max(r) < 0.01`` gives the cap, ``EPSILON_CAP = 50``.
+* **Threshold attacks** ([M] ``_get_single_threshold_rates``, ``_get_double_threshold_rates``),
+  ``100`` thresholds per unit of the statistic:
 
   - single: ``t`` on ``linspace(min, max, ceil((max - min) * 100))`` over both samples; a value
     ``>= t`` is called positive;
@@ -38,45 +31,38 @@ Definitions
     and, for each ``r``, ``l`` on ``linspace(r - w - b, r - w + b, ceil(2 b * 100))``.
 
   Each threshold gives FPR and FNR over the N models of each side (ties counted as in [M]).
-* **Epsilon of a threshold** ([M]): FPR = FNR = 0 (perfect separation) gives infinity; exactly
-  one of them 0 discards the threshold ("insufficient samples"); otherwise
-  ``max(log(1 - delta - FPR) - log(FNR), log(1 - delta - FNR) - log(FPR))`` over the terms that
-  are defined (a threshold with neither defined is discarded), clipped below at 0, with
-  ``delta = 1e-5``. The example's epsilon is the largest over the kept thresholds of both
-  families, clipped to ``[0, 50]``.
+* **Epsilon of a threshold** ([M]): FPR = FNR = 0 gives infinity; exactly one of them 0
+  discards the threshold ("insufficient samples"); otherwise
+  ``max(log(1 - delta - FPR) - log(FNR), log(1 - delta - FNR) - log(FPR))`` over the defined
+  terms (none defined: discarded), clipped below at 0, ``delta = 1e-5``. The example's epsilon
+  is the largest over the kept thresholds of both families, clipped to ``[0, 50]``.
 * **Buckets** ([M]): ``max_eps = ceil(log(N - 1))``; buckets ``[0, 0.5)``, ``[0.5, 1)``, ...
-  as long as a bucket's upper edge is at most ``max_eps``; bucket ``k`` is worth ``2**-k``
-  points (1, 1/2, 1/4, ...); an epsilon at or above the last edge is worth 0. An epsilon on an
-  edge belongs to the upper bucket (``e < start + 0.5`` selects the bucket).
-* **Forgetting quality** ([M]): the sum of the examples' points divided by the forget-set size
-  (the mean points).
+  while a bucket's upper edge is at most ``max_eps``; bucket ``k`` is worth ``2**-k`` points;
+  an epsilon at or above the last edge is worth 0, one on an edge belongs to the upper bucket.
+* **Forgetting quality** ([M]): the mean points over the forget set.
 * **Final score** ([P] ``main``): ``F * (mean unlearned retain acc / mean retrained retain acc)
   * (mean unlearned test acc / mean retrained test acc)``, means over the N models of each side.
 
 Deviations from [M] / [P]
 -------------------------
-* Rates and epsilons are computed in float64 with sorted-array counting (``searchsorted``)
-  instead of float32 tensors on a GPU; the threshold grids are the same, so the rates are the
-  same fractions and epsilons differ only by float32 rounding (relevant only within ~1e-6 of a
-  bucket edge).
+* float64 with sorted-array counting (``searchsorted``) instead of float32 GPU tensors: the
+  grids are the same, so the rates are the same fractions and epsilons differ only by float32
+  rounding (relevant only within ~1e-6 of a bucket edge).
 * [M] adds ``1e-45`` to both probabilities before the logs (bounding the statistic near
-  +-103.6); here the statistic is exact. The two differ only where a probability is below
-  about 1e-45.
-* When no threshold survives (e.g. both samples are the same constant), [M] fails an
-  assertion; here the example gets epsilon 0 (no threshold attack tells the samples apart).
-  Two *different* constants are perfectly separated by a double threshold: epsilon = cap, as in
-  [M]. When both ranges are 0, [M]'s ratio test compares NaN and is skipped; so it is here.
-* The unlearned and retrained samples must have the same number of models ([M] assumes it).
-  ``N >= 2`` is required ([M] takes ``log(N - 1)``). With ``N = 2`` ``max_eps = 0``: there is no
-  bucket and every forgetting quality is 0, exactly as [M] computes; use ``N >= 3``
-  (``N = 4``: buckets up to 2, worth 1, 1/2, 1/4, 1/8).
+  +-103.6); here the statistic is exact. They differ only for probabilities below ~1e-45.
+* When no threshold survives (e.g. both samples the same constant), [M] fails an assertion;
+  here the epsilon is 0. Two *different* constants are perfectly separated by a double
+  threshold: epsilon = cap, as in [M]. When both ranges are 0, [M]'s ratio test compares NaN
+  and is skipped; so it is here.
+* Both sides must have the same number of models N >= 2 ([M] assumes it and takes
+  ``log(N - 1)``). With ``N = 2`` there is no bucket and every forgetting quality is 0, as in
+  [M]; use ``N >= 3`` (``N = 4``: buckets up to 2, worth 1, 1/2, 1/4, 1/8).
 * A retrained mean accuracy of 0 makes its ratio undefined: :func:`final_score` returns NaN.
 
-A property of [M] worth knowing: the tails of two samples drawn from one distribution often
-differ by a few models, and a single threshold there gives ``log(tpr / fpr)`` (e.g. ``log 4``
-for 4 against 1 model), so even two independent samples of the *same* Gaussian typically get
-epsilons of 1 to 2.5 (F around 0.15-0.2 with N = 512). Only identical samples get epsilon 0.
-Scores are therefore comparable between methods at the same N, not absolute.
+Worth knowing: the tails of two samples of one distribution often differ by a few models, and a
+single threshold there gives ``log(tpr / fpr)`` (``log 4`` for 4 against 1 model), so even two
+independent samples of the *same* Gaussian typically get epsilons of 1 to 2.5 (F around
+0.15-0.2 with N = 512); only identical samples get 0. Compare methods at the same N only.
 """
 
 from __future__ import annotations
@@ -90,24 +76,6 @@ import numpy as np
 from dlfd.errors import ConfigError
 from dlfd.metrics.classification import as_binary_targets, as_logits, check_task
 from dlfd.metrics.lira import confidence_margins, logit_confidence
-
-__all__ = [
-    "BUCKET_WIDTH",
-    "DELTA",
-    "EPSILON_CAP",
-    "PEAKY_RATIO",
-    "THRESHOLDS_PER_UNIT",
-    "PerExampleScore",
-    "bucket_edges",
-    "bucket_points",
-    "example_epsilon",
-    "final_score",
-    "forgetting_quality",
-    "logit_scaled_confidence",
-    "max_epsilon",
-    "per_example_epsilons",
-    "per_example_score",
-]
 
 #: delta of (epsilon, delta)-unlearning [M].
 DELTA = 1e-5
@@ -124,12 +92,10 @@ DOUBLE_BUFFER = 2.0
 
 
 def logit_scaled_confidence(logits: object, labels: object, task: str = "multiclass") -> np.ndarray:
-    """The statistic of each sample, shape (N,), float64.
-
-    ``multiclass``: ``log p_y - log(1 - p_y)`` of the softmax (``logits`` (N, C), C >= 2, integer
-    ``labels`` (N,)). ``multilabel``: mean over the L labels of ``(2 y - 1) * z`` (the logit-scaled
-    confidence of each label's true value under a sigmoid), ``labels`` {0, 1} of shape (N, L).
-    """
+    """The statistic of each sample, shape (N,), float64. ``multiclass``: ``log p_y - log(1 - p_y)``
+    of the softmax (``logits`` (N, C), C >= 2, integer ``labels`` (N,)). ``multilabel``: mean over
+    the L labels of ``(2 y - 1) * z`` (the logit-scaled confidence of each label's true value under
+    a sigmoid), ``labels`` {0, 1} of shape (N, L)."""
     check_task(task)
     if task == "multiclass":
         return logit_confidence(logits, labels)
@@ -138,12 +104,14 @@ def logit_scaled_confidence(logits: object, labels: object, task: str = "multicl
     return confidence_margins(z, y, "multilabel").numpy()
 
 
-def _sample(values: object, name: str) -> np.ndarray:
+def _finite(values: object, name: str, ndim: int) -> np.ndarray:
+    """``values`` as finite float64: a 1-d sample of at least 2 values (``ndim=1``) or a
+    (models, examples) matrix with at least 2 models and 1 example (``ndim=2``)."""
     arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1 or arr.size < 2:
-        raise ConfigError(
-            f"{name} must be a 1-d sample of at least 2 values, got shape {arr.shape}"
-        )
+    if arr.ndim != ndim or arr.shape[0] < 2 or arr.size == 0:
+        what = "(models, examples) with at least 2 models and 1 example"
+        what = "a 1-d sample of at least 2 values" if ndim == 1 else what
+        raise ConfigError(f"{name} must be {what}, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ConfigError(f"{name} has non-finite values")
     return arr
@@ -187,20 +155,15 @@ def _double_counts(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.nda
     # the same values as linspace(r - w - b, r - w + b, n_left) for each r, up to rounding
     lefts = (rights[:, None] + offsets[None, :]).reshape(-1)
     rights = np.repeat(rights, n_left)
-    return (
-        _count_inside(np.sort(peaky), lefts, rights),
-        _count_inside(np.sort(other), lefts, rights),
-    )
+    return tuple(_count_inside(np.sort(v), lefts, rights) for v in (peaky, other))  # type: ignore[return-value]
 
 
 def _threshold_epsilons(
     called_pos: np.ndarray, called_neg: np.ndarray, n: int, delta: float
 ) -> np.ndarray:
     """Epsilon of each threshold; NaN for a discarded one, inf for perfect separation."""
-    fn = n - called_pos  # positives not called positive
-    fp = called_neg  # negatives called positive
-    fnr = fn / n
-    fpr = fp / n
+    fn, fp = n - called_pos, called_neg  # positives not called positive, negatives called
+    fnr, fpr = fn / n, fp / n
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.log(1.0 - delta - fpr) - np.log(fnr)
         b = np.log(1.0 - delta - fnr) - np.log(fpr)
@@ -213,50 +176,30 @@ def _threshold_epsilons(
 
 
 def example_epsilon(pos: object, neg: object, *, delta: float = DELTA) -> float:
-    """Epsilon of one example from the statistic under the models of each side.
-
-    ``pos`` is the side with the larger median (see :func:`per_example_epsilons`); both are
-    1-d samples of the same size N >= 2. The result is in ``[0, EPSILON_CAP]``.
-    """
-    p = _sample(pos, "pos")
-    q = _sample(neg, "neg")
+    """Epsilon of one example from the statistic under the models of each side. ``pos`` is the side
+    with the larger median (see :func:`per_example_epsilons`); both are 1-d samples of the same size
+    N >= 2. The result is in ``[0, EPSILON_CAP]``."""
+    p, q = _finite(pos, "pos", 1), _finite(neg, "neg", 1)
     if p.size != q.size:
         raise ConfigError(f"the two samples must have as many models, got {p.size} and {q.size}")
     ranges = sorted((float(p.max() - p.min()), float(q.max() - q.min())))
     if ranges[1] > 0 and ranges[0] / ranges[1] < PEAKY_RATIO:
         return EPSILON_CAP
-    n = p.size
-    parts = [_threshold_epsilons(*_double_counts(p, q), n, delta)]
-    parts.append(_threshold_epsilons(*_single_counts(p, q), n, delta))
-    eps = np.concatenate(parts)
+    counts = (_double_counts(p, q), _single_counts(p, q))
+    eps = np.concatenate([_threshold_epsilons(*called, p.size, delta) for called in counts])
     kept = eps[~np.isnan(eps)]
     if kept.size == 0:
         return 0.0  # [M] asserts here; no threshold attack tells the two samples apart
     return float(np.clip(kept.max(), 0.0, EPSILON_CAP))
 
 
-def _model_matrix(values: object, name: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[0] < 2 or arr.shape[1] < 1:
-        raise ConfigError(
-            f"{name} must be (models, examples) with at least 2 models and 1 example, "
-            f"got shape {arr.shape}"
-        )
-    if not np.all(np.isfinite(arr)):
-        raise ConfigError(f"{name} has non-finite values")
-    return arr
-
-
 def per_example_epsilons(
     unlearned: object, retrained: object, *, delta: float = DELTA
 ) -> np.ndarray:
     """Epsilon of every example, shape (examples,), from the statistic under each model.
-
     ``unlearned`` and ``retrained`` are (N models, examples) with the same shape. Per example the
-    side with the strictly larger median is the positive one (ties: the unlearned side).
-    """
-    u = _model_matrix(unlearned, "unlearned")
-    r = _model_matrix(retrained, "retrained")
+    side with the strictly larger median is the positive one (ties: the unlearned side)."""
+    u, r = _finite(unlearned, "unlearned", 2), _finite(retrained, "retrained", 2)
     if u.shape != r.shape:
         raise ConfigError(f"unlearned {u.shape} and retrained {r.shape} must have the same shape")
     if not 0.0 <= delta < 1.0:
@@ -269,26 +212,17 @@ def per_example_epsilons(
     return out
 
 
-def _check_models(n_models: int) -> int:
-    if isinstance(n_models, bool) or not isinstance(n_models, (int, np.integer)) or n_models < 2:
-        raise ConfigError(f"the score needs at least 2 models per side, got {n_models!r}")
-    return int(n_models)
-
-
 def max_epsilon(n_models: int) -> float:
     """``ceil(log(N - 1))``: about the largest epsilon N models per side can show [M]."""
-    return float(math.ceil(math.log(_check_models(n_models) - 1)))
+    if isinstance(n_models, bool) or not isinstance(n_models, (int, np.integer)) or n_models < 2:
+        raise ConfigError(f"the score needs at least 2 models per side, got {n_models!r}")
+    return float(math.ceil(math.log(int(n_models) - 1)))
 
 
 def bucket_edges(n_models: int) -> list[tuple[float, float, float]]:
     """The scoring buckets for N models: ``(low, high, points)``, low included, high excluded."""
-    top = max_epsilon(n_models)
-    buckets: list[tuple[float, float, float]] = []
-    k = 0
-    while (k + 1) * BUCKET_WIDTH <= top:
-        buckets.append((k * BUCKET_WIDTH, (k + 1) * BUCKET_WIDTH, 0.5**k))
-        k += 1
-    return buckets
+    count = int(max_epsilon(n_models) / BUCKET_WIDTH)  # every bucket ends at most at max_eps
+    return [(k * BUCKET_WIDTH, (k + 1) * BUCKET_WIDTH, 0.5**k) for k in range(count)]
 
 
 def bucket_points(epsilons: object, n_models: int) -> np.ndarray:
@@ -298,8 +232,6 @@ def bucket_points(epsilons: object, n_models: int) -> np.ndarray:
         raise ConfigError("epsilons must be non-negative numbers")
     buckets = bucket_edges(n_models)
     points = np.zeros(eps.shape)
-    if not buckets:
-        return points
     index = np.floor(eps / BUCKET_WIDTH)
     inside = index < len(buckets)
     points[inside] = 0.5 ** index[inside]
@@ -331,13 +263,15 @@ def final_score(
 ) -> float:
     """``F * (RA_u / RA_r) * (TA_u / TA_r)`` with means over the models of each side [P];
     NaN when a retrained mean accuracy is 0 (the ratio is undefined)."""
-    ra_u = _mean_accuracy(unlearned_retain, "unlearned_retain")
-    ra_r = _mean_accuracy(retrained_retain, "retrained_retain")
-    ta_u = _mean_accuracy(unlearned_test, "unlearned_test")
-    ta_r = _mean_accuracy(retrained_test, "retrained_test")
-    if ra_r == 0 or ta_r == 0:
-        return math.nan
-    return float(quality) * (ra_u / ra_r) * (ta_u / ta_r)
+    retain = _ratio(unlearned_retain, retrained_retain, "retain")
+    return float(quality) * retain * _ratio(unlearned_test, retrained_test, "test")
+
+
+def _ratio(unlearned: Sequence[float], retrained: Sequence[float], split: str) -> float:
+    """Mean unlearned accuracy / mean retrained accuracy (NaN for a retrained mean of 0)."""
+    mean_u = _mean_accuracy(unlearned, f"unlearned_{split}")
+    mean_r = _mean_accuracy(retrained, f"retrained_{split}")
+    return mean_u / mean_r if mean_r else math.nan
 
 
 @dataclass(frozen=True)
@@ -382,15 +316,6 @@ def per_example_score(
     eps = per_example_epsilons(unlearned_stats, retrained_stats, delta=delta)
     n = int(np.asarray(unlearned_stats).shape[0])
     quality = forgetting_quality(eps, n)
-    ra_r = _mean_accuracy(retrained_retain, "retrained_retain")
-    ta_r = _mean_accuracy(retrained_test, "retrained_test")
-    ra = _mean_accuracy(unlearned_retain, "unlearned_retain") / ra_r if ra_r else math.nan
-    ta = _mean_accuracy(unlearned_test, "unlearned_test") / ta_r if ta_r else math.nan
-    score = final_score(
-        quality,
-        unlearned_retain=unlearned_retain,
-        retrained_retain=retrained_retain,
-        unlearned_test=unlearned_test,
-        retrained_test=retrained_test,
-    )
-    return PerExampleScore(eps, bucket_points(eps, n), n, quality, ra, ta, score)
+    ra = _ratio(unlearned_retain, retrained_retain, "retain")
+    ta = _ratio(unlearned_test, retrained_test, "test")
+    return PerExampleScore(eps, bucket_points(eps, n), n, quality, ra, ta, quality * ra * ta)

@@ -1,7 +1,7 @@
 """The whole evaluation protocol (docs/evaluation-protocol.md, "Metrics") on model outputs.
 
 :func:`protocol_metrics` is pure: it takes each split's logits and labels (already computed by
-running the model) and returns the JSON-ready metrics dict. Running models is someone else's job.
+running the model) and returns the JSON-ready metrics dict.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from dlfd.errors import ConfigError
+from dlfd.losses import correct_predictions
+from dlfd.metrics.attacks import attacks_for_task
 from dlfd.metrics.classification import (
     as_binary_targets,
     as_class_labels,
@@ -25,8 +27,7 @@ from dlfd.metrics.classification import (
 from dlfd.metrics.matching import matched_mia_accuracy
 from dlfd.metrics.mia import BENCHMARK_SHUFFLE_SEED, mia_accuracy
 from dlfd.metrics.scores import forgetting_score, nomus, reference_gaps
-
-__all__ = ["MAIN_METRICS", "METRIC_DESCRIPTIONS", "SPLITS", "SplitOutputs", "protocol_metrics"]
+from dlfd.metrics.uncertainty import mia_interval, nomus_interval
 
 #: Split names accepted by :func:`protocol_metrics`, in report order.
 SPLITS: tuple[str, ...] = ("retain", "forget", "val", "test", "unseen")
@@ -55,16 +56,13 @@ MAIN_METRICS: tuple[str, ...] = (
 )
 
 #: One line per metric key of :func:`protocol_metrics`.
+_PER_SPLIT = {
+    "{s}_acc": "Top-1 accuracy on the {w}; multi-label: mean per-label accuracy at 0.5.",
+    "{s}_top2": "Top-2 accuracy on the {w} (multi-class with more than 2 classes).",
+    "n_{s}": "Number of samples in the {w}.",
+}
 METRIC_DESCRIPTIONS: dict[str, str] = {
-    **{
-        f"{s}_acc": f"Top-1 accuracy on the {w}; multi-label: mean per-label accuracy at 0.5."
-        for s, w in _SPLIT_WHAT.items()
-    },
-    **{
-        f"{s}_top2": f"Top-2 accuracy on the {w} (multi-class with more than 2 classes)."
-        for s, w in _SPLIT_WHAT.items()
-    },
-    **{f"n_{s}": f"Number of samples in the {w}." for s, w in _SPLIT_WHAT.items()},
+    **{k.format(s=s): v.format(w=w) for k, v in _PER_SPLIT.items() for s, w in _SPLIT_WHAT.items()},
     "mia_acc": "Loss-based membership-inference attack accuracy, forget vs unseen (0.5 = chance).",
     "forgetting_score": "|mia_acc - 0.5| (0 is perfect forgetting); published tables call it MIA.",
     "nomus": "lam*test_acc + (1-lam)*(1 - 2*forgetting_score); 1 is best.",
@@ -84,11 +82,8 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class SplitOutputs:
-    """A model's outputs on one split: ``logits`` (N, C) and ``labels``.
-
-    ``labels`` are class indices (N,) for multi-class tasks or {0, 1} targets (N, L) for
-    multi-label ones.
-    """
+    """A model's outputs on one split: ``logits`` (N, C) and ``labels``. ``labels`` are class
+    indices (N,) for multi-class tasks or {0, 1} targets (N, L) for multi-label ones."""
 
     logits: torch.Tensor
     labels: torch.Tensor
@@ -136,10 +131,7 @@ def _own_metrics(
     """Accuracies, attack and scores of one model (no reference); with ``matched`` also the
     label-matched attack's keys, when it can be run."""
     result: dict[str, float] = {}
-    for split in SPLITS:
-        if split not in outputs:
-            continue
-        out = outputs[split]
+    for split, out in ((s, outputs[s]) for s in SPLITS if s in outputs):
         if task == "multiclass":
             result[f"{split}_acc"] = top_k_accuracy(out.logits, out.labels, k=1)
             if n_out > 2:
@@ -161,9 +153,7 @@ def _own_metrics(
             result["nomus_matched"] = nomus(
                 result["test_acc"], result["forgetting_score_matched"], lam
             )
-    for split in SPLITS:
-        if split in outputs:
-            result[f"n_{split}"] = float(len(outputs[split]))
+    result.update({f"n_{s}": float(len(outputs[s])) for s in SPLITS if s in outputs})
     return result
 
 
@@ -174,26 +164,43 @@ def protocol_metrics(
     reference: Mapping[str, SplitOutputs] | None = None,
     lam: float = 0.5,
     mia_seed: int = BENCHMARK_SHUFFLE_SEED,
+    attacks: bool = False,
 ) -> dict[str, float]:
     """All protocol metrics of one model, as plain floats (keys in :data:`METRIC_DESCRIPTIONS`).
 
+    With ``attacks`` also the stronger attacks (AUC, TPR at 1% FPR, accuracy of each: entropy
+    and SVC need multi-class outputs) and bootstrap intervals (200 rounds) of ``mia_acc`` and
+    ``nomus``, as flat keys (``svc_confidence_auc``, ``mia_acc_ci_low``...).
     ``outputs`` maps split names (retain, forget, val, test, unseen; forget, unseen and test
     required) to the model's outputs. ``mia_seed`` seeds the balancing of the attack's forget and
     unseen losses. With ``reference`` (a retrained model's outputs on the same splits and samples)
     the reference's metrics are computed the same way and the gap_* values, ``avg_gap`` and
-    ``kl_to_reference_{forget,test}`` (KL(reference || model)) are added.
-
-    ``mia_acc_matched``, ``forgetting_score_matched`` and ``nomus_matched`` repeat the attack on
-    forget and unseen subsampled to the same class mix
-    (:func:`~dlfd.metrics.matching.matched_mia_accuracy`); they are absent (never NaN) when that
-    attack cannot be run (:func:`~dlfd.metrics.matching.matched_attack_reason` says why). The
-    published ``mia_acc``, ``nomus`` and ``avg_gap`` keep their exact definition.
-    """
+    ``kl_to_reference_{forget,test}`` (KL(reference || model)) are added. ``mia_acc_matched``,
+    ``forgetting_score_matched`` and ``nomus_matched`` repeat the attack on forget and unseen
+    subsampled to the same class mix (:func:`~dlfd.metrics.matching.matched_mia_accuracy`); they are
+    absent (never NaN) when that attack cannot be run
+    (:func:`~dlfd.metrics.matching.matched_attack_reason` says why). The published ``mia_acc``,
+    ``nomus`` and ``avg_gap`` keep their exact definition."""
     check_task(task)
     n_out = _check_outputs(outputs, task, "outputs")
     result = _own_metrics(outputs, task, n_out, lam, mia_seed)
-    if reference is None:
-        return result
+    if reference is not None:
+        _check_reference(outputs, reference, task)
+        ref_metrics = _own_metrics(reference, task, n_out, lam, mia_seed, matched=False)
+        result.update(reference_gaps(result, ref_metrics))
+        for split in ("forget", "test"):
+            result[f"kl_to_reference_{split}"] = output_kl(
+                reference[split].logits, outputs[split].logits, task
+            )
+    if attacks:
+        result.update(_attack_metrics(outputs, task, lam, mia_seed))
+    return result
+
+
+def _check_reference(
+    outputs: Mapping[str, SplitOutputs], reference: Mapping[str, SplitOutputs], task: str
+) -> None:
+    """Refuse reference outputs that are not of the same samples as the model's."""
     _check_outputs(reference, task, "reference")
     if set(reference) != set(outputs):
         raise ConfigError(
@@ -206,18 +213,30 @@ def protocol_metrics(
                 f"reference[{split!r}].logits has shape {tuple(ref.logits.shape)}, the model's "
                 f"{tuple(out.logits.shape)}"
             )
-        same_labels = torch.equal(
-            torch.as_tensor(ref.labels).cpu().to(torch.float64),
-            torch.as_tensor(out.labels).cpu().to(torch.float64),
-        )
-        if not same_labels:
+        ref_labels, labels = (torch.as_tensor(x.labels).cpu().to(torch.float64) for x in (ref, out))
+        if not torch.equal(ref_labels, labels):
             raise ConfigError(
                 f"reference[{split!r}].labels differ from the model's (same samples?)"
             )
-    ref_metrics = _own_metrics(reference, task, n_out, lam, mia_seed, matched=False)
-    result.update(reference_gaps(result, ref_metrics))
-    for split in ("forget", "test"):
-        result[f"kl_to_reference_{split}"] = output_kl(
-            reference[split].logits, outputs[split].logits, task
-        )
-    return result
+
+
+def _attack_metrics(
+    outputs: Mapping[str, SplitOutputs], task: str, lam: float, mia_seed: int
+) -> dict[str, float]:
+    """The stronger attacks' summaries and the bootstrap intervals, as flat keys."""
+    f, u, t = outputs["forget"], outputs["unseen"], outputs["test"]
+    forget, unseen = (per_sample_loss(o.logits, o.labels, task) for o in (f, u))
+    correct = correct_predictions(t.logits, t.labels, task).numpy()
+    metrics = {
+        f"{name}_{key}": float(value)
+        for name, attack in attacks_for_task(outputs, task, seed=mia_seed).items()
+        for key, value in attack.summary().items()
+    }
+    kw = {"n_boot": 200, "seed": 0, "balance_seed": mia_seed}
+    intervals = {
+        "mia_acc": mia_interval(forget, unseen, **kw),
+        "nomus": nomus_interval(correct, forget, unseen, lam=lam, **kw),
+    }
+    for key, (low, high) in intervals.items():
+        metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = float(low), float(high)
+    return metrics

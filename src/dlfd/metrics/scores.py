@@ -7,8 +7,6 @@ from collections.abc import Mapping
 
 from dlfd.errors import ConfigError
 
-__all__ = ["GAP_KEYS", "forgetting_score", "nomus", "reference_gaps"]
-
 #: Metrics compared with the retrained reference; ``gap_<key>`` is their absolute difference.
 GAP_KEYS: tuple[str, ...] = ("test_acc", "forget_acc", "retain_acc", "mia_acc")
 
@@ -25,19 +23,15 @@ def _in_range(value: float, name: str, lo: float, hi: float) -> float:
 
 
 def forgetting_score(mia_acc: float) -> float:
-    """``|mia_acc - 0.5|``: distance of the attack from chance (0 is perfect forgetting).
-
-    Published tables call this column "MIA".
-    """
+    """``|mia_acc - 0.5|``: distance of the attack from chance (0 is perfect forgetting). Published
+    tables call this column "MIA"."""
     return abs(_in_range(mia_acc, "mia_acc", 0.0, 1.0) - 0.5)
 
 
 def nomus(test_acc: float, forgetting_score: float, lam: float = 0.5) -> float:
     """Normalized Machine Unlearning Score: ``lam*test_acc + (1-lam)*(1 - 2*forgetting_score)``.
-
     Trades utility (test accuracy) against forgetting; 1 is best. Check: MUFAC's original model
-    (test_acc 0.5951, score 0.2136) gives 0.58395.
-    """
+    (test_acc 0.5951, score 0.2136) gives 0.58395."""
     lam_v = _in_range(lam, "lam", 0.0, 1.0)
     acc = _in_range(test_acc, "test_acc", 0.0, 1.0)
     fs = _in_range(forgetting_score, "forgetting_score", 0.0, 0.5)
@@ -47,13 +41,11 @@ def nomus(test_acc: float, forgetting_score: float, lam: float = 0.5) -> float:
 def reference_gaps(
     metrics: Mapping[str, float], reference: Mapping[str, float]
 ) -> dict[str, float]:
-    """Absolute differences ``gap_<key>`` to a retrained reference, and their mean ``avg_gap``.
-
-    Keys are test_acc, forget_acc, retain_acc and mia_acc. ``retain_acc`` is optional: when
-    neither mapping has it, ``gap_retain_acc`` is left out and ``avg_gap`` averages the other
-    three (so compare avg_gap only between results with the same splits). Any other key missing
-    from either side is a ConfigError.
-    """
+    """Absolute differences ``gap_<key>`` to a retrained reference, and their mean ``avg_gap``. Keys
+    are test_acc, forget_acc, retain_acc and mia_acc. ``retain_acc`` is optional: when neither
+    mapping has it, ``gap_retain_acc`` is left out and ``avg_gap`` averages the other three (so
+    compare avg_gap only between results with the same splits). Any other key missing from either
+    side is a ConfigError."""
     gaps: dict[str, float] = {}
     for key in GAP_KEYS:
         has_m, has_r = key in metrics, key in reference

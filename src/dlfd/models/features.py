@@ -4,9 +4,12 @@ Unlearning methods such as DLFD need the features *and* the logits of the same f
 with gradients, for models users bring themselves. A layer is chosen by name:
 
 * ``"penultimate"`` (or None): the input of the classification head, via the model's
-  ``forward_features``/``forward_head`` (models from :func:`dlfd.models.create_model` have them);
+  ``forward_features``/``forward_head`` (models from :func:`dlfd.models.create_model` have them),
+  else the input of the model's last ``nn.Linear`` (``"NAME:input"``, see
+  :func:`penultimate_layer`), which is the head of most PyTorch classifiers;
 * ``"logits"``: the model output itself;
-* any dotted name from ``model.named_modules()``: that module's output, captured by a forward hook.
+* any dotted name from ``model.named_modules()``: that module's output, captured by a forward
+  hook; ``"NAME:input"``: that module's (first) input, captured by a forward pre-hook.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dlfd.errors import ConfigError
 
 PENULTIMATE = "penultimate"
 LOGITS = "logits"
+INPUT_SUFFIX = ":input"
 _SHOWN_NAMES = 8
 
 
@@ -40,22 +44,33 @@ def _unknown_layer_message(layer: str, names: list[str]) -> str:
     return f"unknown feature layer {layer!r}; {hint}valid layers include: {', '.join(shown)}{more}"
 
 
+def penultimate_layer(model: nn.Module) -> str:
+    """The layer ``"penultimate"`` means for ``model``: ``"penultimate"`` itself when it has
+    ``forward_features``/``forward_head``, else ``"NAME:input"`` for its last ``nn.Linear``
+    (in ``named_modules`` order). A model with neither is refused."""
+    if has_split_forward(model):
+        return PENULTIMATE
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears or not linears[-1]:
+        raise ConfigError(
+            f"feature layer 'penultimate' needs forward_features/forward_head or an nn.Linear "
+            f"head, which {type(model).__name__} lacks; name a layer instead (one of "
+            f"{', '.join(_module_names(model)[:_SHOWN_NAMES]) or 'its modules'}) or 'logits'"
+        )
+    return linears[-1] + INPUT_SUFFIX
+
+
 def validate_feature_layer(model: nn.Module, layer: str | None) -> None:
     """Raise :class:`ConfigError` now if ``layer`` cannot be extracted from ``model``."""
     if layer is None or layer == PENULTIMATE:
-        if not has_split_forward(model):
-            raise ConfigError(
-                f"feature layer 'penultimate' needs a model with forward_features/forward_head, "
-                f"which {type(model).__name__} lacks; name a layer instead (one of "
-                f"{', '.join(_module_names(model)[:_SHOWN_NAMES]) or 'its modules'}) or 'logits'"
-            )
+        penultimate_layer(model)
         return
     if not isinstance(layer, str):
         raise ConfigError(f"feature layer must be a string, got {layer!r}")
     if layer == LOGITS:
         return
     names = _module_names(model)
-    if layer not in names:
+    if layer.removesuffix(INPUT_SUFFIX) not in names:
         raise ConfigError(_unknown_layer_message(layer, names))
 
 
@@ -72,22 +87,27 @@ def forward_with_features(
     """
     validate_feature_layer(model, layer)
     if layer is None or layer == PENULTIMATE:
-        features = model.forward_features(x)
-        logits = model.forward_head(features)
-        return logits, _flatten(features)
+        layer = penultimate_layer(model)
+        if layer == PENULTIMATE:
+            features = model.forward_features(x)
+            logits = model.forward_head(features)
+            return logits, _flatten(features)
     if layer == LOGITS:
         logits = model(x)
         return logits, _flatten(logits)
 
-    module = model.get_submodule(layer)
+    module = model.get_submodule(layer.removesuffix(INPUT_SUFFIX))
     captured: list[object] = []
 
-    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+    def keep(value: object) -> None:
         # Clone so that a later in-place op (e.g. ReLU(inplace=True)) cannot alter what we keep;
         # clone is differentiable, so gradients still reach the layer.
-        captured.append(output.clone() if isinstance(output, Tensor) else output)
+        captured.append(value.clone() if isinstance(value, Tensor) else value)
 
-    handle = module.register_forward_hook(hook)
+    if layer.endswith(INPUT_SUFFIX):
+        handle = module.register_forward_pre_hook(lambda _m, inputs: keep(inputs[0]))
+    else:
+        handle = module.register_forward_hook(lambda _m, _inputs, output: keep(output))
     try:
         logits = model(x)
     finally:
@@ -118,5 +138,6 @@ __all__ = [
     "extract_features",
     "forward_with_features",
     "has_split_forward",
+    "penultimate_layer",
     "validate_feature_layer",
 ]

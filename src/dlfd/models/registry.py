@@ -13,13 +13,41 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from torch import nn
+from torch import Tensor, nn
 
 from dlfd.errors import ConfigError
-from dlfd.models._checks import require_positive_int
+from dlfd.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
 F = TypeVar("F", bound=ModelFactory)
+
+
+def require_positive_int(value: object, what: str) -> int:
+    """Return ``value`` if it is an int >= 1 (bools rejected), else raise :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+class Classifier(nn.Module):
+    """A built-in model: ``forward`` is ``forward_head(forward_features(x))`` (the split
+    :mod:`dlfd.models.features` uses); the head defaults to ``self.fc``."""
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.fc(features)
+
+    def _he_init(self, batchnorm: bool) -> None:
+        """He-normal (fan_out) convolutions; with ``batchnorm`` also BatchNorm to weight 1, bias 0
+        (Linear layers keep their defaults)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif batchnorm and isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 @dataclass(frozen=True)
@@ -28,26 +56,17 @@ class _Entry:
     description: str
 
 
-_REGISTRY: dict[str, _Entry] = {}
+MODELS: Registry[_Entry] = Registry("model")
 
 
 def register_model(name: str, description: str) -> Callable[[F], F]:
     """Decorator registering a model factory under ``name``; a duplicate name raises."""
-    if not isinstance(name, str) or not name.strip() or name != name.strip():
-        raise ConfigError(f"model name must be a non-empty string without spaces, got {name!r}")
-
-    def decorator(factory: F) -> F:
-        if name in _REGISTRY:
-            raise ConfigError(f"a model named {name!r} is already registered")
-        _REGISTRY[name] = _Entry(factory=factory, description=description)
-        return factory
-
-    return decorator
+    return MODELS.decorator(name, lambda factory: _Entry(factory, description))
 
 
 def list_models() -> dict[str, str]:
-    """Registered model names mapped to their one-line descriptions, sorted by name."""
-    return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
+    """Registered model names mapped to their one-line descriptions, in registration order."""
+    return {name: entry.description for name, entry in MODELS.items()}
 
 
 def _accepted_options(factory: ModelFactory) -> set[str] | None:
@@ -64,10 +83,7 @@ def _accepted_options(factory: ModelFactory) -> set[str] | None:
 
 def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with ``num_classes`` outputs and factory ``kwargs``."""
-    entry = _REGISTRY.get(name) if isinstance(name, str) else None
-    if entry is None:
-        available = ", ".join(sorted(_REGISTRY)) or "(none)"
-        raise ConfigError(f"unknown model {name!r}; available models: {available}")
+    entry = MODELS.get(name)
     require_positive_int(num_classes, "num_classes")
 
     accepted = _accepted_options(entry.factory)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from dlfd.models._checks import require_positive_int, require_probability
-from dlfd.models.registry import register_model
+from dlfd.errors import ConfigError
+from dlfd.models.registry import Classifier, register_model, require_positive_int
 
 
 class BasicBlock(nn.Module):
@@ -25,8 +25,7 @@ class BasicBlock(nn.Module):
         self.downsample: nn.Module | None = None
         if stride != 1 or in_planes != planes:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes),
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
             )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -36,7 +35,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet18(nn.Module):
+class ResNet18(Classifier):
     """ResNet-18 with the ImageNet stem; ``num_classes=None`` drops ``fc`` (a bare trunk)."""
 
     feature_dim = 512
@@ -53,9 +52,7 @@ class ResNet18(nn.Module):
         self.layer3 = self._make_layer(128, 256, stride=2)
         self.layer4 = self._make_layer(256, 512, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc: nn.Module = (
-            nn.Identity() if num_classes is None else nn.Linear(self.feature_dim, num_classes)
-        )
+        self.fc = nn.Identity() if num_classes is None else nn.Linear(self.feature_dim, num_classes)
         self.init_weights()
 
     @staticmethod
@@ -64,12 +61,7 @@ class ResNet18(nn.Module):
 
     def init_weights(self) -> None:
         """torchvision's scheme: He-normal (fan_out) convs, unit BN; Linear keeps its default."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        self._he_init(batchnorm=True)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Globally pooled trunk output, shape (N, 512)."""
@@ -77,14 +69,8 @@ class ResNet18(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.avgpool(x).flatten(1)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        return self.fc(features)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-class ResNet18MLP(nn.Module):
+class ResNet18MLP(Classifier):
     """The DLFD paper's classifier: a ResNet-18 trunk (no fc) followed by a dropout MLP head."""
 
     feature_dim = ResNet18.feature_dim
@@ -109,9 +95,6 @@ class ResNet18MLP(nn.Module):
     def forward_head(self, features: Tensor) -> Tensor:
         return self.head(features)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model("resnet18", "ResNet-18 (ImageNet stem, torchvision-compatible keys), linear head")
 def resnet18(num_classes: int, *, in_channels: int = 3) -> ResNet18:
@@ -122,5 +105,6 @@ def resnet18(num_classes: int, *, in_channels: int = 3) -> ResNet18:
 @register_model("resnet18_mlp", "ResNet-18 trunk with the DLFD paper's 512-256-128 dropout MLP")
 def resnet18_mlp(num_classes: int, *, in_channels: int = 3, dropout: float = 0.5) -> ResNet18MLP:
     require_positive_int(in_channels, "in_channels")
-    dropout = require_probability(dropout, "dropout")
-    return ResNet18MLP(num_classes=num_classes, in_channels=in_channels, dropout=dropout)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ConfigError(f"dropout must be a number in [0, 1), got {dropout!r}")
+    return ResNet18MLP(num_classes=num_classes, in_channels=in_channels, dropout=float(dropout))

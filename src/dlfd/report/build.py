@@ -1,9 +1,8 @@
 """``dlfd report``: a benchmark folder's JSON -> tables, figures, one HTML file, one Markdown file.
 
 Only ``DIR/results.json`` and the run records it names are read (never a model or an image),
-and only inside ``DIR``. Every record is checked (:func:`validate_bench_record`) before any of it
-is used, so a malformed folder ends in one :class:`ConfigError` naming the file, the record and
-the field, never in a traceback.
+and only inside ``DIR``. Every record is checked (:func:`validate_bench_record`) before use, so a
+malformed folder ends in one :class:`ConfigError` naming the file, record and field.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from dlfd import pages as plots
 from dlfd.bench.records import (
     MAX_RECORD_BYTES,
     RESULTS_FILE,
@@ -25,24 +25,13 @@ from dlfd.bench.records import (
 )
 from dlfd.errors import ConfigError
 from dlfd.io import read_json_file
-from dlfd.report import paired, plots
-from dlfd.report.pages import (
-    Figure,
-    PageTable,
-    html_figure,
-    html_page,
-    html_table,
-    md_figure,
-    md_page,
-    md_table,
-    md_text,
-    write_figures,
-    write_text,
-)
+from dlfd.pages import Figure, Page, PageTable, md_text, write_figures
+from dlfd.report import paired
 from dlfd.report.tables import (
-    ROW_LABELS,
     aggregate,
+    as_mapping,
     attacks_table,
+    label,
     main_table,
     method_order,
     per_example_table,
@@ -76,13 +65,9 @@ class Report:
 
 
 def load_results(folder: Path) -> list[dict[str, Any]]:
-    """The records of ``folder/results.json``, each checked with :func:`validate_bench_record`.
-
-    A missing, unreadable (a FIFO, a device, a folder, too large), non-JSON (NaN and Infinity
-    included), too deeply nested or empty file, or any malformed record, raises
-    :class:`ConfigError`; a record is named by its 0-based index in the list
-    (``.../results.json record 3: seed must be an integer, got 'abc'``).
-    """
+    """The records of ``folder/results.json``, each checked with :func:`validate_bench_record`;
+    a missing, unreadable, non-JSON or empty file, or a malformed record (named by its 0-based
+    index: ``.../results.json record 3: ...``), raises :class:`ConfigError`."""
     path = Path(folder) / RESULTS_FILE
     if not os.path.lexists(path):
         raise ConfigError(f"{path} not found: run `dlfd bench --out {folder}` first")
@@ -95,11 +80,9 @@ def load_results(folder: Path) -> list[dict[str, Any]]:
 
 
 def run_file_path(folder: Path, run_file: str, where: str) -> Path:
-    """The real path of the run record ``run_file`` (relative to ``folder``, in POSIX form).
-
-    An absolute path, a path with ``..`` or one that resolves (links followed) outside
-    ``folder`` raises :class:`ConfigError` naming ``where``: a results file never makes the
-    report read elsewhere.
+    """The real path of the run record ``run_file`` (relative to ``folder``, in POSIX form);
+    an absolute path, ``..`` or one that resolves (links followed) outside ``folder`` raises
+    :class:`ConfigError` naming ``where``: a results file never makes the report read elsewhere.
     """
     shown = repr(run_file) if len(run_file) <= 80 else repr(run_file[:77]) + "..."
     if "\x00" in run_file:
@@ -119,16 +102,9 @@ def run_file_path(folder: Path, run_file: str, where: str) -> Path:
 
 
 def load_details(folder: Path, records: Sequence[Mapping[str, Any]]) -> Details:
-    """Each run's ``details`` (losses, projection, readings) from its run record (``run_file``).
-
-    A record without ``run_file``, or whose run file does not exist, has no details (its
-    figures leave that run out). A run file that exists but cannot be used is refused, not
-    skipped, so a damaged folder is noticed rather than silently drawn with runs missing:
-    a ``run_file`` outside the folder (:func:`run_file_path`), a file that is not a regular
-    file (a FIFO or a device is never opened for a blocking read) or is too large, not JSON,
-    not a dlfd run record, or malformed (:func:`validate_bench_record`) raises
-    :class:`ConfigError`.
-    """
+    """Each run's ``details`` from its run record (``run_file``; none when absent). A run file
+    that exists but cannot be used raises :class:`ConfigError` rather than being skipped, so a
+    damaged folder is noticed, not drawn with runs missing."""
     folder = Path(folder)
     details: Details = {}
     for index, record in enumerate(records):
@@ -150,19 +126,9 @@ def load_details(folder: Path, records: Sequence[Mapping[str, Any]]) -> Details:
     return details
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    """``value`` when it is a mapping, else an empty one (absent or null fields)."""
-    return value if isinstance(value, Mapping) else {}
-
-
-def _label(method: str) -> str:
-    return ROW_LABELS.get(method, method)
-
-
 def load_per_example(folder: Path, records: Sequence[Mapping[str, Any]]) -> Details:
-    """Each scored run's per-example entry (``per_example_file``, written by ``dlfd bench
-    --per-example``), read under the same rules as the run files (:func:`run_file_path`);
-    an entry that is missing or not an object is left out."""
+    """Each scored run's per-example entry (``per_example_file``) under the rules of
+    :func:`run_file_path`; an entry that is missing or not an object is left out."""
     entries: Details = {}
     for k, record in enumerate(records):
         name = record.get("per_example_file")
@@ -187,7 +153,7 @@ def epsilon_figure(records: Sequence[Mapping[str, Any]], entries: Details) -> Fi
                 continue
             epsilons = entry.get("epsilons")
             if isinstance(epsilons, list):
-                panels.setdefault(_label(method), []).extend(
+                panels.setdefault(label(method), []).extend(
                     v for v in epsilons if finite_number(v) is not None
                 )
             edges = entry.get("buckets")
@@ -209,16 +175,19 @@ def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[F
     methods = method_order(records)
     seeds = sorted({int(r["seed"]) for r in records})
     figures = []
+
+    def run_detail(method: str, seed: int, key: str) -> Any:
+        return as_mapping(details.get((method, seed))).get(key)
+
     losses: dict[str, dict[str, list[float]]] = {}
     for method in methods:
         pooled: dict[str, list[float]] = {}
         for seed in seeds:
-            run_losses = _mapping(_mapping(details.get((method, seed))).get("losses"))
-            for split, values in run_losses.items():
+            for split, values in as_mapping(run_detail(method, seed, "losses")).items():
                 if isinstance(values, list):
                     pooled.setdefault(str(split), []).extend(values)
         if pooled:
-            losses[_label(method)] = pooled
+            losses[label(method)] = pooled
     if losses:
         figures.append(
             Figure(
@@ -232,7 +201,7 @@ def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[F
     stats = aggregate(records, ("wall_s", "nomus"))
     points = [
         {
-            "label": _label(m),
+            "label": label(m),
             "wall": stats[m]["wall_s"][0],
             "wall_std": stats[m]["wall_s"][1],
             "nomus": stats[m]["nomus"][0],
@@ -252,18 +221,11 @@ def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[F
     traces = {
         f"seed {seed}": readings
         for seed in seeds
-        if isinstance(readings := _mapping(details.get((TRACE_METHOD, seed))).get("readings"), list)
-        and readings
+        if isinstance(readings := run_detail(TRACE_METHOD, seed, "readings"), list) and readings
     }
     if traces:
-        params = next(
-            (
-                _mapping(_mapping(r.get("config")).get("params"))
-                for r in records
-                if r["method"] == TRACE_METHOD
-            ),
-            {},
-        )
+        traced = next((r for r in records if r["method"] == TRACE_METHOD), {})
+        params = as_mapping(as_mapping(traced.get("config")).get("params"))
         thresholds = {
             str(k): number
             for k, v in params.items()
@@ -279,10 +241,9 @@ def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[F
         )
     first = seeds[0]
     panels = {
-        _label(m): projection
+        label(m): projection
         for m in methods
-        if isinstance(projection := _mapping(details.get((m, first))).get("projection"), Mapping)
-        and projection
+        if isinstance(projection := run_detail(m, first, "projection"), Mapping) and projection
     }
     if panels:
         figures.append(
@@ -300,59 +261,48 @@ def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[F
 def label_shift_warnings(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """The records' label-shift warnings (``label_shift.warning``), each distinct text once
     with the seeds it holds for."""
-    seeds_of: dict[str, list[int]] = {}
+    seeds_of: dict[str, set[int]] = {}
     for record in records:
-        warning = _mapping(record.get("label_shift")).get("warning")
+        warning = as_mapping(record.get("label_shift")).get("warning")
         if isinstance(warning, str) and warning.strip():
-            seeds = seeds_of.setdefault(warning.strip(), [])
-            if int(record["seed"]) not in seeds:
-                seeds.append(int(record["seed"]))
-    lines = []
-    for warning, seeds in seeds_of.items():
-        which = "seed" if len(seeds) == 1 else "seeds"
-        lines.append(f"Label shift ({which} {', '.join(map(str, sorted(seeds)))}): {warning}")
-    return lines
-
-
-def paired_figure(comparison: paired.Comparison) -> Figure | None:
-    """The per-seed differences to the reference method (None without common seeds)."""
-    panels = paired.figure_panels(comparison)
-    if not panels:
-        return None
-    return Figure(
-        "paired",
-        plots.paired_differences(panels),
-        f"Per-seed differences method - {comparison.reference} (dots, one per seed; same "
-        "original and split), their mean (diamond) with its 95% bootstrap interval, and zero "
-        "(dashed): an interval clear of the dashed line on the better side is a decided "
-        "difference.",
-    )
+            seeds_of.setdefault(warning.strip(), set()).add(int(record["seed"]))
+    return [
+        f"Label shift ({'seed' if len(seeds) == 1 else 'seeds'} "
+        f"{', '.join(map(str, sorted(seeds)))}): {warning}"
+        for warning, seeds in seeds_of.items()
+    ]
 
 
 def _intro(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """Short facts about the benchmark, as text lines."""
     first = records[0]
-    config = _mapping(first.get("config"))
-    recipe = _mapping(config.get("recipe"))
-    size_list = _mapping(config.get("input")).get("size")
+    config = as_mapping(first.get("config"))
+    recipe = as_mapping(config.get("recipe"))
+    size_list = as_mapping(config.get("input")).get("size")
     size = (
         "x".join(str(v) for v in size_list if v is not None) if isinstance(size_list, list) else ""
     )
-    size = size or "?"
-    sizes = _mapping(first.get("split_sizes"))
-    hardware = _mapping(first.get("hardware"))
-    versions = _mapping(first.get("versions"))
-    lines = [
+    sizes = as_mapping(first.get("split_sizes"))
+    hardware = as_mapping(first.get("hardware"))
+    versions = as_mapping(first.get("versions"))
+    request = as_mapping(first.get("forget_request"))
+    forgotten = (
+        f"forget request {request.get('file', '?')} ({request.get('entries', '?')} entries, "
+        f"sha256 {str(request.get('sha256', '?'))[:12]})"
+        if request
+        else "the scenario's own forget set"
+    )
+    return [
         f"Scenario {first.get('dataset')} (options {config.get('scenario_options') or 'default'})"
-        f"; split sizes {', '.join(f'{k} {v}' for k, v in sizes.items())}.",
-        f"Original and retrained: {recipe.get('model')} at {size}, {recipe.get('epochs')} "
+        f"; split sizes {', '.join(f'{k} {v}' for k, v in sizes.items())}; forgotten: "
+        f"{forgotten} (forget set sha256 {str(config.get('forget_sha256', '?'))[:12]}).",
+        f"Original and retrained: {recipe.get('model')} at {size or '?'}, {recipe.get('epochs')} "
         f"epochs, batch {recipe.get('batch_size')}, lr {recipe.get('lr')}; NoMUS lambda "
         f"{config.get('lambda')}.",
         f"Hardware: {hardware.get('platform', '?')}, {hardware.get('cpu_threads', '?')} CPU "
         f"threads{', ' + str(hardware['cuda_device']) if 'cuda_device' in hardware else ''}; dlfd "
         f"{versions.get('dlfd', '?')}, torch {versions.get('torch', '?')}.",
     ]
-    return lines
 
 
 def build_report(
@@ -368,77 +318,57 @@ def build_report(
     section is one line saying so."""
     folder = Path(folder)
     records = load_results(folder)
-    details = load_details(folder, records)
     html_out = Path(html_path) if html_path is not None else folder / "report.html"
     md_out = Path(md_path) if md_path is not None else folder / "report.md"
     main = main_table(records)
-    tables = [main, published_table(records), attacks_table(records)]
-    tables += [per_example_table(records), settings_table(records), runs_table(records)]
-    figures = figures_of(records, details)
-    epsilons = epsilon_figure(records, load_per_example(folder, records))
-    if epsilons is not None:
-        figures.append(epsilons)
+    figures = figures_of(records, load_details(folder, records))
+    figures.append(epsilon_figure(records, load_per_example(folder, records)))
     comparison = paired.compare_all(records, compare_to)
     if comparison is not None:
         paired_lines = paired.sentences(comparison)
-        figure = paired_figure(comparison)
-        if figure is not None:
-            figures.append(figure)
+        if panels := paired.figure_panels(comparison):  # none without common seeds
+            caption = (
+                f"Per-seed differences method - {comparison.reference} (dots, one per seed; same "
+                "original and split), their mean (diamond) with its 95% bootstrap interval, and "
+                "zero (dashed): an interval clear of the dashed line on the better side is a "
+                "decided difference."
+            )
+            figures.append(Figure("paired", plots.paired_differences(panels), caption))
     else:
         paired_lines = [paired.absent_note(records, compare_to)]
-    title = f"Unlearning benchmark: {records[0].get('dataset')}"
-    intro = _intro(records)
+    figures = [f for f in figures if f is not None]
     created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     methods = ", ".join(method_order(records))
-    lead = f"Built {created} from {len(records)} run records ({methods})."
 
-    md = [f"# {md_text(title)}", "", md_text(lead), "", *(f"- {md_text(line)}" for line in intro)]
-    md.append("")
-    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(lead)}</p><ul>"]
-    body += [f"<li>{html.escape(line)}</li>" for line in intro]
-    body.append("</ul>")
-    warnings = label_shift_warnings(records)
-    for line in warnings:
-        md += [f"> **Warning.** {md_text(line)}", ""]
-        body.append(f"<p class='warning'><strong>Warning.</strong> {html.escape(line)}</p>")
-    figure_dir = md_out.parent / "figures"
-    figure_paths = write_figures(figures, figure_dir)
-    by_name = {f.name: f for f in figures}
+    page = Page(f"Unlearning benchmark: {records[0].get('dataset')}")
+    page.text(f"Built {created} from {len(records)} run records ({methods}).")
+    page.bullets(_intro(records))
+    for line in label_shift_warnings(records):
+        page.add(
+            [f"> **Warning.** {md_text(line)}", ""],
+            f"<p class='warning'><strong>Warning.</strong> {html.escape(line)}</p>",
+        )
+    figure_paths = write_figures(figures, md_out.parent / "figures")
 
-    def add_figure(name: str) -> None:
-        figure = by_name.get(name)
-        if figure is None:
-            return
-        relative = figure_paths[name].relative_to(md_out.parent).as_posix()
-        md.extend(md_figure(figure, relative))
-        body.append(html_figure(figure))
+    def add_figures(paired_part: bool) -> None:
+        for figure in figures:
+            if (figure.name == "paired") == paired_part:
+                relative = figure_paths[figure.name].relative_to(md_out.parent).as_posix()
+                page.figure(figure, relative)
 
-    main_figures = ("losses", "paired")
-    for table in tables[:3]:
+    for table in (main, published_table(records), attacks_table(records)):
         if table is not None:
-            md.extend(md_table(table))
-            body.append(html_table(table))
-    heading = f"Paired comparison with {compare_to}"
-    md += [f"## {md_text(heading)}", ""]
-    body.append(f"<h2>{html.escape(heading)}</h2>")
+            page.table(table)
+    page.heading(f"Paired comparison with {compare_to}")
     if comparison is not None:
-        md += [*(f"- {md_text(line)}" for line in paired_lines), ""]
-        body.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in paired_lines) + "</ul>")
-        table = paired.paired_table(comparison)
-        md.extend(md_table(table, heading="###"))
-        body.append(html_table(table, heading="h3"))
-        add_figure("paired")
+        page.bullets(paired_lines)
+        page.table(paired.paired_table(comparison), level=3)
+        add_figures(paired_part=True)
     else:
-        md += [md_text(paired_lines[0]), ""]
-        body.append(f"<p class='note'>{html.escape(paired_lines[0])}</p>")
-    add_figure("losses")
-    for figure in figures:
-        if figure.name not in main_figures:
-            add_figure(figure.name)
-    for table in tables[3:]:
+        page.text(paired_lines[0], css="note")
+    add_figures(paired_part=False)
+    for table in (per_example_table(records), settings_table(records), runs_table(records)):
         if table is not None:
-            md.extend(md_table(table))
-            body.append(html_table(table))
-    write_text(md_out, md_page(md))
-    write_text(html_out, html_page(title, body))
+            page.table(table)
+    page.write(md_out, html_out)
     return Report(html_out, md_out, figure_paths, main, records, comparison, tuple(paired_lines))

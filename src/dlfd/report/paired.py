@@ -2,25 +2,17 @@
 
 Every method of a benchmark starts from the same original model and split for a given seed,
 so the fair question is not "do the two means differ" but "how does method M do against the
-reference R on the same seed". For each metric and each seed both have, the difference is
-``d_s = metric(M, s) - metric(R, s)``; over those seeds this module reports
+reference R on the same seed". Over the seeds both have, of ``d_s = metric(M, s) - metric(R,
+s)``: the mean with a 95% percentile bootstrap interval (seeds resampled, seeded so the report
+is reproducible), wins/ties/losses from M's side, the two-sided Wilcoxon signed-rank p-value,
+and a verdict: "decided better" when the interval excludes 0 in M's favour *and* the Wilcoxon
+test rejects "no difference" at the 5% level, "decided worse" when both speak against M,
+otherwise "not decided at N seeds". Both are required because a percentile bootstrap of a mean
+over a handful of seeds excludes 0 whenever the few differences share a sign; below 6 seeds
+the two-sided Wilcoxon test cannot reach p < 0.05, so nothing is decided there.
 
-- the mean difference with a 95% percentile bootstrap interval (seeds resampled with
-  replacement, :func:`dlfd.metrics.uncertainty.bootstrap_interval`, seeded so the report is
-  reproducible);
-- wins / ties / losses from M's point of view (a tie: ``|d| < 1e-12``);
-- the two-sided Wilcoxon signed-rank p-value (:func:`scipy.stats.wilcoxon`);
-- a verdict: "decided better" when the interval excludes 0 in M's favour *and* the Wilcoxon
-  test rejects "no difference" at the 5% level, "decided worse" when both speak against M,
-  otherwise "not decided at N seeds". Both are required because a percentile bootstrap of a
-  mean over a handful of seeds excludes 0 whenever the few differences share a sign; below 6
-  seeds the two-sided Wilcoxon test cannot reach p < 0.05, so no verdict is decided there.
-
-Which way is better is defined once, in :data:`BETTER`. Metrics with no better direction
-(``forget_acc``: the target is the retrained model's; ``mia_acc``: the target is 0.5, which
-``forgetting_score`` already measures) get the difference and its interval but no verdict.
-
-The functions are pure: records in, numbers, tables and sentences out.
+Which way is better is defined once, in :data:`BETTER`; metrics with no better direction get
+the difference and its interval but no verdict.
 """
 
 from __future__ import annotations
@@ -34,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from dlfd.metrics.uncertainty import bootstrap_interval
-from dlfd.report.pages import PageTable
-from dlfd.report.tables import ROW_LABELS, method_order, value_of
+from dlfd.pages import PageTable
+from dlfd.report.tables import label, method_order, value_of
 
 #: The reference method of ``dlfd report`` (``--compare-to``).
 DEFAULT_REFERENCE = "dlfd"
@@ -84,24 +76,14 @@ ALPHA = 0.05
 
 def direction(metric: str) -> int:
     """+1 when higher ``metric`` is better, -1 when lower is, 0 when neither (no verdict)."""
-    if metric in BETTER:
-        return BETTER[metric]
-    if metric.startswith(("gap_", "kl_")):
-        return -1
-    return 0
+    return BETTER.get(metric, -1 if metric.startswith(("gap_", "kl_")) else 0)
 
 
 @dataclass(frozen=True)
 class Paired:
-    """Method ``method`` against ``reference`` on ``metric``, over ``seeds``.
-
-    ``differences[k]`` is ``metric(method, seeds[k]) - metric(reference, seeds[k])``;
-    ``low``/``high`` the bootstrap interval of their mean (None below 2 seeds); ``wins``,
-    ``ties``, ``losses`` from ``method``'s side (for a metric without a direction: higher,
-    equal, lower); ``p_value`` the two-sided Wilcoxon signed-rank p-value (None below 2 seeds
-    or when every difference is 0); ``verdict`` one of ``better``, ``worse``, ``undecided``,
-    ``too few`` (fewer than 2 seeds), ``no direction``.
-    """
+    """``method`` against ``reference`` on ``metric``, seed by seed; wins/ties/losses from
+    ``method``'s side (no direction: higher/equal/lower); ``verdict``: ``better``, ``worse``,
+    ``undecided``, ``too few`` (below 2 seeds) or ``no direction``."""
 
     method: str
     reference: str
@@ -122,42 +104,24 @@ class Paired:
         return len(self.seeds)
 
 
-def per_seed(records: Sequence[Mapping[str, Any]], method: str, metric: str) -> dict[int, float]:
-    """``{seed: value}`` of ``method``'s ``metric`` (first record of a seed; absent or
-    non-finite values left out)."""
-    values: dict[int, float] = {}
-    for record in records:
-        if record["method"] == method and int(record["seed"]) not in values:
-            value = value_of(record, metric)
-            if value is not None:
-                values[int(record["seed"])] = value
-    return values
-
-
 def paired_differences(
     records: Sequence[Mapping[str, Any]], method: str, reference: str, metric: str
 ) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """The seeds both methods have ``metric`` on (sorted) and the per-seed differences
-    ``method - reference``."""
-    mine = per_seed(records, method, metric)
-    theirs = per_seed(records, reference, metric)
+    """The seeds both methods have ``metric`` on (sorted; per seed, the first record with a
+    value) and the per-seed differences ``method - reference``."""
+
+    def per_seed(name: str) -> dict[int, float]:
+        values: dict[int, float] = {}
+        for record in records:
+            seed = int(record["seed"])
+            value = value_of(record, metric) if record["method"] == name else None
+            if value is not None and seed not in values:
+                values[seed] = value
+        return values
+
+    mine, theirs = per_seed(method), per_seed(reference)
     seeds = tuple(sorted(set(mine) & set(theirs)))
     return seeds, tuple(mine[s] - theirs[s] for s in seeds)
-
-
-def mean_interval(
-    differences: Sequence[float],
-    *,
-    level: float = LEVEL,
-    n_boot: int = N_BOOT,
-    seed: int = BOOT_SEED,
-) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of the mean of ``differences`` (seeds resampled with
-    replacement); None below 2 values."""
-    if len(differences) < 2:
-        return None
-    array = np.asarray(differences, dtype=np.float64)
-    return bootstrap_interval(np.mean, array, n_boot=n_boot, level=level, seed=seed)
 
 
 def wilcoxon_p(differences: Sequence[float]) -> float | None:
@@ -176,15 +140,7 @@ def wilcoxon_p(differences: Sequence[float]) -> float | None:
 
 
 def compare(
-    method: str,
-    reference: str,
-    metric: str,
-    seeds: Sequence[int],
-    differences: Sequence[float],
-    *,
-    level: float = LEVEL,
-    n_boot: int = N_BOOT,
-    seed: int = BOOT_SEED,
+    method: str, reference: str, metric: str, seeds: Sequence[int], differences: Sequence[float]
 ) -> Paired:
     """The paired statistics of ``differences`` (``method - reference``, one per seed)."""
     sign = direction(metric)
@@ -192,7 +148,10 @@ def compare(
     toward = sign if sign else 1  # no direction: count higher / equal / lower
     wins = sum(1 for d in diffs if abs(d) >= TIE and d * toward > 0)
     losses = sum(1 for d in diffs if abs(d) >= TIE and d * toward < 0)
-    interval = mean_interval(diffs, level=level, n_boot=n_boot, seed=seed)
+    interval = None
+    if len(diffs) >= 2:
+        array = np.asarray(diffs, dtype=np.float64)
+        interval = bootstrap_interval(np.mean, array, n_boot=N_BOOT, level=LEVEL, seed=BOOT_SEED)
     low, high = interval if interval is not None else (None, None)
     p_value = wilcoxon_p(diffs)
     significant = p_value is not None and p_value < ALPHA
@@ -250,12 +209,15 @@ def compare_all(
         return None
     metrics = list(metrics) if metrics is not None else headline_metrics(records)
     methods = [m for m in order if m != reference]
-    results: dict[str, dict[str, Paired]] = {}
-    for method in methods:
-        results[method] = {}
-        for metric in metrics:
-            seeds, diffs = paired_differences(records, method, reference, metric)
-            results[method][metric] = compare(method, reference, metric, seeds, diffs)
+    results = {
+        method: {
+            metric: compare(
+                method, reference, metric, *paired_differences(records, method, reference, metric)
+            )
+            for metric in metrics
+        }
+        for method in methods
+    }
     return Comparison(reference, tuple(methods), tuple(metrics), results)
 
 
@@ -279,8 +241,7 @@ def cell(result: Paired, digits: int = 3) -> str:
     text = _signed(result.mean, digits)
     if result.low is not None:
         text += f" [{_signed(result.low, digits)}, {_signed(result.high, digits)}]"
-    text += f" {result.wins}/{result.ties}/{result.losses}"
-    text += f" p={_p(result.p_value)}"
+    text += f" {result.wins}/{result.ties}/{result.losses} p={_p(result.p_value)}"
     if result.verdict in ("better", "worse"):
         text += f" {result.verdict}"
     return text
@@ -288,13 +249,7 @@ def cell(result: Paired, digits: int = 3) -> str:
 
 def _p(value: float | None) -> str:
     """A p-value with two decimals (two significant digits below 0.01); ``-`` when None."""
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if value >= 0.01 else f"{value:.2g}"
-
-
-def _label(method: str) -> str:
-    return ROW_LABELS.get(method, method)
+    return "-" if value is None else f"{value:.2f}" if value >= 0.01 else f"{value:.2g}"
 
 
 def paired_table(comparison: Comparison, digits: int = 3) -> PageTable:
@@ -304,7 +259,7 @@ def paired_table(comparison: Comparison, digits: int = 3) -> PageTable:
     rows = []
     best: set[tuple[int, int]] = set()
     for r, method in enumerate(comparison.methods):
-        row = [_label(method)]
+        row = [label(method)]
         for c, metric in enumerate(comparison.metrics, start=1):
             result = comparison.results[method][metric]
             row.append(cell(result, digits))
@@ -346,8 +301,7 @@ def _arrow(metric: str) -> str:
 
 def _phrase(result: Paired) -> str:
     """``nomus: decided better (+0.050 [+0.020, +0.080] over 10 seeds, 9/0/1, p=0.004)``."""
-    n = result.n
-    if n == 0:
+    if (n := result.n) == 0:
         return f"{result.metric}: no common seed"
     if result.verdict == "too few":
         return (
@@ -375,13 +329,13 @@ def sentences(comparison: Comparison) -> list[str]:
     """One plain sentence per method on the primary metrics (NoMUS, then avg_gap; the
     label-matched NoMUS when present)."""
     metrics = [m for m in SENTENCE_METRICS if m in comparison.metrics]
-    if not metrics:
-        metrics = list(comparison.metrics[:1])
-    lines = []
-    for method in comparison.methods:
-        parts = [_phrase(comparison.results[method][m]) for m in metrics]
-        lines.append(f"{_label(method)} vs {comparison.reference}: " + "; ".join(parts) + ".")
-    return lines
+    metrics = metrics or list(comparison.metrics[:1])
+    return [
+        f"{label(method)} vs {comparison.reference}: "
+        + "; ".join(_phrase(comparison.results[method][m]) for m in metrics)
+        + "."
+        for method in comparison.methods
+    ]
 
 
 def figure_panels(comparison: Comparison) -> dict[str, dict[str, dict[str, Any]]]:
@@ -390,7 +344,7 @@ def figure_panels(comparison: Comparison) -> dict[str, dict[str, dict[str, Any]]
     panels: dict[str, dict[str, dict[str, Any]]] = {}
     for metric in comparison.metrics:
         panel = {
-            _label(method): {
+            label(method): {
                 "seeds": list(p.seeds),
                 "differences": list(p.differences),
                 "mean": p.mean,

@@ -1,14 +1,9 @@
 """Tables of a benchmark, built from its JSON records only.
 
-The main table shows each method's mean ± std over seeds (std with ddof=1; one seed: the value
-alone) and the 95% Student-t interval of that mean, ``mean ± t(0.975, n-1) * std / sqrt(n)``
-(a t-interval rather than a bootstrap one: with the usual 3 to 5 seeds a percentile bootstrap
-interval is much too narrow). The original model and the retrained reference come first; the
-best value of each column among the unlearning methods is marked (the two reference rows are
-not candidates).
-"Best" depends on the column: higher accuracy on test/retain/unseen and NoMUS; lower
-forgetting score, gaps and wall time; ``mia_acc`` closest to 0.5; ``forget_acc`` closest to the
-retrained reference's.
+The main table shows each method's mean ± std over seeds (std with ddof=1) and the 95%
+Student-t interval of that mean, ``mean ± t(0.975, n-1) * std / sqrt(n)``: a t-interval rather
+than a bootstrap one, as with the usual 3 to 5 seeds a percentile bootstrap interval is much
+too narrow. "Best" per column (among the unlearning methods) is defined in :func:`_score`.
 """
 
 from __future__ import annotations
@@ -19,24 +14,21 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from dlfd.bench.records import TIMINGS, finite_number
 from dlfd.metrics.protocol import MAIN_METRICS
 from dlfd.metrics.uncertainty import mean_std
-from dlfd.report.pages import PageTable
+from dlfd.pages import PageTable
 
 REFERENCE_ROWS = ("original", "retrain")
 ROW_LABELS = {"retrain": "retrain (reference)"}
 MAIN_COLUMNS: tuple[str, ...] = (*MAIN_METRICS, "wall_s")
-TOP_LEVEL = (
-    "wall_s",
-    "train_s",
-    "monitor_s",
-    "eval_s",
-    "per_example_score",
-    "forgetting_quality",
-)
-
+#: Keys read from the record itself rather than from its ``metrics``.
+TOP_LEVEL = (*TIMINGS, "per_example_score", "forgetting_quality")
 _HIGHER = {"test_acc", "retain_acc", "unseen_acc", "val_acc", "nomus"}
 _LOWER = {"forgetting_score", "avg_gap", "wall_s", "train_s", "monitor_s"}
+#: Confidence level of the main table's intervals.
+LEVEL = 0.95
+_ATTACK_KEY = re.compile(r"^(?P<name>.+)_auc$")
 
 #: The published MUFAC table (benchmark README; DLFD's own notebook for dlfd), by our keys.
 PUBLISHED_MUFAC: dict[str, tuple[str, float, float, float]] = {
@@ -51,7 +43,17 @@ PUBLISHED_MUFAC: dict[str, tuple[str, float, float, float]] = {
     "dlfd": ("DLFD (official notebook)", 0.6197, 0.0279, 0.7819),
 }
 
-Stats = dict[str, tuple[float, float, int]]
+Stat = tuple[float, float, int]
+Stats = dict[str, Stat]
+
+
+def label(method: str) -> str:
+    return ROW_LABELS.get(method, method)
+
+
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a mapping, else an empty one (absent or null fields)."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def method_order(records: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -61,22 +63,11 @@ def method_order(records: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def value_of(record: Mapping[str, Any], key: str) -> float | None:
-    """A metric of a record (``wall_s`` and the other timings are top-level); None if absent
-    or not a finite number."""
-    metrics = record.get("metrics")
-    value = record.get(key) if key in TOP_LEVEL else _mapping(metrics).get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond float range
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    """``value`` when it is a mapping, else an empty one (absent or null fields)."""
-    return value if isinstance(value, Mapping) else {}
+    """A metric of a record (:data:`TOP_LEVEL` keys from the record itself); None if absent or
+    not a finite number."""
+    return finite_number(
+        record.get(key) if key in TOP_LEVEL else as_mapping(record.get("metrics")).get(key)
+    )
 
 
 def aggregate(records: Sequence[Mapping[str, Any]], keys: Iterable[str]) -> dict[str, Stats]:
@@ -84,19 +75,17 @@ def aggregate(records: Sequence[Mapping[str, Any]], keys: Iterable[str]) -> dict
     keys = list(keys)
     out: dict[str, Stats] = {}
     for method in method_order(records):
-        stats: Stats = {}
+        out[method] = {}
         for key in keys:
             values = [
                 v for r in records if r["method"] == method if (v := value_of(r, key)) is not None
             ]
             if values:
-                mean, std = mean_std(values)
-                stats[key] = (mean, std, len(values))
-        out[method] = stats
+                out[method][key] = (*mean_std(values), len(values))
     return out
 
 
-def fmt(stat: tuple[float, float, int] | None, digits: int = 4, sep: str = " ± ") -> str:
+def fmt(stat: Stat | None, digits: int = 4, sep: str = " ± ") -> str:
     """``mean ± std`` (one seed: the mean alone); ``-`` when absent."""
     if stat is None:
         return "-"
@@ -104,13 +93,8 @@ def fmt(stat: tuple[float, float, int] | None, digits: int = 4, sep: str = " ± 
     return f"{mean:.{digits}f}{sep}{std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
-#: Confidence level of the main table's intervals.
-LEVEL = 0.95
-
-
-def t_interval(stat: tuple[float, float, int], level: float = LEVEL) -> tuple[float, float] | None:
-    """The Student-t interval of a mean over ``n`` seeds, ``mean ± t((1+level)/2, n-1) *
-    std / sqrt(n)``; None below 2 seeds."""
+def t_interval(stat: Stat, level: float = LEVEL) -> tuple[float, float] | None:
+    """``mean ± t((1+level)/2, n-1) * std / sqrt(n)``; None below 2 seeds."""
     mean, std, n = stat
     if n < 2:
         return None
@@ -120,9 +104,8 @@ def t_interval(stat: tuple[float, float, int], level: float = LEVEL) -> tuple[fl
     return mean - half, mean + half
 
 
-def fmt_interval(stat: tuple[float, float, int] | None, digits: int = 4, sep: str = " ± ") -> str:
-    """``mean ± std [low, high]`` (:func:`fmt`, then the :func:`t_interval` with one decimal
-    fewer, at least one); one seed: the mean alone; ``-`` when absent."""
+def fmt_interval(stat: Stat | None, digits: int = 4, sep: str = " ± ") -> str:
+    """:func:`fmt`, then the :func:`t_interval` with one decimal fewer (at least one)."""
     text = fmt(stat, digits, sep)
     interval = t_interval(stat) if stat is not None else None
     if interval is None:
@@ -167,10 +150,6 @@ def best_cells(
     return marked
 
 
-def _seeds(records: Sequence[Mapping[str, Any]]) -> list[int]:
-    return sorted({int(r["seed"]) for r in records})
-
-
 def main_table(
     records: Sequence[Mapping[str, Any]],
     columns: Sequence[str] = MAIN_COLUMNS,
@@ -178,9 +157,8 @@ def main_table(
     digits: int = 4,
     sep: str = " ± ",
 ) -> PageTable:
-    """Mean ± std over seeds of the headline metrics and wall time, with the 95% t-interval of
-    the mean in brackets (:func:`fmt_interval`), one row per method (``digits`` decimals,
-    timings one; ``sep`` between mean and std)."""
+    """One row per method: :func:`fmt_interval` of each column some record has (``digits``
+    decimals, timings one; ``sep`` between mean and std)."""
     present = [c for c in columns if any(value_of(r, c) is not None for r in records)]
     stats = aggregate(records, present)
     methods = method_order(records)
@@ -188,7 +166,7 @@ def main_table(
     most = max(runs.values())
     rows = [
         [
-            ROW_LABELS.get(m, m) + (f" (n={runs[m]})" if runs[m] < most else ""),
+            label(m) + (f" (n={runs[m]})" if runs[m] < most else ""),
             *(
                 fmt_interval(stats[m].get(c), 1 if c.endswith("_s") else digits, sep)
                 for c in present
@@ -196,7 +174,7 @@ def main_table(
         ]
         for m in methods
     ]
-    seeds = _seeds(records)
+    seeds = sorted({int(r["seed"]) for r in records})
     dataset = ", ".join(sorted({str(r.get("dataset")) for r in records}))
     spread = "mean ± std [95% interval] over seeds " if len(seeds) > 1 else "seed "
     return PageTable(
@@ -238,49 +216,43 @@ def published_table(records: Sequence[Mapping[str, Any]]) -> PageTable | None:
     )
 
 
-_ATTACK_KEY = re.compile(r"^(?P<name>.+)_auc$")
-
-
-def attack_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Attacks present in the records (``<name>_auc`` metric keys), in first-seen order."""
-    names: dict[str, None] = {}
-    for record in records:
-        for key in _mapping(record.get("metrics")):
-            match = _ATTACK_KEY.match(str(key))
-            if match:
-                names[match["name"]] = None
-    return list(names)
-
-
 def attacks_table(records: Sequence[Mapping[str, Any]]) -> PageTable | None:
-    """The stronger attacks (``dlfd bench --attacks``): accuracy / AUC / TPR at 1% FPR of each,
-    and the bootstrap intervals of mia_acc and NoMUS; means over seeds. None if absent."""
-    names = attack_names(records)
+    """The stronger attacks (``dlfd bench --attacks``, metric keys ``<name>_auc``): accuracy /
+    AUC / TPR at 1% FPR of each, and the bootstrap intervals of mia_acc and NoMUS; means over
+    seeds. None if absent."""
+    names = list(
+        dict.fromkeys(
+            match["name"]
+            for r in records
+            for key in as_mapping(r.get("metrics"))
+            if (match := _ATTACK_KEY.match(str(key)))
+        )
+    )
     intervals = [
         k for k in ("mia_acc", "nomus") if any(value_of(r, f"{k}_ci_low") for r in records)
     ]
     if not names and not intervals:
         return None
-    keys = [f"{n}_{part}" for n in names for part in ("accuracy", "auc", "tpr_at_1pct_fpr")]
+    parts = ("accuracy", "auc", "tpr_at_1pct_fpr")
+    keys = [f"{n}_{part}" for n in names for part in parts]
     keys += [f"{k}_ci_{side}" for k in intervals for side in ("low", "high")]
     stats = aggregate(records, keys)
-    methods = method_order(records)
 
     def mean(method: str, key: str) -> str:
         stat = stats[method].get(key)
         return "-" if stat is None else f"{stat[0]:.3f}"
 
-    rows = []
-    for method in methods:
-        row = [ROW_LABELS.get(method, method)]
-        row += [
-            " / ".join(mean(method, f"{n}_{p}") for p in ("accuracy", "auc", "tpr_at_1pct_fpr"))
-            for n in names
+    rows = [
+        [
+            label(method),
+            *(" / ".join(mean(method, f"{n}_{p}") for p in parts) for n in names),
+            *(
+                f"[{mean(method, f'{k}_ci_low')}, {mean(method, f'{k}_ci_high')}]"
+                for k in intervals
+            ),
         ]
-        row += [
-            f"[{mean(method, f'{k}_ci_low')}, {mean(method, f'{k}_ci_high')}]" for k in intervals
-        ]
-        rows.append(row)
+        for method in method_order(records)
+    ]
     return PageTable(
         title="Stronger attacks: accuracy / AUC / TPR at 1% FPR (means over seeds)",
         header=["method", *names, *(f"{k} 95% CI" for k in intervals)],
@@ -290,24 +262,15 @@ def attacks_table(records: Sequence[Mapping[str, Any]]) -> PageTable | None:
     )
 
 
-def _params_text(params: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
-
-
 def settings_table(records: Sequence[Mapping[str, Any]]) -> PageTable:
     """Each method's resolved settings and how its returned state was chosen (first seed)."""
     rows = []
     for method in method_order(records):
         first = min((r for r in records if r["method"] == method), key=lambda r: r["seed"])
-        params = _mapping(_mapping(first.get("config")).get("params"))
+        params = as_mapping(as_mapping(first.get("config")).get("params"))
         selected = first.get("selected")
-        rows.append(
-            [
-                ROW_LABELS.get(method, method),
-                _params_text(params),
-                "" if selected is None else str(selected),
-            ]
-        )
+        settings = ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
+        rows.append([label(method), settings, "" if selected is None else str(selected)])
     return PageTable(
         title="Settings of each method (and the state it returned, first seed)",
         header=["method", "settings", "returned state"],
@@ -318,28 +281,28 @@ def settings_table(records: Sequence[Mapping[str, Any]]) -> PageTable:
 def runs_table(records: Sequence[Mapping[str, Any]]) -> PageTable:
     """Every run: its seed, headline numbers and timings."""
     keys = ("test_acc", "forget_acc", "mia_acc", "forgetting_score", "nomus", "avg_gap")
+    timings = ("wall_s", "monitor_s", "eval_s")
     order = {m: k for k, m in enumerate(method_order(records))}
-    rows = []
-    for record in sorted(records, key=lambda r: (order[r["method"]], r["seed"])):
-        cells = [ROW_LABELS.get(record["method"], record["method"]), str(record["seed"])]
-        cells += [fmt(_one(record, k)) for k in keys]
-        cells += [fmt(_one(record, k), 1) for k in ("wall_s", "monitor_s", "eval_s")]
-        rows.append(cells)
-    return PageTable(
-        title="Every run",
-        header=["method", "seed", *keys, "wall_s", "monitor_s", "eval_s"],
-        rows=rows,
-    )
 
+    def one(record: Mapping[str, Any], key: str, digits: int) -> str:
+        value = value_of(record, key)
+        return fmt(None if value is None else (value, 0.0, 1), digits)
 
-def _one(record: Mapping[str, Any], key: str) -> tuple[float, float, int] | None:
-    value = value_of(record, key)
-    return None if value is None else (value, 0.0, 1)
+    rows = [
+        [
+            label(r["method"]),
+            str(r["seed"]),
+            *(one(r, k, 4) for k in keys),
+            *(one(r, k, 1) for k in timings),
+        ]
+        for r in sorted(records, key=lambda r: (order[r["method"]], r["seed"]))
+    ]
+    return PageTable(title="Every run", header=["method", "seed", *keys, *timings], rows=rows)
 
 
 def per_example_table(records: Sequence[Mapping[str, Any]]) -> PageTable | None:
     """The per-example epsilon score (``dlfd bench --per-example N``) and its forgetting
-    quality, mean ± std [95% interval] over seeds; None when no record has it."""
+    quality, as the main table; None when no record has it."""
     if not any(value_of(r, "per_example_score") is not None for r in records):
         return None
     table = main_table(records, ("per_example_score", "forgetting_quality"))

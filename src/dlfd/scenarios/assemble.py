@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from dlfd.data.leakage import DEFAULT_NEAR_BITS, drop_leaked, find_leaks
+from dlfd.data.leakage import drop_leaked, find_leaks
 from dlfd.data.problem import SPLITS, UnlearningProblem
 from dlfd.data.records import ImageRecords
 from dlfd.errors import ConfigError, LeakError
@@ -25,12 +25,9 @@ VAL_FRACTION = 0.2
 def carve_val(
     groups: np.ndarray, candidates: np.ndarray, seed: int, fraction: float = VAL_FRACTION
 ) -> np.ndarray:
-    """The samples of a seeded ``fraction`` of the groups (families, people) in ``candidates``.
-
-    Used to carve a validation split, for model selection only, out of a published test set
-    whose people were never trained on. At least one group is carved and at least one is left
-    for test; with a single group nothing can be carved and an empty array is returned.
-    """
+    """The samples of a seeded ``fraction`` of the groups (families, people) in ``candidates``:
+    a validation split, for model selection only, of people never trained on. At least one group
+    is carved and one left for test; with a single group nothing is carved."""
     candidates = np.asarray(candidates, np.int64)
     names = sorted(set(np.asarray(groups)[candidates].tolist()))
     if len(names) < 2:
@@ -41,10 +38,18 @@ def carve_val(
     return np.asarray([i for i in candidates if groups[i] in chosen], np.int64)
 
 
+def held_out_val(
+    groups: np.ndarray, held_test: np.ndarray, seed: int, option: str
+) -> dict[str, np.ndarray]:
+    """``val`` and ``test`` of a published test set: with option ``carve``, :func:`carve_val`
+    of its groups (people, families) becomes ``val``; with ``none``, ``val`` is empty."""
+    val = carve_val(groups, held_test, seed) if option == "carve" else np.zeros(0, np.int64)
+    return {"val": val, "test": np.setdiff1d(held_test, val)}
+
+
 def assemble_problem(
     records: ImageRecords,
     assignment: Mapping[str, np.ndarray],
-    *,
     level: str,
     split_seed: int,
     name: str,
@@ -57,14 +62,9 @@ def assemble_problem(
     dropped: list[int] = []
     if leaks != "refuse":
         near = leaks == "drop-near"
-        report = find_leaks(
-            records.identities,
-            records.content_hashes,
-            arrays,
-            level=level,
-            perceptual=records.perceptual_hashes if near else None,
-            near_bits=DEFAULT_NEAR_BITS,
-        )
+        perceptual = records.perceptual_hashes if near else None
+        content = records.content_hashes
+        report = find_leaks(records.identities, content, arrays, level=level, perceptual=perceptual)
         kinds = ("identity", "duplicate", "near-duplicate") if near else ("identity", "duplicate")
         arrays, dropped = drop_leaked(arrays, report, kinds, level=level)
     return UnlearningProblem(
@@ -78,7 +78,7 @@ def assemble_problem(
 
 
 def build_with_leak_policy(
-    build: Callable[[], UnlearningProblem], *, split_seed: int, name: str, leaks: str
+    build: Callable[[], UnlearningProblem], split_seed: int, name: str, leaks: str
 ) -> UnlearningProblem:
     """Run a split builder under a leak policy: ``refuse`` keeps its verdict; otherwise its
     assignment (refused or not: near-duplicates never make it refuse) is rebuilt with the
@@ -94,11 +94,4 @@ def build_with_leak_policy(
             return problem
         records, level = problem.records, problem.level
         assignment = {split: problem.split(split) for split in SPLITS}
-    return assemble_problem(
-        records,  # type: ignore[arg-type]
-        assignment,  # type: ignore[arg-type]
-        level=level,
-        split_seed=split_seed,
-        name=name,
-        leaks=leaks,
-    )
+    return assemble_problem(records, assignment, level, split_seed, name, leaks)  # type: ignore[arg-type]

@@ -20,95 +20,73 @@ from dlfd.data.manifest import imagefolder_records, read_manifest
 from dlfd.data.problem import SPLITS, UnlearningProblem
 from dlfd.data.records import ImageRecords
 from dlfd.data.splits import identity_split, instance_split
-from dlfd.data.transforms import AugmentConfig, InputSpec
+from dlfd.data.transforms import AugmentConfig
 from dlfd.errors import ConfigError
+from dlfd.recipe import TrainRecipe
 from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem, build_with_leak_policy
-from dlfd.scenarios.registry import Scenario, register_scenario
-from dlfd.training.recipe import TrainRecipe
+from dlfd.scenarios.registry import Scenario, make_scenario, register_scenario
 
 DEFAULT_FRACTIONS = {"forget": 0.1, "retain": 0.5, "val": 0.1, "test": 0.15, "unseen": 0.15}
 DEFAULT_SIZE = 64
 _RECIPE = TrainRecipe(augment=AugmentConfig(hflip=0.5, crop_padding=4))
-
-
 LEVELS = ("auto", "identity", "mixed", "instance")
-CSV_OPTIONS = {"level": LEVELS, "leaks": LEAK_POLICIES}
-FOLDER_OPTIONS = {"leaks": LEAK_POLICIES}
 
 
 def _default_split(
-    records: ImageRecords, seed: int, name: str, level: str = "auto"
+    records: ImageRecords, seed: int, name: str, leaks: str, level: str = "auto"
 ) -> UnlearningProblem:
-    """Whole people when every split gets at least one (or ``level=identity``), else images."""
-    smallest = min(DEFAULT_FRACTIONS.values())
+    """Whole people when every split gets at least one (or ``level=identity``), else images;
+    leaked samples handled by the ``leaks`` policy."""
     people = len(records.unique_identities())
-    enough = records.has_identities and people * smallest >= 1
-    if level == "identity" or (level == "auto" and enough):
-        return identity_split(records, DEFAULT_FRACTIONS, seed=seed, name=name)
-    return instance_split(records, DEFAULT_FRACTIONS, seed=seed, name=name)
-
-
-def _scenario(name: str, problem: UnlearningProblem, image_size: int | None) -> Scenario:
-    size = image_size or DEFAULT_SIZE
-    return Scenario(
-        name=name,
-        description=f"user data from {problem.records.root}",
-        problem=problem,
-        input_spec=InputSpec(size=(size, size)),
-        recipe=_RECIPE,
+    enough = records.has_identities and people * min(DEFAULT_FRACTIONS.values()) >= 1
+    split = (
+        identity_split if level == "identity" or (level == "auto" and enough) else instance_split
     )
+    return build_with_leak_policy(
+        lambda: split(records, DEFAULT_FRACTIONS, seed=seed, name=name), seed, name, leaks
+    )
+
+
+def _scenario(problem: UnlearningProblem, image_size: int | None) -> Scenario:
+    description = f"user data from {problem.records.root}"
+    return make_scenario(problem, description, _RECIPE, image_size or DEFAULT_SIZE)
 
 
 @register_scenario(
     "csv",
     "your images listed in a CSV manifest (--data-root manifest.csv)",
-    needs_data_root=True,
-    options=CSV_OPTIONS,
+    needs_data_root="the manifest CSV file",
+    options={"level": LEVELS, "leaks": LEAK_POLICIES},
 )
 def csv_scenario(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    level = options["level"]
-    if data_root is None or data_root.is_dir():
+    level, leaks = options["level"], options["leaks"]
+    if data_root is None or data_root.is_dir():  # (None only when called directly)
         raise ConfigError("dataset 'csv' needs --data-root pointing to the manifest CSV file")
     manifest = read_manifest(data_root)
     records = manifest.records
     if manifest.splits is None:
         if level == "mixed":
             raise ConfigError("level=mixed needs a split column in the manifest")
-        problem = build_with_leak_policy(
-            lambda: _default_split(records, split_seed, "csv", level),
-            split_seed=split_seed,
-            name="csv",
-            leaks=options["leaks"],
-        )
-    else:
-        column = np.asarray(manifest.splits)
-        arrays = {split: np.flatnonzero(column == split) for split in SPLITS}
-        if level == "auto":
-            level = "identity" if records.has_identities else "instance"
-        problem = assemble_problem(
-            records, arrays, level=level, split_seed=split_seed, name="csv", leaks=options["leaks"]
-        )
-    return _scenario("csv", problem, image_size)
+        return _scenario(_default_split(records, split_seed, "csv", leaks, level), image_size)
+    column = np.asarray(manifest.splits)
+    arrays = {split: np.flatnonzero(column == split) for split in SPLITS}
+    if level == "auto":
+        level = "identity" if records.has_identities else "instance"
+    problem = assemble_problem(records, arrays, level, split_seed, "csv", leaks)
+    return _scenario(problem, image_size)
 
 
 @register_scenario(
     "imagefolder",
     "your images in class folders (--data-root DIR)",
-    needs_data_root=True,
-    options=FOLDER_OPTIONS,
+    needs_data_root="the class folders",
+    options={"leaks": LEAK_POLICIES},
 )
 def imagefolder_scenario(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    if data_root is None:
-        raise ConfigError("dataset 'imagefolder' needs --data-root pointing to the class folders")
     records = imagefolder_records(data_root)
-    problem = build_with_leak_policy(
-        lambda: _default_split(records, split_seed, "imagefolder"),
-        split_seed=split_seed,
-        name="imagefolder",
-        leaks=options["leaks"],
-    )
-    return _scenario("imagefolder", problem, image_size)
+    problem = _default_split(records, split_seed, "imagefolder", options["leaks"])
+    return _scenario(problem, image_size)

@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from dlfd.data.mucac import TASKS, mucac_records
-from dlfd.data.transforms import AugmentConfig, InputSpec
-from dlfd.errors import ConfigError
-from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem, carve_val
-from dlfd.scenarios.registry import Scenario, register_scenario
-from dlfd.training.recipe import TrainRecipe
+from dlfd.data.transforms import AugmentConfig
+from dlfd.recipe import TrainRecipe
+from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem, held_out_val
+from dlfd.scenarios.registry import Scenario, make_scenario, register_scenario
 
 #: Published identity thresholds: test < 190 <= forget < 1250 <= retain < 4855 <= unseen.
 TEST_BELOW, FORGET_BELOW, RETAIN_BELOW = 190, 1250, 4855
+PUBLISHED_SPLITS = ("test", "forget", "retain", "unseen")
 RECIPE = TrainRecipe(
     model="resnet18",
     epochs=30,
@@ -44,47 +44,27 @@ OPTIONS = {"task": TASKS, "val": ("none", "carve"), "leaks": LEAK_POLICIES}
 
 def published_split(numbers: np.ndarray) -> dict[str, np.ndarray]:
     """Sample indices of test/forget/retain/unseen from the CelebA identity numbers."""
-    return {
-        "test": np.flatnonzero(numbers < TEST_BELOW),
-        "forget": np.flatnonzero((numbers >= TEST_BELOW) & (numbers < FORGET_BELOW)),
-        "retain": np.flatnonzero((numbers >= FORGET_BELOW) & (numbers < RETAIN_BELOW)),
-        "unseen": np.flatnonzero(numbers >= RETAIN_BELOW),
-    }
+    part = np.digitize(numbers, (TEST_BELOW, FORGET_BELOW, RETAIN_BELOW))
+    return {split: np.flatnonzero(part == k) for k, split in enumerate(PUBLISHED_SPLITS)}
 
 
 @register_scenario(
     "mucac",
     "MUCAC CelebA-HQ attributes (male/smiling/young), published split (--data-root DIR)",
-    needs_data_root=True,
+    needs_data_root="the CelebAMask-HQ folder",
     options=OPTIONS,
 )
 def mucac(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    if data_root is None:
-        raise ConfigError("dataset 'mucac' needs --data-root pointing to the CelebAMask-HQ folder")
     data = mucac_records(data_root, task=options["task"])
     assignment = published_split(data.identity_number)
-    held_test = assignment.pop("test")
-    val = np.zeros(0, np.int64)
-    if options["val"] == "carve" and held_test.size:
-        val = carve_val(np.asarray(data.records.identities), held_test, split_seed)
-    assignment["val"] = val
-    assignment["test"] = np.setdiff1d(held_test, val)
+    people = np.asarray(data.records.identities)
+    assignment.update(held_out_val(people, assignment.pop("test"), split_seed, options["val"]))
     problem = assemble_problem(
-        data.records,
-        assignment,
-        level="identity",
-        split_seed=split_seed,
-        name="mucac",
-        leaks=options["leaks"],
+        data.records, assignment, "identity", split_seed, "mucac", options["leaks"]
     )
-    size = image_size or 128
     what = "male/smiling/young" if options["task"] == "multilabel" else options["task"]
-    return Scenario(
-        name="mucac",
-        description=f"MUCAC CelebA-HQ attribute classification ({what})",
-        problem=problem,
-        input_spec=InputSpec(size=(size, size), mean=(0.0,) * 3, std=(1.0,) * 3),
-        recipe=RECIPE,
-    )
+    description = f"MUCAC CelebA-HQ attribute classification ({what})"
+    size = image_size or 128
+    return make_scenario(problem, description, RECIPE, size, mean=(0.0,) * 3, std=(1.0,) * 3)

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from dlfd.data.mufac import PUBLISHED_FORGET_ROWS, mufac_records
-from dlfd.data.transforms import AugmentConfig, InputSpec
-from dlfd.errors import ConfigError, DataError
-from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem, carve_val
-from dlfd.scenarios.registry import Scenario, register_scenario
-from dlfd.training.recipe import TrainRecipe
+from dlfd.data.transforms import AugmentConfig
+from dlfd.errors import DataError
+from dlfd.recipe import TrainRecipe
+from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem, held_out_val
+from dlfd.scenarios.registry import Scenario, make_scenario, register_scenario
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,14 +63,12 @@ def forget_whole_people(
 @register_scenario(
     "mufac",
     "MUFAC facial age (8 classes), published split (--data-root DIR)",
-    needs_data_root=True,
+    needs_data_root="the unzipped MUFAC folder",
     options=OPTIONS,
 )
 def mufac(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    if data_root is None:
-        raise ConfigError("dataset 'mufac' needs --data-root pointing to the unzipped MUFAC folder")
     data = mufac_records(data_root)
     train = np.flatnonzero(data.part == "train")
     if len(train) <= PUBLISHED_FORGET_ROWS:
@@ -81,36 +79,18 @@ def mufac(
     if options["forget"] == "published":
         forget, level = train[:PUBLISHED_FORGET_ROWS], "mixed"
     else:
-        forget = forget_whole_people(
-            data.records.identities, train, split_seed, PUBLISHED_FORGET_ROWS
-        )
+        identities = data.records.identities
+        forget = forget_whole_people(identities, train, split_seed, PUBLISHED_FORGET_ROWS)
         level = "identity"
-    held_test = np.flatnonzero(data.part == "val")
-    val = (
-        carve_val(data.family, held_test, split_seed)
-        if options["val"] == "carve"
-        else np.zeros(0, np.int64)
-    )
     assignment = {
         "forget": forget,
         "retain": np.setdiff1d(train, forget),
-        "val": val,
-        "test": np.setdiff1d(held_test, val),
+        **held_out_val(data.family, np.flatnonzero(data.part == "val"), split_seed, options["val"]),
         "unseen": np.flatnonzero(data.part == "test"),
     }
     problem = assemble_problem(
-        data.records,
-        assignment,
-        level=level,
-        split_seed=split_seed,
-        name="mufac",
-        leaks=options["leaks"],
+        data.records, assignment, level, split_seed, "mufac", options["leaks"]
     )
+    description = "MUFAC facial age classification (8 classes)"
     size = image_size or 128
-    return Scenario(
-        name="mufac",
-        description="MUFAC facial age classification (8 classes)",
-        problem=problem,
-        input_spec=InputSpec(size=(size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        recipe=RECIPE,
-    )
+    return make_scenario(problem, description, RECIPE, size, mean=IMAGENET_MEAN, std=IMAGENET_STD)

@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dlfd.data.orl import orl_records
+from dlfd.data.problem import UnlearningProblem
 from dlfd.data.splits import identity_split, instance_split
-from dlfd.data.transforms import AugmentConfig, InputSpec
-from dlfd.scenarios.registry import Scenario, register_scenario
-from dlfd.training.recipe import TrainRecipe
+from dlfd.data.transforms import AugmentConfig
+from dlfd.recipe import TrainRecipe
+from dlfd.scenarios.registry import Scenario, make_scenario, register_scenario
 
 ORL_SIZE = 64
 GLASSES_SPLIT = {"forget": 6, "retain": 18, "val": 4, "test": 6, "unseen": 6}
@@ -25,9 +26,13 @@ IDENTITY_SPLIT = {"forget": 2, "retain": 5, "val": 1, "test": 1, "unseen": 1}
 _AUGMENT = AugmentConfig(hflip=0.5, crop_padding=4, degrees=8.0, scale=(0.95, 1.05))
 
 
-def _spec(image_size: int | None) -> InputSpec:
-    size = image_size or ORL_SIZE
-    return InputSpec(size=(size, size), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+def _scenario(
+    problem: UnlearningProblem, description: str, image_size: int | None, epochs: int
+) -> Scenario:
+    recipe = TrainRecipe(
+        model="resnet18_mlp", epochs=epochs, batch_size=32, lr=0.01, augment=_AUGMENT
+    )
+    return make_scenario(problem, description, recipe, image_size or ORL_SIZE)
 
 
 @register_scenario("orl-glasses", "ORL faces, glasses yes/no, forget 6 whole people (default)")
@@ -35,21 +40,13 @@ def orl_glasses(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
     records = orl_records("glasses", root=data_root)
-    wears = {person: 0 for person in records.unique_identities()}
-    for who, label in zip(records.identities, records.labels, strict=True):
-        wears[who] = max(wears[who], int(label))
+    glasses = {who for who, label in zip(records.identities, records.labels, strict=True) if label}
+    wears = {person: int(person in glasses) for person in records.unique_identities()}
     problem = identity_split(
         records, GLASSES_SPLIT, seed=split_seed, stratify=wears, name="orl-glasses"
     )
-    return Scenario(
-        name="orl-glasses",
-        description="ORL faces: glasses yes/no, identity-level forgetting",
-        problem=problem,
-        input_spec=_spec(image_size),
-        recipe=TrainRecipe(
-            model="resnet18_mlp", epochs=30, batch_size=32, lr=0.01, augment=_AUGMENT
-        ),
-    )
+    description = "ORL faces: glasses yes/no, identity-level forgetting"
+    return _scenario(problem, description, image_size, 30)
 
 
 @register_scenario("orl-identity", "ORL faces, who is it (40 classes), forget 2 photos/person")
@@ -60,12 +57,5 @@ def orl_identity(
     problem = instance_split(
         records, IDENTITY_SPLIT, seed=split_seed, group_by="identity", name="orl-identity"
     )
-    return Scenario(
-        name="orl-identity",
-        description="ORL faces: identity classification, instance-level forgetting",
-        problem=problem,
-        input_spec=_spec(image_size),
-        recipe=TrainRecipe(
-            model="resnet18_mlp", epochs=40, batch_size=32, lr=0.01, augment=_AUGMENT
-        ),
-    )
+    description = "ORL faces: identity classification, instance-level forgetting"
+    return _scenario(problem, description, image_size, 40)

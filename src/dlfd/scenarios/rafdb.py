@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from dlfd.data.rafdb import rafdb_records
-from dlfd.data.transforms import AugmentConfig, InputSpec
-from dlfd.errors import ConfigError
+from dlfd.data.transforms import AugmentConfig
+from dlfd.recipe import TrainRecipe
 from dlfd.scenarios.assemble import LEAK_POLICIES, assemble_problem
-from dlfd.scenarios.registry import Scenario, register_scenario
-from dlfd.training.recipe import TrainRecipe
+from dlfd.scenarios.registry import Scenario, make_scenario, register_scenario
 
 PUBLISHED_SEED = 42
 VAL_FRACTION = 0.1
@@ -82,14 +81,12 @@ def halve_by_class(
 @register_scenario(
     "rafdb",
     "RAF-DB basic emotion (7 classes), DLFD's split (--data-root DIR)",
-    needs_data_root=True,
+    needs_data_root="the RAF-DB DATASET folder",
     options=OPTIONS,
 )
 def rafdb(
     *, split_seed: int, data_root: Path | None, image_size: int | None, options: Mapping[str, str]
 ) -> Scenario:
-    if data_root is None:
-        raise ConfigError("dataset 'rafdb' needs --data-root pointing to the RAF-DB DATASET folder")
     data = rafdb_records(data_root)
     seed = PUBLISHED_SEED if options["split"] == "published" else split_seed
     train = np.flatnonzero(data.part == "train")
@@ -97,21 +94,9 @@ def rafdb(
     assignment = {k: train[v] for k, v in dlfd_train_split(len(train), seed).items()}
     test, unseen = halve_by_class(np.flatnonzero(data.part == "test"), data.records.labels, seed)
     assignment.update(test=test, unseen=unseen)
+    # split_seed: the seed actually used (42 for the published split)
     problem = assemble_problem(
-        data.records,
-        assignment,
-        level="instance",
-        split_seed=seed,  # the seed actually used (42 for the published split)
-        name="rafdb",
-        leaks=options["leaks"],
+        data.records, assignment, "instance", seed, "rafdb", options["leaks"]
     )
-    size = image_size or 128
-    return Scenario(
-        name="rafdb",
-        description="RAF-DB basic emotion recognition (7 classes)",
-        problem=problem,
-        input_spec=InputSpec(
-            size=(size, size), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3, grayscale=True
-        ),
-        recipe=RECIPE,
-    )
+    description = "RAF-DB basic emotion recognition (7 classes)"
+    return make_scenario(problem, description, RECIPE, image_size or 128, grayscale=True)

@@ -10,12 +10,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 from dlfd.data.problem import UnlearningProblem
 from dlfd.data.transforms import InputSpec
 from dlfd.errors import ConfigError
-from dlfd.training.recipe import TrainRecipe
+from dlfd.recipe import TrainRecipe
+from dlfd.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -39,86 +40,73 @@ class Scenario:
         return self.problem.records.num_classes
 
 
-class ScenarioBuilder(Protocol):
-    def __call__(
-        self,
-        *,
-        split_seed: int,
-        data_root: Path | None,
-        image_size: int | None,
-        options: Mapping[str, str],
-    ) -> Scenario: ...
+#: ``builder(split_seed=int, data_root=Path | None, image_size=int | None, options=Mapping)``
+ScenarioBuilder = Callable[..., Scenario]
+
+
+def make_scenario(
+    problem: UnlearningProblem, description: str, recipe: TrainRecipe, size: int, **spec: Any
+) -> Scenario:
+    """The scenario of ``problem`` (named after it) with square ``size`` inputs; ``spec`` holds
+    the other :class:`InputSpec` fields."""
+    return Scenario(
+        problem.name, description, problem, InputSpec(size=(size, size), **spec), recipe
+    )
 
 
 def take_options(
     scenario: str, options: Mapping[str, str], choices: Mapping[str, tuple[str, ...]]
 ) -> dict[str, str]:
-    """Validate a builder's options: each key in ``choices``, each value one of its choices.
-
-    The first choice of each key is its default. Returns the complete resolved options.
-    """
+    """Validate a builder's options against ``choices`` (the first choice of each key is its
+    default); returns the complete resolved options."""
     unknown = sorted(set(options) - set(choices))
     if unknown:
         valid = ", ".join(f"{k}={'|'.join(v)}" for k, v in choices.items()) or "none"
         raise ConfigError(f"dataset {scenario!r} has no option {unknown[0]!r}; options: {valid}")
-    resolved = {key: values[0] for key, values in choices.items()}
     for key, value in options.items():
         if value not in choices[key]:
             raise ConfigError(
                 f"option {key}={value!r} of {scenario!r} must be one of {list(choices[key])}"
             )
-        resolved[key] = value
-    return resolved
+    return {key: options.get(key, values[0]) for key, values in choices.items()}
 
 
 @dataclass(frozen=True)
 class _Entry:
     builder: ScenarioBuilder
     description: str
-    needs_data_root: bool
+    needs_data_root: bool | str
     options: Mapping[str, tuple[str, ...]]
 
 
-_REGISTRY: dict[str, _Entry] = {}
+SCENARIOS: Registry[_Entry] = Registry("dataset")
 
 
 def register_scenario(
     name: str,
     description: str,
     *,
-    needs_data_root: bool = False,
+    needs_data_root: bool | str = False,
     options: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Callable[[ScenarioBuilder], ScenarioBuilder]:
-    """Decorator registering a scenario builder under ``name``.
-
-    ``options`` lists the builder's choices (first = default): :func:`get_scenario` validates
-    user options against them, and ``dlfd datasets`` shows them.
-    """
-
-    def decorate(builder: ScenarioBuilder) -> ScenarioBuilder:
-        if name in _REGISTRY:
-            raise ValueError(f"scenario {name!r} is already registered")
-        _REGISTRY[name] = _Entry(builder, description, needs_data_root, dict(options or {}))
-        return builder
-
-    return decorate
+    """Decorator registering a scenario builder under ``name``. ``needs_data_root``: the scenario
+    reads the user's copy of a dataset; a string says what ``--data-root`` must point to (the
+    builder is only called with a data root). ``options`` lists the builder's choices (first =
+    default): :func:`get_scenario` validates user options against them, and ``dlfd datasets`` shows
+    them."""
+    return SCENARIOS.decorator(
+        name, lambda builder: _Entry(builder, description, needs_data_root, dict(options or {}))
+    )
 
 
 def list_scenarios() -> dict[str, str]:
-    """Scenario name -> one-line description."""
-    return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
-
-
-def _entry(name: str) -> _Entry:
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return entry
+    """Scenario name -> one-line description, in registration order."""
+    return {name: entry.description for name, entry in SCENARIOS.items()}
 
 
 def scenario_options(name: str) -> dict[str, tuple[str, ...]]:
     """The options scenario ``name`` accepts, each with its choices (the first is the default)."""
-    return dict(_entry(name).options)
+    return dict(SCENARIOS.get(name).options)
 
 
 def get_scenario(
@@ -130,14 +118,15 @@ def get_scenario(
     options: Mapping[str, str] | None = None,
 ) -> Scenario:
     """Build scenario ``name`` with ``split_seed``; ``data_root`` for datasets the user holds.
-
-    ``options`` are scenario-specific choices (e.g. ``level=instance`` for ``csv``), validated
-    here against the choices the scenario registered; the builder receives them completed with
-    the defaults, and the returned scenario records them.
-    """
-    entry = _entry(name)
+    ``options`` (e.g. ``level=instance`` for ``csv``) are validated against the scenario's
+    registered choices; the builder gets them completed with the defaults, and the returned scenario
+    records them."""
+    entry = SCENARIOS.get(name)
     if entry.needs_data_root and data_root is None:
-        raise ConfigError(f"dataset {name!r} needs --data-root pointing to your copy of it")
+        what = (
+            entry.needs_data_root if isinstance(entry.needs_data_root, str) else "your copy of it"
+        )
+        raise ConfigError(f"dataset {name!r} needs --data-root pointing to {what}")
     if split_seed < 0:
         raise ConfigError(f"split seed must be a non-negative integer, got {split_seed}")
     if image_size is not None and image_size < 8:

@@ -1,13 +1,13 @@
-"""Training: recipes, the shared epoch loop, resumable checkpoint training."""
+"""Training: the shared step loop, resumable checkpoint training (and the recipe, from
+:mod:`dlfd.recipe`, which scenarios define below this layer)."""
 
+from dlfd.recipe import TrainRecipe
 from dlfd.training.loop import EpochStats, NonFiniteLossError, learning_rate, train_epochs
-from dlfd.training.recipe import TrainRecipe
-from dlfd.training.runner import TrainProgress, TrainResult, train_checkpoint
+from dlfd.training.runner import TrainResult, train_checkpoint
 
 __all__ = [
     "EpochStats",
     "NonFiniteLossError",
-    "TrainProgress",
     "TrainRecipe",
     "TrainResult",
     "learning_rate",

@@ -1,15 +1,13 @@
-"""The supervised training loop shared by training and fine-tuning-style methods.
+"""The training step shared by training and fine-tuning-style methods, and training's epochs.
 
-One epoch = one shuffled pass over a loader, SGD steps on the task loss. Everything random in
-epoch ``e`` (shuffling, augmentation, dropout) is derived from ``(seed, e)``, so resuming after
-epoch ``e`` reproduces an uninterrupted run bit for bit on CPU. The learning rate is a pure
-function of the epoch (no scheduler state to save).
+:func:`run_pass` is the one optimisation loop (training and every fine-tuning method build on
+it). Everything random in epoch ``e`` (shuffling, augmentation, dropout) is derived from
+``(seed, e)``, so resuming after epoch ``e`` reproduces an uninterrupted run bit for bit on CPU;
+the learning rate is a pure function of the epoch (no scheduler state to save).
 
-Divergence is reported when it happens, with its cause: the loss is checked before every step
-and the parameters and floating-point buffers (BatchNorm running statistics, which a too large
-learning rate can blow up while the train-mode loss stays finite) after every step, one fused
-reduction over all tensors; either raises :class:`NonFiniteLossError` naming the epoch, the
-batch, the tensor and the learning rate.
+Divergence is reported where it happens: the loss is checked before every step, the parameters
+and floating-point buffers (BatchNorm statistics, which a too large learning rate can blow up
+while the train-mode loss stays finite) after it, raising :class:`NonFiniteLossError`.
 """
 
 from __future__ import annotations
@@ -17,33 +15,38 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dlfd.errors import DlfdError
+from dlfd.errors import ConfigError, DlfdError
 from dlfd.losses import correct_predictions, task_loss
+from dlfd.recipe import TrainRecipe
 from dlfd.runtime import derive_seed, seed_everything
-from dlfd.training.recipe import TrainRecipe
 
 if TYPE_CHECKING:
     from dlfd.distributed import DistributedContext
 
-BatchCallback = Callable[[int, int], None]
+#: ``progress(done, total, phase)``: called after every step of a pass.
+ProgressFn = Callable[[int, int, str], None]
 #: ``loss_fn(model, inputs, labels) -> (loss, logits)``: what one training step minimises.
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: What a step of :func:`run_pass` minimises: the loss, or ``(loss, extra)`` where a dict
+#: ``extra`` holds terms to average alongside it (other extras, e.g. logits, are ignored).
+BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
+#: ``diverged(what)``: the error to raise when ``what`` (``"loss became nan at ..."``) happens.
+Diverged = Callable[[str], Exception]
+Schedule = Literal["constant", "cosine"]
 
 
 def task_loss_fn(task: str) -> LossFn:
-    """The plain supervised step: the task loss of the model's logits."""
+    """The plain supervised step: the task loss of the model's logits (and the logits)."""
 
-    def loss_fn(
-        model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_fn(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> Any:
         logits = model(inputs)
         return task_loss(logits, labels, task), logits
 
@@ -51,20 +54,15 @@ def task_loss_fn(task: str) -> LossFn:
 
 
 class NonFiniteLossError(DlfdError):
-    """Training or unlearning diverged: a loss, weight or BatchNorm statistic became NaN/inf.
-
-    The run stops where it happened, naming the step, the tensor and the settings that drive
-    the steps, instead of saving (or scoring) a garbage model.
-    """
+    """Training or unlearning diverged: a loss, weight or BatchNorm statistic became NaN/inf
+    (the run stops instead of saving or scoring a garbage model)."""
 
 
 def non_finite_tensor(model: nn.Module) -> str | None:
-    """Name of the first parameter or floating-point buffer of ``model`` holding a NaN or an
-    infinity, or None when all are finite.
+    """Name of the first non-finite parameter or floating-point buffer of ``model``, or None.
 
-    One fused pass (the norm of every tensor at once, as gradient clipping does); only when a
-    norm is not finite (a NaN/inf, or a finite tensor so large its norm overflows) are the
-    tensors looked at one by one.
+    One fused norm of every tensor (as gradient clipping does); only when a norm is not finite
+    (a NaN/inf, or a tensor whose norm overflows) are the tensors looked at one by one.
     """
     named = [
         (name, tensor.detach())
@@ -97,8 +95,6 @@ def describe_tensor(name: str) -> str:
 
 @dataclass(frozen=True)
 class EpochStats:
-    """Summary of one finished epoch."""
-
     epoch: int
     loss: float
     accuracy: float
@@ -106,18 +102,109 @@ class EpochStats:
     seconds: float
 
 
+def scheduled_lr(base: float, schedule: Schedule, step: int, total: int) -> float:
+    """Learning rate at ``step`` (0-based) of ``total``: constant, or cosine towards 0."""
+    if schedule == "constant" or total <= 1:
+        return base
+    return base * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
 def learning_rate(recipe: TrainRecipe, epoch: int) -> float:
-    """Learning rate of ``epoch`` (0-based): cosine from ``lr`` towards 0, or constant."""
-    if recipe.schedule == "constant":
-        return recipe.lr
-    return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / recipe.epochs))
+    return scheduled_lr(recipe.lr, recipe.schedule, epoch, recipe.epochs)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _trainable(parameters: Iterable[nn.Parameter]) -> list[nn.Parameter]:
+    trainable = [p for p in parameters if p.requires_grad]
+    if not trainable:
+        raise ConfigError("no trainable parameters: the method would not change the model")
+    return trainable
+
+
+def sgd(parameters: Iterable[nn.Parameter], lr: float, momentum: float = 0.9,
+        weight_decay: float = 0.0) -> torch.optim.SGD:  # fmt: skip
+    return torch.optim.SGD(_trainable(parameters), lr, momentum, weight_decay=weight_decay)
+
+
+def adam(
+    parameters: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.0
+) -> torch.optim.Adam:
+    return torch.optim.Adam(_trainable(parameters), lr=lr, weight_decay=weight_decay)
 
 
 def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
-    """SGD with the recipe's momentum and weight decay."""
-    return torch.optim.SGD(
-        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-    )
+    return sgd(model.parameters(), recipe.lr, recipe.momentum, recipe.weight_decay)
+
+
+def check_loss(loss: torch.Tensor, where: str, diverged: Diverged) -> None:
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise diverged(f"loss became {loss.detach().float().sum().item()} at {where}")
+
+
+def check_model(model: nn.Module, where: str, diverged: Diverged) -> None:
+    name = non_finite_tensor(model)
+    if name is not None:
+        raise diverged(f"{describe_tensor(name)} became non-finite at {where}")
+
+
+def optimiser_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    where: str,
+    diverged: Diverged,
+    after_step: Callable[[], None] | None = None,
+) -> None:
+    """Check ``loss``, step on it, run ``after_step`` (e.g. restoring masked weights), then
+    check ``model``'s parameters and buffers."""
+    check_loss(loss, where, diverged)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if after_step is not None:
+        after_step()
+    check_model(model, where, diverged)
+
+
+def run_pass(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    loss_fn: BatchLoss,
+    *,
+    device: torch.device,
+    where: str,
+    diverged: Diverged,
+    unit: str = "batch",
+    after_step: Callable[[], None] | None = None,
+    progress: ProgressFn | None = None,
+    done: int = 0,
+    total: int = 0,
+    phase: str = "",
+) -> tuple[dict[str, float], int]:
+    """One pass over ``batches``, an :func:`optimiser_step` on ``loss_fn(model, inputs, labels)``
+    per batch (a divergence names ``"<where>, <unit> <step>"``), then
+    ``progress(done + step, total, phase)``. Returns the sample-weighted sums of the loss and of
+    ``loss_fn``'s extra terms, and the samples seen."""
+    sums: dict[str, float] = {"loss": 0.0}
+    seen = 0
+    for step, (inputs, labels) in enumerate(batches):
+        inputs, labels = inputs.to(device), labels.to(device)
+        loss = loss_fn(model, inputs, labels)
+        loss, extra = loss if isinstance(loss, tuple) else (loss, None)
+        optimiser_step(model, optimizer, loss, f"{where}, {unit} {step + 1}", diverged, after_step)
+        n = labels.shape[0]
+        seen += n
+        terms = {"loss": loss, **extra} if isinstance(extra, dict) else {"loss": loss}
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0.0) + value.item() * n
+        if progress is not None:
+            progress(done + step + 1, total, phase)
+    return sums, seen
 
 
 def train_epochs(
@@ -130,17 +217,15 @@ def train_epochs(
     seed: int,
     device: torch.device,
     start_epoch: int = 0,
-    on_batch: BatchCallback | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
     loss_fn: LossFn | None = None,
     dist: DistributedContext | None = None,
 ) -> Iterator[EpochStats]:
     """Train from ``start_epoch`` to ``recipe.epochs``, yielding after each epoch.
 
-    The caller decides what to do between epochs (save a resume state, report progress).
-    ``loss_fn`` replaces the plain task loss (methods that fine-tune with another objective).
-    With ``dist`` (``model`` wrapped by :meth:`~dlfd.distributed.DistributedContext.wrap`,
-    loaders yielding this rank's shard), each rank draws dropout from its own seed (rank 0's is
-    the single-process one) and the epoch's loss and accuracy are over all ranks' samples.
+    ``loss_fn`` replaces the plain task loss. With ``dist`` (``model`` wrapped, loaders yielding
+    this rank's shard), each rank draws dropout from its own seed (rank 0's is the
+    single-process one) and the epoch's loss and accuracy are over all ranks' samples.
     """
     loss_fn = loss_fn or task_loss_fn(task)
     rank = 0 if dist is None else dist.rank
@@ -148,33 +233,27 @@ def train_epochs(
         dropout = ("dropout", epoch) if rank == 0 else ("dropout", epoch, "rank", rank)
         seed_everything(derive_seed(seed, *dropout))
         lr = learning_rate(recipe, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         model.train()
         started = time.perf_counter()
-        loss_sum = correct_sum = 0.0
-        seen = 0
-        loader = loader_for_epoch(epoch)
-        for step, (inputs, labels) in enumerate(loader):
-            inputs, labels = inputs.to(device), labels.to(device)
-            loss, logits = loss_fn(model, inputs, labels)
-            where = f"at epoch {epoch + 1}, batch {step + 1} (lr={lr:g}); lower the learning rate"
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"training diverged: loss became {loss.item()} {where}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            bad = non_finite_tensor(model)
-            if bad is not None:
-                raise NonFiniteLossError(
-                    f"training diverged: {describe_tensor(bad)} became non-finite {where}"
-                )
-            n = labels.shape[0]
-            seen += n
-            loss_sum += loss.item() * n
+        correct_sum = 0.0
+
+        def counted(net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            nonlocal correct_sum
+            loss, logits = loss_fn(net, inputs, labels)
             correct_sum += correct_predictions(logits.detach(), labels, task).sum().item()
-            if on_batch is not None:
-                on_batch(step + 1, len(loader))
+            return loss
+
+        loader = loader_for_epoch(epoch)
+        sums, seen = run_pass(
+            model, loader, optimizer, counted, device=device, where=f"epoch {epoch + 1}",
+            diverged=lambda what, lr=lr: NonFiniteLossError(
+                f"training diverged: {what} (lr={lr:g}); lower the learning rate"
+            ),
+            progress=None if on_batch is None else lambda done, total, _: on_batch(done, total),
+            total=0 if on_batch is None else len(loader),
+        )  # fmt: skip
+        loss_sum = sums["loss"]
         if dist is not None:
             loss_sum, correct_sum, seen = dist.all_reduce_sum([loss_sum, correct_sum, seen])
         yield EpochStats(

@@ -79,7 +79,6 @@ def save_resume_state(
     config_sha256: str,
     history: list[dict],
 ) -> None:
-    """Persist everything needed to continue after ``epoch`` finished epochs."""
     tensors = {
         f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()
     }
@@ -102,11 +101,8 @@ def save_resume_state(
 def load_resume_state(
     paths: ResumePaths, model: nn.Module, optimizer: torch.optim.Optimizer, *, config_sha256: str
 ) -> tuple[int, list[dict]] | None:
-    """Restore model and optimizer; returns (epochs done, history) or None if nothing usable.
-
-    A state from a different configuration or a torn pair of files is ignored (the run starts
-    over) rather than trusted.
-    """
+    """Restore model and optimizer: (epochs done, history), or None (nothing usable: a state of
+    another configuration or a torn pair of files is not trusted)."""
     if not paths.meta.is_file() or not paths.tensors.is_file():
         return None
     try:

@@ -10,29 +10,41 @@ states are read on rank 0 and broadcast, and rank 0 alone writes.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from dlfd import __version__
-from dlfd.checkpoint import CheckpointMeta, check_weights_path, read_meta, save_checkpoint
+from dlfd.checkpoint import (
+    CheckpointMeta,
+    check_weights_path,
+    load_checkpoint,
+    load_state_into,
+    read_meta,
+    read_state_dict,
+    save_checkpoint,
+    sidecar_path,
+)
 from dlfd.config import to_dict
 from dlfd.data.loaders import ProblemLoaders
 from dlfd.errors import ConfigError
 from dlfd.io import sha256_bytes, sha256_file
 from dlfd.models import create_model
+from dlfd.recipe import TrainRecipe
 from dlfd.runtime import derive_seed, seed_everything
-from dlfd.training.loop import EpochStats, make_optimizer, train_epochs
-from dlfd.training.recipe import TrainRecipe
+from dlfd.training.loop import EpochStats, ProgressFn, make_optimizer, train_epochs
 from dlfd.training.resume import ResumePaths, load_resume_state, save_resume_state
 
 if TYPE_CHECKING:
     from dlfd.distributed import DistributedContext
     from dlfd.scenarios.registry import Scenario
+
+logger = logging.getLogger(__name__)
 
 Role = Literal["original", "retrained"]
 ROLES: dict[str, str] = {"original": "train", "retrained": "retain"}
@@ -50,18 +62,17 @@ class TrainResult:
     seconds: float
 
 
-class TrainProgress:
-    """Hooks for progress display; the default does nothing (the CLI passes a rich one)."""
-
-    def start(self, total_epochs: int, first_epoch: int, batches_per_epoch: int) -> None: ...
-    def batch(self, done: int, total: int) -> None: ...
-    def epoch(self, stats: EpochStats) -> None: ...
-    def stop(self) -> None: ...
+def no_progress(done: int, total: int, phase: str) -> None:
+    """Show nothing."""
 
 
-def training_config(scenario: Scenario, role: str, seed: int, recipe: TrainRecipe) -> dict:
-    """Everything that determines a trained model; its hash keys caching and resuming."""
-    return {
+def training_config(
+    scenario: Scenario, role: str, seed: int, recipe: TrainRecipe, init: dict | None = None
+) -> dict:
+    """Everything that determines a trained model; its hash keys caching and resuming.
+    ``init`` (pretrained starting weights: their file and sha256) enters only when given, so
+    the hashes of runs from scratch are what they always were."""
+    return ({"init": init} if init else {}) | {
         "scenario": scenario.name,
         "role": role,
         "split_seed": scenario.problem.split_seed,
@@ -73,6 +84,25 @@ def training_config(scenario: Scenario, role: str, seed: int, recipe: TrainRecip
         "input": scenario.input_spec.to_dict(),
         "recipe": to_dict(recipe),
         "dlfd_version": __version__,
+    }
+
+
+def scenario_provenance(scenario: Scenario) -> dict[str, Any]:
+    """The :class:`CheckpointMeta` fields that say what a model of ``scenario`` is for: its
+    outputs (classes, task), input, the scenario (name, options, data folder and fingerprint),
+    the split seed and the forget set. ``dlfd train`` and ``dlfd import`` record the same."""
+    problem = scenario.problem
+    return {
+        "num_classes": scenario.num_classes,
+        "task": scenario.task,
+        "input_spec": scenario.input_spec,
+        "scenario": scenario.name,
+        "split_seed": problem.split_seed,
+        "forget_sha256": problem.forget_sha256,
+        "forget_keys": tuple(problem.forget_keys),
+        "data_sha256": problem.records.fingerprint,
+        "data_root": None if scenario.data_root is None else str(scenario.data_root),
+        "scenario_options": dict(scenario.options),
     }
 
 
@@ -90,29 +120,31 @@ def train_checkpoint(
     recipe: TrainRecipe | None = None,
     resume: bool = True,
     force: bool = False,
-    progress: TrainProgress | None = None,
+    progress: ProgressFn | None = None,
     resume_every_s: float = 30.0,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
     dist: DistributedContext | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train and save the ``role`` model of ``scenario`` to ``out`` (``*.safetensors``).
 
-    A resume state is written after an epoch when ``resume_every_s`` seconds have passed since
-    the last one (0: after every epoch), so short epochs are not slowed down by disk writes.
+    ``init``: start from pretrained weights instead of a random initialisation — a dlfd
+    checkpoint (its architecture is used: e.g. one made by ``dlfd import``) or a state_dict
+    file of the recipe's model (see :func:`~dlfd.checkpoint.read_state_dict`).
 
-    With ``dist`` (every rank calls this with the same arguments; ``device`` is replaced by the
-    rank's device) the recipe's batch size is the global batch, split evenly across ranks; the
-    existing checkpoint and any resume state are read by rank 0 and broadcast; rank 0 alone
-    writes; every rank returns the same result and holds the same weights.
+    A resume state is written after an epoch once ``resume_every_s`` seconds have passed since
+    the last one (0: every epoch). With ``dist`` (every rank calls this alike) the recipe's
+    batch size is the global batch and every rank returns the same result and weights.
     """
     if role not in ROLES:
         raise ConfigError(f"role must be one of {sorted(ROLES)}, got {role!r}")
     scenario.problem.check_trainable()  # a one-class task would train a one-output model
     out = check_weights_path(out)
     recipe = recipe or scenario.recipe
-    config = training_config(scenario, role, seed, recipe)
+    start = None if init is None else _initial_weights(Path(init), scenario, recipe)
+    config = training_config(scenario, role, seed, recipe, None if start is None else start.record)
     digest = config_hash(config)
-    progress = progress or TrainProgress()
+    progress = progress or no_progress
     started = time.perf_counter()
     main = dist is None or dist.is_main
     world_size = 1 if dist is None else dist.world_size
@@ -144,6 +176,9 @@ def train_checkpoint(
             )
         # same configuration but weights that do not match their sidecar: an overwrite of this
         # very run was killed between its two writes; train it again
+        logger.warning(
+            "%s does not match its sidecar (an interrupted write); training it again", out
+        )
         return None
 
     reused = finished() if dist is None else dist.on_main(finished)
@@ -152,9 +187,12 @@ def train_checkpoint(
 
     split = ROLES[role]
     seed_everything(derive_seed(seed, "init"))
-    model = create_model(
-        recipe.model, scenario.num_classes, in_channels=scenario.input_spec.channels
-    ).to(device)
+    if start is None:
+        model = create_model(
+            recipe.model, scenario.num_classes, in_channels=scenario.input_spec.channels
+        ).to(device)
+    else:
+        model = start.model.to(device).train()
     optimizer = make_optimizer(model, recipe)
     loaders = ProblemLoaders(scenario.problem, scenario.input_spec, recipe.augment)
     loaders.cache.preload(scenario.problem.split(split))
@@ -169,6 +207,8 @@ def train_checkpoint(
 
     restored = restore() if dist is None else dist.on_main(restore)
     first_epoch, history = restored if restored is not None else (0, [])
+    if first_epoch:
+        logger.debug("%s: resuming after epoch %d", out, first_epoch)
     if dist is not None and restored is not None:
         dist.broadcast_module(model)
         state = dist.broadcast_object(_cpu_state(optimizer.state_dict()) if main else None)
@@ -186,66 +226,52 @@ def train_checkpoint(
         )
 
     batches = len(loader_for_epoch(first_epoch)) if first_epoch < recipe.epochs else 0
-    progress.start(recipe.epochs, first_epoch, batches)
+    phase = f"resumed after epoch {first_epoch}" if first_epoch else ""
+    epoch_done = first_epoch
+
+    def on_batch(done: int, total: int) -> None:
+        if done < total:  # an epoch's end is reported with the epoch's statistics
+            progress(epoch_done * total + done, recipe.epochs * total, phase)
+
+    progress(first_epoch * batches, recipe.epochs * batches, phase)
     last_saved = time.perf_counter()
-    try:
-        for stats in train_epochs(
-            net,
-            loader_for_epoch,
-            optimizer,
-            recipe,
-            task=scenario.task,
-            seed=seed,
-            device=device,
-            start_epoch=first_epoch,
-            on_batch=progress.batch,
-            dist=dist,
+    for stats in train_epochs(
+        net,
+        loader_for_epoch,
+        optimizer,
+        recipe,
+        task=scenario.task,
+        seed=seed,
+        device=device,
+        start_epoch=first_epoch,
+        on_batch=on_batch,
+        dist=dist,
+    ):
+        seconds = round(stats.seconds, 3)
+        history.append(dict(epoch=stats.epoch, loss=stats.loss, acc=stats.accuracy, lr=stats.lr,
+                            seconds=seconds))  # fmt: skip
+        if (
+            main
+            and stats.epoch < recipe.epochs
+            and time.perf_counter() - last_saved >= resume_every_s
         ):
-            history.append(
-                {
-                    "epoch": stats.epoch,
-                    "loss": stats.loss,
-                    "acc": stats.accuracy,
-                    "lr": stats.lr,
-                    "seconds": round(stats.seconds, 3),
-                }
-            )
-            if (
-                main
-                and stats.epoch < recipe.epochs
-                and time.perf_counter() - last_saved >= resume_every_s
-            ):
-                last_saved = time.perf_counter()
-                save_resume_state(
-                    resume_paths,
-                    model,
-                    optimizer,
-                    epoch=stats.epoch,
-                    config_sha256=digest,
-                    history=history,
-                )
-            progress.epoch(stats)
-            if on_epoch_end is not None:
-                on_epoch_end(stats)
-    finally:
-        progress.stop()
+            last_saved = time.perf_counter()
+            save_resume_state(resume_paths, model, optimizer, epoch=stats.epoch,
+                              config_sha256=digest, history=history)  # fmt: skip
+        epoch_done, phase = stats.epoch, f"epoch {stats.epoch}: loss {stats.loss:.3f} "
+        phase += f"acc {stats.accuracy:.3f} lr {stats.lr:.2g}"
+        progress(epoch_done * batches, recipe.epochs * batches, phase)
+        if on_epoch_end is not None:
+            on_epoch_end(stats)
     if dist is not None:
         dist.sync_buffers(model)  # BatchNorm statistics ran per rank: keep rank 0's
 
     meta = CheckpointMeta(
-        arch=recipe.model,
-        num_classes=scenario.num_classes,
-        task=scenario.task,
-        input_spec=scenario.input_spec,
+        arch=recipe.model if start is None else start.arch,
+        factory_sha256=None if start is None else start.factory_sha256,
         role=role,
-        scenario=scenario.name,
-        split_seed=scenario.problem.split_seed,
         train_seed=seed,
-        forget_sha256=scenario.problem.forget_sha256,
-        forget_keys=tuple(scenario.problem.forget_keys),
-        data_sha256=scenario.problem.records.fingerprint,
-        data_root=None if scenario.data_root is None else str(scenario.data_root),
-        scenario_options=dict(scenario.options),
+        **scenario_provenance(scenario),
         config_sha256=digest,
         recipe=config["recipe"],
         extra={
@@ -253,7 +279,8 @@ def train_checkpoint(
             "n_train": len(scenario.problem.split(split)),
             "history": history,
             "world_size": world_size,
-        },
+        }
+        | ({} if start is None else {"init": start.record}),
     )
 
     def write() -> CheckpointMeta:
@@ -271,6 +298,41 @@ def train_checkpoint(
         resumed_from_epoch=first_epoch,
         seconds=time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True)
+class _Start:
+    """Pretrained starting weights: the model holding them, what to record."""
+
+    model: torch.nn.Module
+    arch: str
+    factory_sha256: str | None
+    record: dict[str, str]
+
+
+def _initial_weights(path: Path, scenario: Scenario, recipe: TrainRecipe) -> _Start:
+    """The model ``--init`` names, checked to fit the scenario's outputs and input."""
+    if not path.is_file():
+        raise ConfigError(f"--init {path} is not a file")
+    record = {"path": str(path), "sha256": sha256_file(path)}
+    if sidecar_path(path).exists():
+        model, meta = load_checkpoint(path)
+        if meta.num_classes != scenario.num_classes or meta.task != scenario.task:
+            raise ConfigError(
+                f"--init {path} has {meta.num_classes} {meta.task} outputs; the scenario "
+                f"needs {scenario.num_classes} {scenario.task} outputs"
+            )
+        if meta.input_spec != scenario.input_spec:
+            raise ConfigError(
+                f"--init {path} expects inputs {meta.input_spec.to_dict()}, the scenario gives "
+                f"{scenario.input_spec.to_dict()} (set --image-size)"
+            )
+        return _Start(model, meta.arch, meta.factory_sha256, record)
+    model = create_model(
+        recipe.model, scenario.num_classes, in_channels=scenario.input_spec.channels
+    )
+    load_state_into(model, read_state_dict(path), str(path))
+    return _Start(model, recipe.model, None, record)
 
 
 def _cpu_state(state: dict) -> dict:

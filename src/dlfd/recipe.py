@@ -13,15 +13,8 @@ from dlfd.errors import ConfigError
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    """Architecture and optimisation settings; every field is overridable with ``--set``.
-
-    SGD with momentum and weight decay, cosine or constant learning-rate schedule over
-    ``epochs``, stepped per epoch; ``augment`` is applied to training batches only.
-
-    Ranges (checked on construction, a ConfigError names the setting, value and range):
-    ``epochs`` [1, 10000], ``batch_size`` [1, 65536], ``lr`` (0, 10], ``momentum`` [0, 1),
-    ``weight_decay`` [0, 1]; ``augment.*``: see :class:`~dlfd.data.transforms.AugmentConfig`.
-    """
+    """Architecture and optimisation settings: SGD, a cosine or constant schedule stepped per
+    epoch; ``augment`` applies to training batches only."""
 
     model: str = "resnet18_mlp"
     epochs: int = setting(40, "[1, 10000]")
@@ -41,7 +34,6 @@ class TrainRecipe:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainRecipe:
-        """Rebuild a recipe from its JSON form (as stored in checkpoint sidecars)."""
         flat: dict[str, Any] = {}
         for key, value in data.items():
             if isinstance(value, Mapping):

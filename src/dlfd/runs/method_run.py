@@ -1,6 +1,5 @@
-"""Run a registered method on a scenario's checkpoint: the loaders every method gets, the call,
-and the unlearned checkpoint with its provenance. Shared by ``dlfd unlearn`` and ``dlfd bench``
-so every method runs under the same rules (same loaders, batch size, selection split)."""
+"""A registered method run on a scenario's checkpoint, shared by ``dlfd unlearn`` and ``dlfd
+bench`` so every method runs under the same rules (same loaders, batch size, selection split)."""
 
 from __future__ import annotations
 
@@ -16,9 +15,9 @@ from dlfd.checkpoint import CheckpointMeta, save_checkpoint
 from dlfd.data.loaders import ProblemLoaders
 from dlfd.methods.api import unlearn
 from dlfd.methods.base import ProgressFn, UnlearnResult
+from dlfd.recipe import TrainRecipe
 from dlfd.runtime import derive_seed
 from dlfd.scenarios import Scenario
-from dlfd.training.recipe import TrainRecipe
 
 if TYPE_CHECKING:
     from dlfd.distributed import DistributedContext
@@ -27,8 +26,7 @@ if TYPE_CHECKING:
 @dataclasses.dataclass(frozen=True)
 class MethodLoaders:
     """The loaders a method receives: retain (shuffled, augmented as in training), forget
-    (shuffled, not augmented), validation (people never trained on; None if the scenario has
-    no validation split)."""
+    (shuffled, not augmented), validation (people never trained on; None without a val split)."""
 
     retain: DataLoader
     forget: DataLoader
@@ -43,10 +41,8 @@ def method_loaders(
     recipe: TrainRecipe | None = None,
     dist: DistributedContext | None = None,
 ) -> MethodLoaders:
-    """Loaders over ``scenario``'s retain, forget and val splits for one unlearning run.
-
-    With ``dist``, this rank's shards: ``batch_size`` is the global batch, split evenly.
-    """
+    """Loaders over ``scenario``'s retain, forget and val splits for one unlearning run (with
+    ``dist``, this rank's shards: ``batch_size`` is the global batch, split evenly)."""
     recipe = recipe or scenario.recipe
     shard = None
     if dist is not None:
@@ -56,23 +52,16 @@ def method_loaders(
     plain = ProblemLoaders(scenario.problem, scenario.input_spec, None)
     plain.cache = augmented.cache  # decode every image once
     has_val = len(scenario.problem.split("val")) > 0
+
+    def loader(split: str, source: ProblemLoaders, **kw: Any) -> DataLoader:
+        return source.loader(split, batch_size=batch_size, shard=shard, **kw)
+
     return MethodLoaders(
-        retain=augmented.loader(
-            "retain",
-            batch_size=batch_size,
-            train=True,
-            seed=derive_seed(seed, "retain"),
-            shard=shard,
+        retain=loader("retain", augmented, train=True, seed=derive_seed(seed, "retain")),
+        forget=loader(
+            "forget", plain, train=True, seed=derive_seed(seed, "forget"), drop_last=False
         ),
-        forget=plain.loader(
-            "forget",
-            batch_size=batch_size,
-            train=True,
-            seed=derive_seed(seed, "forget"),
-            drop_last=False,
-            shard=shard,
-        ),
-        val=plain.loader("val", batch_size=batch_size, shard=shard) if has_val else None,
+        val=loader("val", plain) if has_val else None,
     )
 
 
@@ -89,21 +78,12 @@ def unlearn_on_scenario(
     on_progress: ProgressFn | None = None,
     dist: DistributedContext | None = None,
 ) -> UnlearnResult:
-    """Run ``method`` on ``model`` (the scenario's original) with the scenario's loaders.
-
-    Pixel bounds come from the scenario's normalisation, so perturbation methods stay within
-    valid images; ``recipe`` (the original's) supplies defaults to ``retrain``. With ``dist``
-    every rank calls this and gets its shard of each global batch of ``batch_size``.
-    """
+    """Run ``method`` on ``model`` (the scenario's original) with the scenario's loaders and
+    pixel bounds (so perturbation methods stay within valid images); ``recipe`` (the
+    original's) supplies defaults. With ``dist`` every rank calls this."""
     recipe = recipe or scenario.recipe
-    loaders = method_loaders(
-        scenario,
-        batch_size=batch_size or recipe.batch_size,
-        seed=seed,
-        recipe=recipe,
-        dist=dist,
-    )
-    low, high = scenario.input_spec.input_bounds(torch.zeros(1))
+    batch_size = batch_size or recipe.batch_size
+    loaders = method_loaders(scenario, batch_size=batch_size, seed=seed, recipe=recipe, dist=dist)
     return unlearn(
         model,
         loaders.retain,
@@ -113,7 +93,7 @@ def unlearn_on_scenario(
         task=scenario.task,  # type: ignore[arg-type]
         device=device,
         seed=seed,
-        input_bounds=(low, high),
+        input_bounds=scenario.input_spec.input_bounds(torch.zeros(1)),
         recipe=recipe,
         on_progress=on_progress,
         dist=dist,
@@ -124,9 +104,7 @@ def unlearn_on_scenario(
 def save_unlearned(
     result: UnlearnResult, out: str | Path, original: CheckpointMeta, *, source: str
 ) -> CheckpointMeta:
-    """Write the unlearned model with the original's provenance plus what was done to it
-    (``extra.method``: the method's result record; ``extra.selection``: what its selection did,
-    see :attr:`UnlearnResult.selection`)."""
+    """Write the unlearned model with the original's provenance plus what was done to it."""
     meta = dataclasses.replace(
         original,
         role="unlearned",
