@@ -396,3 +396,50 @@ def test_cli_warns_about_label_shift_and_shows_utility_rows(
     assert cert["settings"]["utility_tolerance"] == 0.1
     assert cert["matching"]["per_side"] == PHOTOS
     assert cert["verdicts"] == {"forgetting": "pass", "utility": "pass"}
+
+
+def test_verdict_is_its_own_emphasised_block_with_code_spans(
+    tmp_path: Path, write_image: Callable[..., Path]
+) -> None:
+    """The verdict word stands out (``<strong>`` with a class, bold in Markdown) in a block of
+    its own; `code` in the summary becomes ``<code>``, escaped, and no HTML from data gets in."""
+    scenario = _scenario(tmp_path, write_image, BALANCED)
+    photos = _photos(scenario)
+    right = {key: _logits(label, 4.0) for split in photos for key, label in photos[split]}
+    oracle = Lookup(right, torch.zeros(2))
+    cert, outputs = _audit(
+        scenario, _loaded(scenario, original=oracle, unlearned=oracle, reference=oracle)
+    )
+    cert = {
+        **cert,
+        "verdict": "fail",
+        "summary": "FAIL: utility fail (rerun with `--utility-tolerance 0.1`); "
+        "`<script>alert(1)</script>` and <b>bold</b>",
+    }
+    md, page = _pages(cert, outputs, tmp_path / "pages")
+    block = page.split("<p class='verdict verdict-fail'>", 1)[1].split("</p>", 1)[0]
+    assert block.startswith("<strong class='verdict-word verdict-fail'>Verdict: FAIL</strong>")
+    assert "<code>--utility-tolerance 0.1</code>" in block and "`" not in block
+    assert "<code>&lt;script&gt;alert(1)&lt;/script&gt;</code>" in block
+    assert "&lt;b&gt;bold&lt;/b&gt;" in block and "<script>" not in page and "<b>" not in page
+    # the verdict paragraph closes before the next block starts
+    after = page.split(block, 1)[1]
+    assert after.startswith("</p><p")
+    line = next(x for x in md.splitlines() if x.startswith("**Verdict"))
+    assert line.startswith("**Verdict: FAIL** — ") and "`--utility-tolerance 0.1`" in line
+    assert "<script>" not in md and "<b>" not in md
+    index = md.splitlines().index(line)
+    assert md.splitlines()[index + 1] == ""  # a paragraph of its own
+
+
+def test_zero_height_bars_are_marked() -> None:
+    from dlfd.audit.render import mark_zero_bars
+    from dlfd.pages import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    bars = ax.bar([0, 1, 2], [0.0, 0.5, 0.001])
+    labels = mark_zero_bars(ax, bars)
+    plt.close(fig)
+    assert [label.get_text() for label in labels] == ["0.0", "0.0"]
+    assert len(ax.lines) == 2

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dlfd.checkpoint import load_checkpoint, read_meta
-from dlfd.errors import CheckpointError
+from dlfd.errors import CheckpointError, ConfigError
 from dlfd.io import sha256_file
 from dlfd.models.user_factory import trust_file
 from dlfd.runs.scenario import load_scenario
@@ -351,3 +351,44 @@ def test_train_init_from_a_state_dict_and_refusals(
         "train", *common, "--init", tmp_path / "nothing.pt", "-o", tmp_path / "y.safetensors"
     )
     assert code == 2 and "not a file" in err
+
+
+def test_train_and_bench_a_user_architecture_from_scratch(
+    imported: tuple[Path, list[str]], csv_dataset: Path, cli: Cli
+) -> None:
+    folder = imported[0].parent
+    data = ["-d", "csv", "--data-root", str(csv_dataset), "--image-size", "16", "--quiet"]
+    out = folder / "scratch.safetensors"
+    code, _, err = cli("train", *data, "--model", "mynet.py:build", "--epochs", "1", "-o", out)
+    assert code == 0, err
+    meta = read_meta(out)
+    assert meta.arch == f"factory:{folder / 'mynet.py'}:build"
+    assert meta.factory_sha256 == sha256_file(folder / "mynet.py")
+    load_checkpoint(out)  # rebuilt through the trust list
+    bench = folder / "bench"
+    code, _, err = cli(
+        "bench", *data, "--set", "recipe.model=mynet.py:build", "--set", "recipe.epochs=1",
+        "--methods", "original,retrain,finetune", "--seeds", "0", "--out", bench,
+        "--cache-dir", folder / "cache",
+    )  # fmt: skip
+    assert code == 0, err
+    rows = json.loads((bench / "results.json").read_text())
+    assert sorted(r["method"] for r in rows) == ["finetune", "original", "retrain"]
+    cached = sorted((folder / "cache" / "references").glob("*.safetensors"))
+    assert len(cached) == 2 and all(read_meta(p).arch == meta.arch for p in cached)
+    # a factory this machine never imported is refused before any training (trust follows the
+    # file's content: a byte-identical copy would be trusted)
+    (folder / "other.py").write_text((folder / "mynet.py").read_text() + "\n# another file\n")
+    code, _, err = cli("train", *data, "--model", "other.py:build", "-o", folder / "o.safetensors")
+    assert code == 2 and "has not imported" in err
+
+
+def test_lira_shadows_of_an_imported_model_are_refused(
+    imported: tuple[Path, list[str]], csv_dataset: Path
+) -> None:
+    from dlfd.audit.runner import train_shadows
+
+    meta = read_meta(imported[0])
+    scenario = load_scenario("csv", split_seed=0, data_root=csv_dataset, image_size=16)
+    with pytest.raises(ConfigError, match="imported without one"):
+        train_shadows(scenario, meta, 2, imported[0].parent / "shadows", torch.device("cpu"))

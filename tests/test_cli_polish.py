@@ -3,6 +3,7 @@ any banner or work), the next-step hints, and --help that reads well."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shlex
@@ -180,3 +181,65 @@ def test_help_paragraphs_are_not_broken_mid_sentence(
     for paragraph in _paragraphs(cmd.help or ""):
         if "[" not in paragraph:  # rich markup would change such a paragraph
             assert paragraph in lines, (paragraph, out)
+
+
+def test_settings_show_pixel_steps_as_fractions_of_255(cli: Cli) -> None:
+    from dlfd.methods.base import format_setting
+    from dlfd.methods.dlfd import DLFDParams
+
+    assert format_setting(2 / 255) == "2/255" and format_setting(16 / 255) == "16/255"
+    assert format_setting(0.2) == "0.2" and format_setting(1.0) == "1"  # short decimals stay
+    assert format_setting(0.001) == "0.001" and format_setting(1 / 3) == "1/3"
+    assert format_setting(3 / 255 + 1e-9) == "0.0117647"  # not k/255 within 1e-12
+    assert format_setting((2 / 255, 0.5)) == "(2/255, 0.5)"
+    assert format_setting("cosine", repr) == "'cosine'" and format_setting(None) == "None"
+    params = DLFDParams()
+    assert "step_size=2/255, budget=16/255" in params.describe_settings()
+    assert params.step_size == 2 / 255  # only the display changes
+    code, out, err = cli("methods", "dlfd")
+    assert code == 0, err
+    assert "2/255" in out and "16/255" in out and "0.00784" not in out
+
+
+def _rendered(tables: list, width: int) -> str:
+    from rich.console import Console
+
+    console = Console(width=width, record=True, color_system=None, file=io.StringIO())
+    for table in tables:
+        console.print(table)
+    return console.export_text()
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_terminal_tables_never_cut_numbers_or_headers(width: int) -> None:
+    """``dlfd evaluate``'s and ``dlfd bench``'s tables at 80 columns and less: every digit and
+    every header word is shown (tables split into groups of columns), no ellipsis."""
+    from dlfd.cli.evaluate import metrics_table
+    from dlfd.cli.report import fit_width, rich_table
+    from dlfd.metrics.protocol import MAIN_METRICS
+    from dlfd.report.tables import main_table
+    from test_report import three_seed_records
+
+    rows = [
+        {"name": name, "role": role, "metrics": {m: 0.7345678 for m in MAIN_METRICS}}
+        for name, role in [
+            ("original.safetensors", "original"),
+            ("runs/finetune-unlearned-with-a-long-name.safetensors", "unlearned"),
+        ]
+    ]
+    text = _rendered(fit_width(metrics_table(rows, "evaluation"), width, keep=2), width)
+    assert "…" not in text and max(map(len, text.splitlines())) <= width
+    assert text.count("0.7346") == 2 * len(MAIN_METRICS)
+    for metric in MAIN_METRICS:
+        assert all(part in text for part in metric.split("_")), metric
+    names = "".join(
+        line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")
+    )  # the model column folds a long name onto more lines, never cuts it
+    assert "runs/finetune-unlearned-with-a-long-name.safetensors" in names
+
+    bench = rich_table(main_table(three_seed_records(), digits=3, sep="±"))
+    text = _rendered(fit_width(bench, width), width)
+    assert "…" not in text and max(map(len, text.splitlines())) <= width
+    for header in ("nomus", "avg", "gap", "wall", "forgetting", "score", "test", "acc"):
+        assert header in text, header
+    assert "30.0" in text and "0.800" in text  # the last columns are there

@@ -258,3 +258,28 @@ def test_a_method_with_fewer_seeds_says_so() -> None:
     records = [r for r in three_seed_records() if not (r["method"] == "dlfd" and r["seed"] == 2)]
     labels = [row[0] for row in main_table(records).rows]
     assert labels == ["original", "retrain (reference)", "finetune", "dlfd (n=2)"]
+
+
+def test_captions_only_mention_rows_that_are_drawn(tmp_path: Path) -> None:
+    """Without the original and retrain rows, no caption (nor axis label) speaks of them."""
+    folder = write_bench_dir(tmp_path)
+    results = json.loads((folder / "results.json").read_text())
+    kept = [r for r in results if r["method"] not in ("original", "retrain")]
+    (folder / "results.json").write_text(json.dumps(kept))
+    build_report(folder)
+    md = (folder / "report.md").read_text()
+    captions = [line for line in md.splitlines() if line.startswith("![")]
+    assert {c.split("](")[1].split("/")[-1] for c in captions} >= {
+        "losses.png)",
+        "features.png)",
+        "nomus_time.png)",
+    }
+    for caption in captions:
+        assert "original)" not in caption and "before unlearning" not in caption, caption
+        assert "retrained reference" not in caption and "retrain" not in caption, caption
+
+    full = write_bench_dir(tmp_path / "full")
+    build_report(full)
+    md = (full / "report.md").read_text()
+    assert "as for the retrained reference" in md
+    assert "before unlearning (original)" in md

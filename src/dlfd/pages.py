@@ -40,7 +40,12 @@ STYLE = (
     "span.nw{white-space:nowrap}p.warning{background:#fff4e0;border-left:4px solid #e69500;"
     "padding:6px 10px}img{max-width:100%}"
     "figure{margin:1em 0 2em}figcaption{color:#444;font-size:90%}p.note{color:#444;"
-    "font-size:90%}"
+    "font-size:90%}p.verdict{display:block;clear:both;font-size:110%;margin:1em 0 1.5em;"
+    "padding:8px 12px;border-left:6px solid #888;background:#f6f6f6}"
+    "p.verdict-fail{border-color:#c00;background:#fdecea}strong.verdict-fail{color:#b00}"
+    "p.verdict-pass{border-color:#2a7d2a;background:#e8f5e8}strong.verdict-pass{color:#1e6b1e}"
+    "p.verdict-inconclusive{border-color:#e69500;background:#fff4e0}"
+    "strong.verdict-inconclusive{color:#a05a00}code{background:#f0f0f0;padding:0 3px}"
 )
 
 #: Cells up to this many characters (numbers, mean ± std) never wrap.
@@ -329,7 +334,7 @@ def loss_histograms(
 @literal_text
 def nomus_vs_time(points: Sequence[Mapping[str, float | str]]) -> bytes:
     """NoMUS against wall time (points: ``label``, ``wall``, ``wall_std``, ``nomus``,
-    ``nomus_std``); the x axis is linear below 1 s, as the original model costs 0 s."""
+    ``nomus_std``); the x axis is linear below 1 s, as an original model costs 0 s."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for point in points:
@@ -340,7 +345,10 @@ def nomus_vs_time(points: Sequence[Mapping[str, float | str]]) -> bytes:
         ax.errorbar(x, y, fmt="o", capsize=3, color=color, **bars)
         ax.annotate(plain(label), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlabel("wall time of the unlearning call (s; retrain: its training)")
+    retrain = any(str(point["label"]).split(" ")[0] == "retrain" for point in points)
+    ax.set_xlabel(
+        "wall time of the unlearning call (s" + ("; retrain: its training)" if retrain else ")")
+    )
     ax.set_ylabel("NoMUS (higher is better)")
     ax.grid(alpha=0.3)
     return _finish(fig)

@@ -48,6 +48,44 @@ def loss_figure(outputs: dict[str, dict[str, SplitOutputs]], task: str) -> bytes
     return loss_histograms(panels, ncols=3)
 
 
+#: Bars at most this high (exposure axis 0..1) are drawn with a marker and their value.
+ZERO_BAR = 0.005
+
+
+def mark_zero_bars(ax: Any, bars: Any) -> list[Any]:
+    """Make bars of (about) zero height visible: a short thick line in the bar's colour on the
+    axis and its value above it. Returns the value labels drawn."""
+    labels = []
+    for rect in bars:
+        height = rect.get_height()
+        if not np.isfinite(height) or abs(height) > ZERO_BAR:
+            continue
+        x = rect.get_x() + rect.get_width() / 2
+        color = rect.get_facecolor()
+        ax.plot(
+            [rect.get_x(), rect.get_x() + rect.get_width()],
+            [0, 0],
+            color=color,
+            linewidth=3,
+            solid_capstyle="butt",
+            clip_on=False,
+            zorder=3,
+        )
+        labels.append(
+            ax.annotate(
+                f"{height:.1f}",
+                (x, 0),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color=color,
+            )
+        )
+    return labels
+
+
 @literal_text
 def people_figure(people: list[dict[str, Any]]) -> bytes:
     """Mean exposure of each forgotten person's photos, per model (0.5 = like a stranger);
@@ -59,6 +97,7 @@ def people_figure(people: list[dict[str, Any]]) -> bytes:
     entries = []
     for k, model in enumerate(MODEL_ORDER):
         bars = ax.bar(x + (k - 1) * 0.27, [p["scores"][model] for p in people], width=0.27)
+        mark_zero_bars(ax, bars)
         entries.append((bars, model))
     ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
     ax.set_xticks(x, names, rotation=60 if len(names) > 12 else 0)
@@ -180,6 +219,65 @@ def _md_code(value: object) -> str:
     return f"`{text}`" if _HEX.fullmatch(text) else md_text(text)
 
 
+_CODE = re.compile(r"`([^`\n]+)`")
+
+
+def inline_html(text: object) -> str:
+    """``text`` as HTML with its Markdown code spans (`` `x` ``) as ``<code>``; everything,
+    inside a span or not, escaped (no markup from the data is passed through)."""
+    text = str(text)
+    parts, last = [], 0
+    for match in _CODE.finditer(text):
+        parts.append(html.escape(text[last : match.start()]))
+        parts.append(f"<code>{html.escape(match.group(1))}</code>")
+        last = match.end()
+    parts.append(html.escape(text[last:]))
+    return "".join(parts)
+
+
+def inline_md(text: object) -> str:
+    """``text`` as Markdown with its code spans kept as code spans (those without ``<``, ``>``
+    or ``&``; others stay escaped text) and every other part through :func:`md_text`."""
+    text = " ".join(str(text).splitlines())
+    parts, last = [], 0
+    for match in _CODE.finditer(text):
+        parts.append(md_text(text[last : match.start()]))
+        code = match.group(1)
+        # a span with markup characters stays escaped text: no raw HTML even in code
+        parts.append(f"`{code}`" if not set(code) & set("<>&") else md_text(match.group()))
+        last = match.end()
+    parts.append(md_text(text[last:]))
+    return "".join(parts)
+
+
+VERDICTS = ("pass", "fail", "inconclusive")
+
+
+def verdict_parts(cert: dict[str, Any]) -> tuple[str, str]:
+    """The overall verdict word (upper case; ``?`` when unknown) and the rest of the summary
+    (the summary without its leading ``WORD:``)."""
+    summary = str(cert.get("summary", "")).strip()
+    word = str(cert.get("verdict", "")).lower()
+    head, sep, rest = summary.partition(":")
+    if sep and head.strip().lower() in VERDICTS:
+        word, summary = head.strip().lower(), rest.strip()
+    return (word.upper() if word in VERDICTS else "?"), summary
+
+
+def verdict_block(cert: dict[str, Any]) -> tuple[list[str], str]:
+    """The verdict as its own block: Markdown lines (the word in bold) and HTML (the word in
+    ``<strong class='verdict-word verdict-<word>'>`` inside ``<p class='verdict ...'>``)."""
+    word, rest = verdict_parts(cert)
+    css = f"verdict-{word.lower()}" if word != "?" else "verdict-unknown"
+    tail_md = f" — {inline_md(rest)}" if rest else ""
+    tail_html = f" — {inline_html(rest)}" if rest else ""
+    return (
+        [f"**Verdict: {md_text(word)}**{tail_md}", ""],
+        f"<p class='verdict {css}'><strong class='verdict-word {css}'>Verdict: "
+        f"{html.escape(word)}</strong>{tail_html}</p>",
+    )
+
+
 def warnings(cert: dict[str, Any]) -> list[str]:
     """The lines a reader must see before any number: the label shift between forget and
     unseen, and why the label-matched attacks could not judge membership (older certificates
@@ -211,7 +309,6 @@ def write_pages(
     title = f"Unlearning audit: {cert['scenario']['name']}"
     sha = {name: model["weights_sha256"][:16] for name, model in cert["models"].items()}
     scenario = cert["scenario"]
-    verdict = f"Verdict: {cert['summary']}"
     settings = cert["settings"]
 
     def facts(code: Any, text: Any) -> str:
@@ -228,12 +325,12 @@ def write_pages(
         return html.escape(str(value))
 
     page = Page(title)
-    page.add([f"**{md_text(verdict)}**", ""], f"<p>{escaped(verdict)}</p>")
+    page.add(*verdict_block(cert))
     for warning in warnings(cert):
         page.add(
-            [f"> **Warning:** {md_text(warning)}", ""],
+            [f"> **Warning:** {inline_md(warning)}", ""],
             '<p style="border:2px solid #c60;background:#fff3e0;padding:0.5em">'
-            f"<strong>Warning:</strong> {escaped(warning)}</p>",
+            f"<strong>Warning:</strong> {inline_html(warning)}</p>",
         )
     page.add([facts(_md_code, md_text), ""], f"<p>{facts(escaped, escaped)}</p>")
     for figure in figures:

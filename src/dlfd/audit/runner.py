@@ -177,10 +177,10 @@ def train_shadows(
     """``count`` shadow originals (trained on train) and retrains (retain only), with the
     original's recipe and new seeds; cached by configuration hash, so finished ones are reused
     and one folder serves several scenarios."""
-    if is_user_arch(original.arch):
+    if is_user_arch(original.arch) and not original.recipe:
         raise ConfigError(
-            f"LiRA shadows are trained by dlfd, which cannot train {original.arch} (an imported "
-            "model: dlfd does not know its recipe); use --shadows 0"
+            f"LiRA shadows are trained with the original's recipe, and {original.arch} was "
+            "imported without one (trained outside dlfd); use --shadows 0"
         )
     recipe = TrainRecipe.from_dict(original.recipe) if original.recipe else scenario.recipe
     base = (original.train_seed or 0) + 1000

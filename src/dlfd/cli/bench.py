@@ -24,7 +24,7 @@ from dlfd.bench.unit import check_forget_request
 from dlfd.cli import common
 from dlfd.cli.app import app, err, hint, out, styled
 from dlfd.cli.progress import RichBenchProgress
-from dlfd.cli.report import rich_table
+from dlfd.cli.report import print_fitted, rich_table
 from dlfd.config import parse_overrides
 from dlfd.data.splits import read_forget_list
 from dlfd.errors import ConfigError
@@ -185,7 +185,7 @@ def bench(
     with common.claimed([results], "--out", inputs=inputs, force=force), display or nullcontext():
         outcome = run_bench(plan, progress=progress)
     if outcome.records:
-        out.print(rich_table(main_table(outcome.records, digits=3, sep="±")))
+        print_fitted(out, rich_table(main_table(outcome.records, digits=3, sep="±")))
     err.print(
         f"{outcome.ran} run(s) done now, {outcome.skipped} reused; wrote {outcome.results} "
         f"(log: {outcome.log})"

@@ -9,6 +9,7 @@ from rich.table import Column, Table
 
 from dlfd.cli import common
 from dlfd.cli.app import app, err, note, out, warn
+from dlfd.cli.report import print_fitted
 from dlfd.io import atomic_write_json
 from dlfd.metrics.protocol import MAIN_METRICS
 from dlfd.runs.evaluate import evaluate_checkpoints
@@ -18,7 +19,13 @@ from dlfd.runs.scenario import ScenarioRequest
 def metrics_table(rows: list[dict[str, Any]], title: str) -> Table:
     """A rich table of the main metrics, one row per evaluated model."""
     present = [c for c in MAIN_METRICS if any(c in r["metrics"] for r in rows)]
-    table = Table("model", "role", *(Column(c, justify="right") for c in present), title=title)
+    metrics = (
+        Column(c.replace("_", "\n"), justify="right", no_wrap=True, overflow="fold")
+        for c in present
+    )
+    table = Table(
+        Column("model", overflow="fold"), Column("role", no_wrap=True), *metrics, title=title
+    )
     for row in rows:
         values = [f"{row['metrics'][c]:.4f}" if c in row["metrics"] else "-" for c in present]
         table.add_row(row["name"], row["role"], *values)
@@ -75,6 +82,6 @@ def evaluate(
         if json_out is not None:
             atomic_write_json(json_out, record)
         title = f"{scenario.name} (split seed {scenario.problem.split_seed})"
-        out.print(metrics_table(record["results"], title))
+        print_fitted(out, metrics_table(record["results"], title), keep=2)
         if json_out is not None:
             err.print(f"wrote {json_out}")

@@ -19,6 +19,7 @@ from dlfd.cli.app import app, err, hint, note, out
 from dlfd.config import parse_overrides, setting_ranges, to_dict
 from dlfd.errors import ConfigError
 from dlfd.methods import get_method, list_methods
+from dlfd.methods.base import format_setting
 from dlfd.recipe import TrainRecipe
 from dlfd.runs.method_run import save_unlearned, unlearn_on_scenario
 from dlfd.runs.scenario import ScenarioRequest, checkpoint_fit
@@ -148,7 +149,7 @@ def methods(
     table = Table(*columns, title=f"{key}: {spec.description}")
     ranges = setting_ranges(spec.params_cls)
     for name, value in to_dict(spec.params_cls()).items():
-        table.add_row(name, repr(value), ranges.get(name, ""))
+        table.add_row(name, format_setting(value, repr), ranges.get(name, ""))
     out.print(table)
     doc = inspect.getmodule(spec.fn).__doc__ or ""
     if doc:

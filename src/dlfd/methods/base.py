@@ -98,10 +98,39 @@ class MethodParams:
         """``"lr=0.001, epochs=2, ..."``: the settings that govern the method's steps."""
         values = to_dict(self)
         names = self.step_settings or [n for n in values if n not in SHARED_SETTINGS]
-        return ", ".join(
-            f"{n}={values[n]:g}" if isinstance(values[n], float) else f"{n}={values[n]}"
-            for n in names
-        )
+        return ", ".join(f"{n}={format_setting(values[n])}" for n in names)
+
+
+#: Largest numerator shown as ``k/255`` (a setting in 8-bit pixel units, e.g. 2/255).
+MAX_PIXEL_STEPS = 4 * 255
+
+
+def format_setting(value: Any, text: Any = str) -> str:
+    """A setting's value for display only (stored values keep the exact float): a float that
+    is ``k/255`` for a small integer ``k`` (within 1e-12) and has no short decimal form as
+    ``k/255`` (``1/3`` rather than ``85/255``), any other float in ``:g`` form, a tuple or
+    list element by element, anything else through ``text`` (``str``; ``repr`` shows strings
+    quoted)."""
+    if isinstance(value, float) and math.isfinite(value):
+        short = f"{value:g}"
+        k = round(value * 255)
+        if (
+            float(short) != value
+            and 0 < abs(k) <= MAX_PIXEL_STEPS
+            and k % 255
+            and abs(value - k / 255) <= 1e-12
+        ):
+            whole = math.gcd(k, 255)
+            if 255 // whole <= 5:  # a simple fraction reads better: 1/3, not 85/255
+                return f"{k // whole}/{255 // whole}"
+            return f"{k}/255"
+        return short
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(format_setting(v, text) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    return str(text(value))
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,8 @@ def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[F
                 plots.loss_histograms(losses),
                 "Per-sample losses of forget (red), unseen (blue, never seen) and retain (grey) "
                 f"samples, pooled over seeds {', '.join(map(str, seeds))}: a model has forgotten "
-                "when its red curve lies on its blue one, as for the retrained reference.",
+                "when its red curve lies on its blue one"
+                + (", as for the retrained reference." if label("retrain") in losses else "."),
             )
         )
     stats = aggregate(records, ("wall_s", "nomus"))
@@ -215,7 +216,12 @@ def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[F
             Figure(
                 "nomus_time",
                 plots.nomus_vs_time(points),
-                "NoMUS against wall time (mean ± std over seeds): up and to the left is better.",
+                "NoMUS against wall time (mean ± std over seeds): up and to the left is better"
+                + (
+                    "; retrain's time is its training."
+                    if any(p["label"] == label("retrain") for p in points)
+                    else "."
+                ),
             )
         )
     traces = {
@@ -251,8 +257,12 @@ def figures_of(records: Sequence[Mapping[str, Any]], details: Details) -> list[F
                 "features",
                 plots.projections(panels),
                 f"Penultimate features of forget (red) and unseen (blue) samples, seed {first}, "
-                "projected on each model's two main axes (PCA): before unlearning (original) "
-                "and after (each method).",
+                "projected on each model's two main axes (PCA)"
+                + (
+                    ": before unlearning (original) and after (each method)."
+                    if label("original") in panels and len(panels) > 1
+                    else ", one panel per model."
+                ),
             )
         )
     return figures
@@ -329,8 +339,8 @@ def build_report(
         if panels := paired.figure_panels(comparison):  # none without common seeds
             caption = (
                 f"Per-seed differences method - {comparison.reference} (dots, one per seed; same "
-                "original and split), their mean (diamond) with its 95% bootstrap interval, and "
-                "zero (dashed): an interval clear of the dashed line on the better side is a "
+                "original model and split), their mean (diamond) with its 95% bootstrap interval, "
+                "and zero (dashed): an interval clear of the dashed line on the better side is a "
                 "decided difference."
             )
             figures.append(Figure("paired", plots.paired_differences(panels), caption))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from dlfd.bench.records import TIMINGS, finite_number
+from dlfd.methods.base import format_setting
 from dlfd.metrics.protocol import MAIN_METRICS
 from dlfd.metrics.uncertainty import mean_std
 from dlfd.pages import PageTable
@@ -269,7 +270,7 @@ def settings_table(records: Sequence[Mapping[str, Any]]) -> PageTable:
         first = min((r for r in records if r["method"] == method), key=lambda r: r["seed"])
         params = as_mapping(as_mapping(first.get("config")).get("params"))
         selected = first.get("selected")
-        settings = ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
+        settings = ", ".join(f"{k}={format_setting(v)}" for k, v in params.items()) or "-"
         rows.append([label(method), settings, "" if selected is None else str(selected)])
     return PageTable(
         title="Settings of each method (and the state it returned, first seed)",

@@ -9,6 +9,7 @@ states are read on rank 0 and broadcast, and rank 0 alone writes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -35,6 +36,14 @@ from dlfd.data.loaders import ProblemLoaders
 from dlfd.errors import ConfigError
 from dlfd.io import sha256_bytes, sha256_file
 from dlfd.models import create_model
+from dlfd.models.user_factory import (
+    FACTORY_PREFIX,
+    build_user_model,
+    canonical_arch,
+    check_trusted,
+    factory_sha256,
+    is_user_arch,
+)
 from dlfd.recipe import TrainRecipe
 from dlfd.runtime import derive_seed, seed_everything
 from dlfd.training.loop import EpochStats, ProgressFn, make_optimizer, train_epochs
@@ -141,8 +150,13 @@ def train_checkpoint(
     scenario.problem.check_trainable()  # a one-class task would train a one-output model
     out = check_weights_path(out)
     recipe = recipe or scenario.recipe
+    if ":" in recipe.model and not recipe.model.startswith(FACTORY_PREFIX):  # user code
+        recipe = dataclasses.replace(recipe, model=canonical_arch(recipe.model))
     start = None if init is None else _initial_weights(Path(init), scenario, recipe)
+    factory = factory_sha256(recipe.model) if start is None else start.factory_sha256
     config = training_config(scenario, role, seed, recipe, None if start is None else start.record)
+    if factory is not None:
+        config["factory_sha256"] = factory  # the code of the architecture is part of the run
     digest = config_hash(config)
     progress = progress or no_progress
     started = time.perf_counter()
@@ -188,9 +202,7 @@ def train_checkpoint(
     split = ROLES[role]
     seed_everything(derive_seed(seed, "init"))
     if start is None:
-        model = create_model(
-            recipe.model, scenario.num_classes, in_channels=scenario.input_spec.channels
-        ).to(device)
+        model = new_model(recipe.model, scenario).to(device)
     else:
         model = start.model.to(device).train()
     optimizer = make_optimizer(model, recipe)
@@ -268,7 +280,7 @@ def train_checkpoint(
 
     meta = CheckpointMeta(
         arch=recipe.model if start is None else start.arch,
-        factory_sha256=None if start is None else start.factory_sha256,
+        factory_sha256=factory,
         role=role,
         train_seed=seed,
         **scenario_provenance(scenario),
@@ -298,6 +310,17 @@ def train_checkpoint(
         resumed_from_epoch=first_epoch,
         seconds=time.perf_counter() - started,
     )
+
+
+def new_model(arch: str, scenario: Scenario) -> torch.nn.Module:
+    """A freshly initialised ``arch`` for ``scenario``: a registered name, or a user's factory
+    (``FILE.py:FUNCTION``, ``timm:NAME``...; a factory file must be on the trust list, i.e.
+    imported once with ``dlfd import``, and unchanged since)."""
+    if not is_user_arch(arch):
+        return create_model(arch, scenario.num_classes, in_channels=scenario.input_spec.channels)
+    digest = factory_sha256(arch)
+    check_trusted(arch, digest, f"model {arch}")
+    return build_user_model(arch, scenario.num_classes, source_sha256=digest)
 
 
 @dataclass(frozen=True)
