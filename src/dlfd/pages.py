@@ -55,17 +55,23 @@ SHORT_CELL = 24
 _UNBROKEN = re.compile(r"\S+ ± \S+|\[[^\[\]]{0,60}\]")
 
 
+def escape_with(pattern: re.Pattern[str], text: str, wrap: Callable[[str], str]) -> str:
+    """``text`` HTML-escaped, each match of ``pattern`` (its group 1 if it has one, else the
+    whole match) escaped and wrapped by ``wrap`` (which adds markup only)."""
+    parts, last = [], 0
+    for match in pattern.finditer(text):
+        parts.append(html.escape(text[last : match.start()]))
+        parts.append(wrap(html.escape(match.group(1 if pattern.groups else 0))))
+        last = match.end()
+    parts.append(html.escape(text[last:]))
+    return "".join(parts)
+
+
 def _cell_html(text: str) -> str:
     """``text`` escaped, its ``mean ± std`` and ``[low, high]`` parts kept on one line each."""
     if len(text) <= SHORT_CELL:
         return html.escape(text)
-    parts, last = [], 0
-    for match in _UNBROKEN.finditer(text):
-        parts.append(html.escape(text[last : match.start()]))
-        parts.append(f"<span class='nw'>{html.escape(match.group())}</span>")
-        last = match.end()
-    parts.append(html.escape(text[last:]))
-    return "".join(parts)
+    return escape_with(_UNBROKEN, text, lambda part: f"<span class='nw'>{part}</span>")
 
 
 @dataclass

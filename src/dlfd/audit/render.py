@@ -21,6 +21,7 @@ from dlfd.pages import (
     Figure,
     Page,
     PageTable,
+    escape_with,
     figure_png,
     legend,
     literal_text,
@@ -225,14 +226,7 @@ _CODE = re.compile(r"`([^`\n]+)`")
 def inline_html(text: object) -> str:
     """``text`` as HTML with its Markdown code spans (`` `x` ``) as ``<code>``; everything,
     inside a span or not, escaped (no markup from the data is passed through)."""
-    text = str(text)
-    parts, last = [], 0
-    for match in _CODE.finditer(text):
-        parts.append(html.escape(text[last : match.start()]))
-        parts.append(f"<code>{html.escape(match.group(1))}</code>")
-        last = match.end()
-    parts.append(html.escape(text[last:]))
-    return "".join(parts)
+    return escape_with(_CODE, str(text), lambda code: f"<code>{code}</code>")
 
 
 def inline_md(text: object) -> str:
