@@ -32,6 +32,17 @@ CLASSES = 10
 IMAGE = (3, 8, 8)
 BOUNDS = (torch.full((3, 1, 1), -3.0), torch.full((3, 1, 1), 3.0))
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The numbers below (and the xfail reasons quoting them) are measured with one thread:
+    float sums in another order give another model, so pin it whatever the machine's default."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 #: The original must be clearly memorising: a score of 0.45 is an attack accuracy of 0.95.
 MEMORISED = 0.45
 #: A method passes if it lowers the score by at least 0.2 (0.486 -> <= 0.286). With 32

@@ -19,10 +19,8 @@ from dlfd.runs.scenario import ScenarioRequest
 def metrics_table(rows: list[dict[str, Any]], title: str) -> Table:
     """A rich table of the main metrics, one row per evaluated model."""
     present = [c for c in MAIN_METRICS if any(c in r["metrics"] for r in rows)]
-    metrics = (
-        Column(c.replace("_", "\n"), justify="right", no_wrap=True, overflow="fold")
-        for c in present
-    )
+    # headers are the JSON keys, whole: a narrow terminal gets the columns in groups instead
+    metrics = (Column(c, justify="right", no_wrap=True) for c in present)
     table = Table(
         Column("model", overflow="fold"), Column("role", no_wrap=True), *metrics, title=title
     )
