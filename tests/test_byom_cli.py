@@ -392,3 +392,30 @@ def test_lira_shadows_of_an_imported_model_are_refused(
     scenario = load_scenario("csv", split_seed=0, data_root=csv_dataset, image_size=16)
     with pytest.raises(ConfigError, match="imported without one"):
         train_shadows(scenario, meta, 2, imported[0].parent / "shadows", torch.device("cpu"))
+
+
+def test_bench_uses_an_imported_original(
+    imported: tuple[Path, list[str]], csv_dataset: Path, cli: Cli
+) -> None:
+    start, _ = imported
+    folder = start.parent
+    bench = ["bench", "-d", "csv", "--data-root", str(csv_dataset), "--image-size", "16"]
+    bench += ["--quiet", "--set", "recipe.epochs=1", "--cache-dir", str(folder / "cache")]
+    bench += ["--methods", "original,retrain,finetune", "--original", str(start)]
+    code, _, err = cli(*bench, "--seeds", "0", "--out", folder / "b")
+    assert code == 0, err
+    rows = {r["method"]: r for r in json.loads((folder / "b" / "results.json").read_text())}
+    assert sorted(rows) == ["finetune", "original", "retrain"]
+    record = json.loads((folder / "b" / "seed-0" / "original.result.json").read_text())
+    assert record["config"]["original_config_sha256"] == read_meta(start).weights_sha256
+    # the reference was trained by dlfd with the imported model's architecture
+    (reference,) = (folder / "cache" / "references").glob("*.safetensors")
+    assert read_meta(reference).arch == read_meta(start).arch
+    assert read_meta(reference).role == "retrained"
+    # another split than the original's is refused, naming the fix
+    code, _, err = cli(*bench, "--seeds", "1", "--out", folder / "b1")
+    assert code == 2 and "the split of seed 0" in err and "--split-seed" in err
+    code, _, err = cli(*bench[:-2], "--reference", str(start), "--out", folder / "b2")
+    assert code == 2 and "--reference needs --original" in err
+    code, _, err = cli(*bench, "--reference", str(start), "--seeds", "0", "--out", folder / "b3")
+    assert code == 2 and "is the original model, not the retrained one" in err

@@ -37,7 +37,9 @@ class BenchPlan:
 
     ``split_seed=None`` makes each seed its own split seed. ``settings`` maps a method key (or
     ``all``) to its overrides. ``forget_entries`` (from the forget list ``forget``) replace
-    every seed's forget set; empty: the scenario's own.
+    every seed's forget set; empty: the scenario's own. ``original`` (and ``reference``): given
+    checkpoints (e.g. from ``dlfd import``) used for every seed instead of training them; the
+    reference, when not given, is trained with the original's architecture.
     """
 
     dataset: str
@@ -59,6 +61,8 @@ class BenchPlan:
     per_example: int = 0
     forget: Path | None = None
     forget_entries: tuple[str, ...] = ()
+    original: Path | None = None
+    reference: Path | None = None
 
     @property
     def forget_request(self) -> dict[str, Any] | None:
@@ -228,6 +232,10 @@ def validate_plan(plan: BenchPlan) -> None:
     for method in plan.methods:
         if method not in CHECKPOINT_ROWS:
             plan.method_params(method)
+    if plan.reference is not None and plan.original is None:
+        raise ConfigError("--reference needs --original (a reference for a given original)")
+    if plan.original is not None and plan.per_example:
+        raise ConfigError("--per-example trains its own originals; it cannot use --original")
     if (
         isinstance(plan.per_example, bool)
         or not isinstance(plan.per_example, int)

@@ -14,6 +14,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,11 +32,11 @@ from dlfd.bench.records import (
     summary,
 )
 from dlfd.bench.references import ROLE_OF_ROW, Reference, place_checkpoint, reference_cache
-from dlfd.checkpoint import load_checkpoint, sidecar_path, weights_sha256
+from dlfd.checkpoint import load_checkpoint, read_meta, sidecar_path, weights_sha256
 from dlfd.config import to_dict
 from dlfd.data.loaders import ProblemLoaders
 from dlfd.data.splits import apply_forget_request
-from dlfd.errors import SplitError
+from dlfd.errors import ConfigError, SplitError
 from dlfd.evaluation import (
     label_notes,
     label_shift_json,
@@ -50,6 +51,7 @@ from dlfd.metrics import SplitOutputs, protocol_metrics
 from dlfd.recipe import TrainRecipe
 from dlfd.runs.method_run import save_unlearned, unlearn_on_scenario
 from dlfd.runs.records import data_hashes, run_record
+from dlfd.runs.scenario import checkpoint_fit
 from dlfd.runtime import resolve_device
 from dlfd.scenarios import Scenario, get_scenario
 from dlfd.training.runner import config_hash
@@ -122,6 +124,29 @@ def check_forget_request(plan: BenchPlan) -> dict[int, int]:
     return sizes
 
 
+def given_checkpoint(path: Path, role: str, scenario: Scenario) -> Reference:
+    """A checkpoint given to the bench as its ``role`` model, refused unless it was made for
+    this seed's scenario, data, split and forget set."""
+    meta = read_meta(path)
+    fit = checkpoint_fit(meta, path, scenario)
+    flag = "--original" if role == "original" else "--reference"
+    if meta.role in ROLE_OF_ROW.values() and meta.role != role:
+        raise ConfigError(f"{flag} {path} is the {meta.role} model, not the {role} one")
+    differs = [
+        what
+        for what, bad in (
+            ("another scenario", fit.other_scenario),
+            ("other data", fit.other_data),
+            (f"the split of seed {meta.split_seed} (use --split-seed)", fit.other_split),
+            ("another forget set (give its --forget list)", fit.other_forget),
+        )
+        if bad
+    ]
+    if differs:
+        raise ConfigError(f"{flag} {path} was made for {', '.join(differs)}")
+    return Reference(path, meta, trained_now=False)
+
+
 def prepare_seed(
     plan: BenchPlan,
     seed: int,
@@ -142,8 +167,15 @@ def prepare_seed(
         )
     device = resolve_device(plan.device)
     cache = reference_cache(plan.cache_dir)
+    given = {"original": plan.original, "retrain": plan.reference}
     refs: dict[str, Reference] = {}
     for row, role in ROLE_OF_ROW.items():
+        if given[row] is not None:
+            refs[row] = given_checkpoint(given[row], role, scenario)
+            log(f"seed {seed}: {role} model given ({given[row]})")
+            continue
+        if row == "retrain" and plan.original is not None:  # the given original's architecture
+            recipe = dataclasses.replace(recipe, model=refs["original"].meta.arch)
         progress.begin(label := f"seed {seed}: train {role}")
         ref = refs[row] = cache.get(
             scenario, role=role, seed=seed, recipe=recipe, device=device, progress=progress.training
@@ -185,8 +217,8 @@ def run_unit(
         scenario=scenario,
         recipe=ctx.recipe,
         params=params,
-        original_config=ctx.original.meta.config_sha256 or "",
-        reference_config=ctx.reference.meta.config_sha256 or "",
+        original_config=ctx.original.meta.config_sha256 or ctx.original.meta.weights_sha256,
+        reference_config=ctx.reference.meta.config_sha256 or ctx.reference.meta.weights_sha256,
         lam=plan.lam,
         attacks=plan.attacks,
         forget_request_sha256=plan.forget_request_sha256,

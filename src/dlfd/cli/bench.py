@@ -73,6 +73,22 @@ def bench(
             "scenario's forget set.",
         ),
     ] = None,
+    original: Annotated[
+        Path | None,
+        common.opt(
+            "--original FILE",
+            "Use this checkpoint (e.g. from `dlfd import`) as every seed's original instead "
+            "of training one; it must match the split (--split-seed) and forget set.",
+        ),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        common.opt(
+            "--reference FILE",
+            "With --original: the retrained reference to use (default: trained with the "
+            "original's architecture and the recipe).",
+        ),
+    ] = None,
     settings: Annotated[
         list[str] | None,
         common.opt(
@@ -163,6 +179,8 @@ def bench(
         per_example=per_example,
         forget=forget,
         forget_entries=tuple(read_forget_list(forget)) if forget is not None else (),
+        original=original,
+        reference=reference,
     )
     # Everything that can be checked is checked before the banner and before any work: the
     # settings, the device, the forget request against every seed's split, the folder's runs.
