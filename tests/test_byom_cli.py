@@ -415,6 +415,7 @@ def test_bench_uses_an_imported_original(
     # another split than the original's is refused, naming the fix
     code, _, err = cli(*bench, "--seeds", "1", "--out", folder / "b1")
     assert code == 2 and "the split of seed 0" in err and "--split-seed" in err
+    assert not (folder / "b1").exists()  # refused before the banner and any work
     code, _, err = cli(*bench[:-2], "--reference", str(start), "--out", folder / "b2")
     assert code == 2 and "--reference needs --original" in err
     code, _, err = cli(*bench, "--reference", str(start), "--seeds", "0", "--out", folder / "b3")

@@ -124,6 +124,21 @@ def check_forget_request(plan: BenchPlan) -> dict[int, int]:
     return sizes
 
 
+def check_given_checkpoints(plan: BenchPlan) -> None:
+    """Check ``--original``/``--reference`` against every split seed's scenario before any
+    training (:func:`given_checkpoint` raises, naming the difference)."""
+    given = {"original": plan.original, "retrained": plan.reference}
+    checked: set[int] = set()
+    for seed in plan.seeds if plan.original is not None else ():
+        if plan.split_seed_for(seed) in checked:
+            continue
+        checked.add(plan.split_seed_for(seed))
+        scenario, _ = build_scenario(plan, seed)
+        for role, path in given.items():
+            if path is not None:
+                given_checkpoint(path, role, scenario)
+
+
 def given_checkpoint(path: Path, role: str, scenario: Scenario) -> Reference:
     """A checkpoint given to the bench as its ``role`` model, refused unless it was made for
     this seed's scenario, data, split and forget set."""

@@ -20,7 +20,7 @@ from dlfd.bench import (
 from dlfd.bench.plan import MAX_PER_EXAMPLE
 from dlfd.bench.recipe_file import RecipeFile
 from dlfd.bench.records import RESULTS_FILE, refuse_other_forget_request
-from dlfd.bench.unit import check_forget_request
+from dlfd.bench.unit import check_forget_request, check_given_checkpoints
 from dlfd.cli import common
 from dlfd.cli.app import app, err, hint, out, styled
 from dlfd.cli.progress import RichBenchProgress
@@ -183,10 +183,12 @@ def bench(
         reference=reference,
     )
     # Everything that can be checked is checked before the banner and before any work: the
-    # settings, the device, the forget request against every seed's split, the folder's runs.
+    # settings, the device, the forget request and given checkpoints against every seed's
+    # split, the folder's runs.
     validate_plan(plan)
     resolve_device(plan.device)
     forget_sizes = check_forget_request(plan)
+    check_given_checkpoints(plan)
     refuse_other_forget_request(plan.out, plan.forget_request_sha256, plan.forget)
     display = None if quiet or jobs > 1 else RichBenchProgress(err)
 
