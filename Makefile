@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dlfd-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test test-slow lint venv clean contact-sheet
+.PHONY: demo test test-slow gpu-check lint venv clean contact-sheet
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: lint
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+gpu-check: $(STAMP)
+	PYTHON=$(abspath $(BIN))/python bash benchmarks/gpu_check.sh
 
 demo: $(STAMP)
 	DEMO_DIR=$(DEMO_DIR) PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh

@@ -63,6 +63,7 @@ from dlfd.methods.base import RunContext, UnlearnData
 from dlfd.methods.common import sgd
 from dlfd.methods.dlfd import (
     DLFDParams,
+    _autocast,
     _synthesise,
     classification_weight,
     feature_layer,
@@ -120,6 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--updates", type=positive_int, default=24, help="optimiser steps of the updates budget"
     )
     shape.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    shape.add_argument(
+        "--amp", action="store_true", help="bf16 autocast for every timed step (CUDA only)"
+    )
     return parser.parse_args(argv)
 
 
@@ -261,11 +265,14 @@ def train_step(
     y: torch.Tensor,
     *,
     train: bool = True,
+    amp: bool = False,
 ) -> None:
     """One optimiser step on a batch: forward, loss, backward, SGD step (``train``: train
-    mode, else eval mode, as the official loop from its second batch on)."""
+    mode, else eval mode, as the official loop from its second batch on; ``amp``: the forward
+    under bf16 autocast, as DLFD's ``amp=True`` trains)."""
     model.train(train)
-    loss = task_loss(model(x), y, "multiclass")
+    with _autocast(x.device, amp):
+        loss = task_loss(model(x), y, "multiclass")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -295,6 +302,8 @@ def mufac_shape(args: argparse.Namespace) -> dict[str, Any]:
     """``--mufac-shape``: time the per-batch costs on generated MUFAC-sized data and project
     per-epoch costs from them (see the module docstring); returns every number."""
     device = resolve_device(args.device)
+    if args.amp and device.type != "cuda":
+        raise SystemExit("--amp times bf16 autocast on CUDA; this device is " + str(device))
     counts = batch_counts(args)
     k = args.steps
     generator = torch.Generator().manual_seed(args.seed)
@@ -323,7 +332,7 @@ def mufac_shape(args: argparse.Namespace) -> dict[str, Any]:
     def finetune(model: nn.Module, optimizer: torch.optim.Optimizer, i: int) -> None:
         """One fine-tuning step on retain batch ``i``."""
         x, y = batches["retain"][i]
-        train_step(model, optimizer, x, y)
+        train_step(model, optimizer, x, y, amp=args.amp)
 
     def dlfd_batch(params: DLFDParams) -> Step:
         """One DLFD batch of ``params``' mode: synthesis against forget batch ``i``, a step."""
@@ -334,8 +343,8 @@ def mufac_shape(args: argparse.Namespace) -> dict[str, Any]:
             """Synthesis on retain batch ``i`` and one training step on the result."""
             (x_r, y_r), (x_f, _) = batches["retain"][i], batches["forget"][i]
             weight = classification_weight(params, i, counts["retain"])
-            x_train = _synthesise(model, x_r, y_r, x_f, weight, params, data, ctx, False)
-            train_step(model, optimizer, x_train, y_r, train=not official_mode)
+            x_train = _synthesise(model, x_r, y_r, x_f, weight, params, data, ctx, args.amp)
+            train_step(model, optimizer, x_train, y_r, train=not official_mode, amp=args.amp)
 
         return step
 
@@ -374,6 +383,7 @@ def mufac_shape(args: argparse.Namespace) -> dict[str, Any]:
             "warmup_batches": 1,
             "device": str(device),
             "seed": args.seed,
+            "amp": args.amp,
         },
         "k": k,
         "target_ratio": k + 2,
