@@ -351,11 +351,9 @@ def _initial_weights(path: Path, scenario: Scenario, recipe: TrainRecipe) -> _St
                 f"{scenario.input_spec.to_dict()} (set --image-size)"
             )
         return _Start(model, meta.arch, meta.factory_sha256, record)
-    model = create_model(
-        recipe.model, scenario.num_classes, in_channels=scenario.input_spec.channels
-    )
+    model = new_model(recipe.model, scenario)
     load_state_into(model, read_state_dict(path), str(path))
-    return _Start(model, recipe.model, None, record)
+    return _Start(model, recipe.model, factory_sha256(recipe.model), record)
 
 
 def _cpu_state(state: dict) -> dict:
