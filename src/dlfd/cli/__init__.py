@@ -12,6 +12,7 @@ from dlfd.cli import (  # noqa: F401  (commands register on import)
     audit,
     bench,
     check,
+    deletion,
     evaluate,
     import_model,
     listing,
