@@ -5,8 +5,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dlfd-installed
 DEMO_DIR ?= runs/demo
+SERVICE_DIR ?= runs/service
 
-.PHONY: demo test test-slow gpu-check lint venv clean contact-sheet
+.PHONY: demo service-demo test test-slow gpu-check lint venv clean contact-sheet
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +35,9 @@ gpu-check: $(STAMP)
 
 demo: $(STAMP)
 	DEMO_DIR=$(DEMO_DIR) PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+
+service-demo: $(STAMP)
+	SERVICE_DIR=$(SERVICE_DIR) PATH="$(abspath $(BIN)):$$PATH" bash scripts/service_demo.sh
 
 contact-sheet: $(STAMP)
 	$(BIN)/python scripts/render_contact_sheet.py --out docs/orl-glasses-contact-sheet.png

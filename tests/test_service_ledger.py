@@ -258,7 +258,11 @@ def test_kill_9_mid_batch_loses_nothing_and_a_rerun_completes(
     assert store.ledger.version(1).forget_entries == people[:2]
     assert not list((root / "versions").glob(".*"))  # no half-written folder left
     if moment == "writing":
-        assert store.ledger.certificate(1)["verdict"] in ("pass", "inconclusive", "fail")
+        certificate = store.ledger.certificate(1)
+        assert certificate["verdict"] in ("pass", "inconclusive", "fail")
+        paths = {name: m["path"] for name, m in certificate["models"].items()}
+        assert paths["unlearned"] == store.ledger.version(1).weights  # as published
+        assert all(not Path(p).is_absolute() and (root / p).is_file() for p in paths.values())
 
 
 def test_two_concurrent_process_runs_publish_one_version(tmp_path: Path, original: Path) -> None:

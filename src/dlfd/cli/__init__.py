@@ -17,6 +17,7 @@ from dlfd.cli import (  # noqa: F401  (commands register on import)
     import_model,
     listing,
     report,
+    serve,
     train,
     unlearn,
 )

@@ -174,6 +174,7 @@ def _make_version(
         on_progress=progress,
     )
     staging = store.new_version_dir(number, requests[0].batch or "batch")
+    final = staging.with_name(staging.name.lstrip("."))
     if staging.exists():
         shutil.rmtree(staging)
     weights = staging / WEIGHTS_NAME
@@ -183,6 +184,7 @@ def _make_version(
     certificate = None
     if config.audit:
         reference, certificate = _audit(store, scenario, weights, recipe, torch_device, say)
+        _paths_in_store(certificate, store.root, {weights: final / WEIGHTS_NAME})
         atomic_write_json(staging / "certificate.json", certificate)
     metrics = evaluate_model(
         result.model,
@@ -195,7 +197,6 @@ def _make_version(
         staging / "evaluation.json",
         {"version": number, "forget_sha256": problem.forget_sha256, "metrics": metrics},
     )
-    final = staging.with_name(staging.name.lstrip("."))
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
@@ -215,6 +216,17 @@ def _make_version(
         wall_s=result.wall_s,
     )
     return version, certificate
+
+
+def _paths_in_store(certificate: dict[str, Any], root: Path, moved: dict[Path, Path]) -> None:
+    """The certificate's model paths relative to the store (as published: ``moved`` maps the
+    folder being written to the published one), so it names no server path nor a folder
+    that no longer exists."""
+    for record in certificate.get("models", {}).values():
+        path = Path(record["path"])
+        path = moved.get(path, path)
+        if path.is_relative_to(root):
+            record["path"] = path.relative_to(root).as_posix()
 
 
 def _forgetting(meta: Any, scenario: Scenario) -> Any:

@@ -118,6 +118,11 @@ class Store:
         original = check_weights_path(original)
         meta = read_meta(original)
         get_method(method).make_params(dict(settings or {}))  # refuse bad settings first
+        if audit and not meta.recipe:
+            raise ConfigError(
+                f"{original} records no training recipe, so no reference can be retrained to "
+                "audit the versions; create the store with --no-audit"
+            )
         scenario = scenario_for_checkpoint(original)
         size = meta.input_spec.size
         config = StoreConfig(
@@ -132,22 +137,24 @@ class Store:
             audit=audit,
             database=database,
         )
-        folder = root / "versions" / "v0000-original"
-        atomic_write_bytes(folder / WEIGHTS_NAME, original.read_bytes())
-        atomic_write_bytes(sidecar_path(folder / WEIGHTS_NAME), sidecar_path(original).read_bytes())
-        copied = read_meta(folder / WEIGHTS_NAME)
         from dlfd.service.ledger import Ledger, sqlite_url
         from dlfd.service.schema import Version
 
+        root.mkdir(parents=True, exist_ok=True)
         ledger = Ledger(database or sqlite_url(root / "ledger.sqlite"))
         try:
             if ledger.current() is not None:
                 raise ConfigError(f"the database {database} holds a ledger already")
+            folder = root / "versions" / "v0000-original"
+            weights = folder / WEIGHTS_NAME
+            atomic_write_bytes(weights, original.read_bytes())
+            atomic_write_bytes(sidecar_path(weights), sidecar_path(original).read_bytes())
+            copied = read_meta(weights)
             ledger.publish(
                 Version(
                     number=0,
                     parent=None,
-                    weights=str((folder / WEIGHTS_NAME).relative_to(root)),
+                    weights=str(weights.relative_to(root)),
                     weights_sha256=copied.weights_sha256,
                     forget_entries=[],
                     forget_images=0,
