@@ -21,6 +21,7 @@ from dlfd.metrics import (
 from dlfd.metrics.matching import LabelShift, label_shift, matched_attack_reason
 from dlfd.metrics.mia import BENCHMARK_SHUFFLE_SEED
 from dlfd.models.features import forward_with_features
+from dlfd.runtime import Precision, contiguous
 
 
 def _forget_unseen_labels(
@@ -93,26 +94,30 @@ def split_outputs_and_features(
     feature_splits: Sequence[str] = (),
     layer: str | None = "penultimate",
     batch_size: int = 128,
+    precision: Precision = Precision(),
 ) -> tuple[dict[str, SplitOutputs], dict[str, torch.Tensor]]:
     """Logits and labels of every sample of each split, in eval mode (the model's mode is
-    restored afterwards), and the ``layer`` features of ``feature_splits`` from the same pass."""
+    restored afterwards), and the ``layer`` features of ``feature_splits`` from the same pass
+    (``precision``: under bfloat16 autocast and/or channels-last; outputs are float32)."""
     was_training = model.training
     model.eval()
+    precision.prepare(model)
     try:
         outputs: dict[str, SplitOutputs] = {}
         features: dict[str, torch.Tensor] = {}
+        pin = device.type == "cuda"
         for split in splits:
             if len(loaders.problem.split(split)) == 0:
                 continue
             logits, labels, feats = [], [], []
             for inputs, target in loaders.loader(split, batch_size=batch_size):
-                if split in feature_splits:
-                    batch_logits, batch_feats = forward_with_features(
-                        model, inputs.to(device), layer
-                    )
-                    feats.append(batch_feats.float().cpu())
-                else:
-                    batch_logits = model(inputs.to(device))
+                inputs = inputs.to(device, non_blocking=pin)
+                with precision.autocast(device):
+                    if split in feature_splits:
+                        batch_logits, batch_feats = forward_with_features(model, inputs, layer)
+                        feats.append(batch_feats.float().cpu())
+                    else:
+                        batch_logits = model(inputs)
                 logits.append(batch_logits.float().cpu())
                 labels.append(target)
             outputs[split] = SplitOutputs(torch.cat(logits), torch.cat(labels))
@@ -120,6 +125,8 @@ def split_outputs_and_features(
                 features[split] = torch.cat(feats)
         return outputs, features
     finally:
+        if precision.channels_last:
+            contiguous(model)
         model.train(was_training)
 
 
@@ -130,9 +137,10 @@ def split_outputs(
     device: torch.device,
     splits: Sequence[str] = SPLITS,
     batch_size: int = 128,
+    precision: Precision = Precision(),
 ) -> dict[str, SplitOutputs]:
     """Logits and labels of every sample of each split (:func:`split_outputs_and_features`)."""
-    kw = {"device": device, "splits": splits, "batch_size": batch_size}
+    kw = {"device": device, "splits": splits, "batch_size": batch_size, "precision": precision}
     return split_outputs_and_features(model, loaders, **kw)[0]
 
 
@@ -163,11 +171,12 @@ def evaluate_model(
     batch_size: int = 128,
     mia_seed: int = BENCHMARK_SHUFFLE_SEED,
     attacks: bool = False,
+    precision: Precision = Precision(),
 ) -> dict[str, float]:
     """:func:`~dlfd.metrics.protocol_metrics` of ``model`` (and ``reference``) on ``loaders``,
     plus the seconds it took (``eval_s``)."""
     started = time.perf_counter()
-    run = {"device": device, "batch_size": batch_size}
+    run = {"device": device, "batch_size": batch_size, "precision": precision}
     outputs = split_outputs(model, loaders, **run)
     ref = None if reference is None else split_outputs(reference, loaders, **run)
     kw = {"reference": ref, "lam": lam, "mia_seed": mia_seed, "attacks": attacks}

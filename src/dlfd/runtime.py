@@ -6,8 +6,10 @@ Nothing in dlfd reads a global device or seed: callers pass them, and random dra
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -83,3 +85,40 @@ def hardware_info() -> dict[str, str | int]:
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
     return info
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a run computes: ``amp`` runs forward passes under bfloat16 autocast (weights,
+    optimiser and saved checkpoints stay float32; no loss scaling is needed with bfloat16),
+    ``channels_last`` stores convolution weights NHWC (what GPU convolution kernels prefer).
+    Both are speed options for CUDA; they also run on a CPU (rarely faster there). The default
+    is plain float32, and a run's records mention precision only when it is not the default."""
+
+    amp: bool = False
+    channels_last: bool = False
+
+    @property
+    def is_default(self) -> bool:
+        return not (self.amp or self.channels_last)
+
+    def to_dict(self) -> dict[str, bool]:
+        return {"amp": self.amp, "channels_last": self.channels_last}
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
+        """The autocast context of a run on ``device`` (no context at all when off, so an
+        enclosing one still applies)."""
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` in this precision's memory layout (in place)."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+
+def contiguous(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` back in the default memory layout (before its weights are saved or hashed)."""
+    return model.to(memory_format=torch.contiguous_format)

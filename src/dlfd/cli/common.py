@@ -92,6 +92,13 @@ OptionOpt = Annotated[
 DeviceOpt = Annotated[str, opt("--device DEVICE", "cpu, cuda, cuda:N or auto.")]
 LAMBDA = opt("--lambda WEIGHT", "NoMUS weight of test accuracy.", min=0.0, max=1.0)
 QuietOpt = Annotated[bool, opt("--quiet -q", "No progress display.")]
+AmpOpt = Annotated[
+    bool,
+    opt("--amp", "bfloat16 autocast (a GPU speed-up; weights and checkpoints stay float32)."),
+]
+ChannelsLastOpt = Annotated[
+    bool, opt("--channels-last", "Channels-last convolution weights (a GPU speed-up).")
+]
 JsonForceOpt = Annotated[bool, opt("--force", "Replace a --json file that dlfd did not write.")]
 
 

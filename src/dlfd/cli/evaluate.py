@@ -14,6 +14,7 @@ from dlfd.io import atomic_write_json
 from dlfd.metrics.protocol import MAIN_METRICS
 from dlfd.runs.evaluate import evaluate_checkpoints
 from dlfd.runs.scenario import ScenarioRequest
+from dlfd.runtime import Precision
 
 
 def metrics_table(rows: list[dict[str, Any]], title: str) -> Table:
@@ -54,6 +55,8 @@ def evaluate(
         ),
     ] = False,
     device: common.DeviceOpt = "auto",
+    amp: common.AmpOpt = False,
+    channels_last: common.ChannelsLastOpt = False,
     force: common.JsonForceOpt = False,
 ) -> None:
     """Accuracies on every split, the loss-based attack, forgetting score, NoMUS, gaps.
@@ -76,6 +79,7 @@ def evaluate(
             attacks=attacks,
             warn=warn,
             note=note,
+            precision=Precision(amp, channels_last),
         )
         if json_out is not None:
             atomic_write_json(json_out, record)

@@ -15,7 +15,7 @@ from dlfd.cli.app import app, err, hint
 from dlfd.config import apply_overrides, parse_overrides
 from dlfd.errors import ConfigError
 from dlfd.runs.scenario import ScenarioRequest
-from dlfd.runtime import resolve_device
+from dlfd.runtime import Precision, resolve_device
 from dlfd.training import train_checkpoint
 from dlfd.training.resume import ResumePaths
 from dlfd.training.runner import ROLES
@@ -94,6 +94,8 @@ def train(
             "Retrain over an existing --out, and replace files there that dlfd did not write.",
         ),
     ] = False,
+    amp: common.AmpOpt = False,
+    channels_last: common.ChannelsLastOpt = False,
     quiet: common.QuietOpt = False,
 ) -> None:
     """Train a scenario's original model or its retrained reference, resumably.
@@ -138,6 +140,7 @@ def train(
                     resume_every_s=resume_every,
                     dist=dist,
                     init=init,
+                    precision=Precision(amp, channels_last),
                 )
             if result.reused:
                 err.print(f"{out} is up to date (same configuration); nothing to do")

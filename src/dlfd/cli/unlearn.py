@@ -23,6 +23,7 @@ from dlfd.methods.base import format_setting
 from dlfd.recipe import TrainRecipe
 from dlfd.runs.method_run import save_unlearned, unlearn_on_scenario
 from dlfd.runs.scenario import ScenarioRequest, checkpoint_fit
+from dlfd.runtime import Precision
 
 
 @app.command(name="unlearn")
@@ -55,6 +56,8 @@ def unlearn_command(
     option: common.OptionOpt = None,
     device: common.DeviceOpt = "auto",
     force: Annotated[bool, common.opt("--force", "Overwrite an existing --out.")] = False,
+    amp: common.AmpOpt = False,
+    channels_last: common.ChannelsLastOpt = False,
     quiet: common.QuietOpt = False,
 ) -> None:
     """Unlearn the scenario's forget set from an original checkpoint with one method.
@@ -101,6 +104,7 @@ def unlearn_command(
                 recipe=recipe,
                 on_progress=progress,
                 dist=dist,
+                precision=Precision(amp, channels_last),
             )
         if dist is None:
             save_unlearned(result, out_path, meta, source=str(model))

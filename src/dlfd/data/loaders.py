@@ -67,9 +67,17 @@ class ProblemLoaders:
     """Builds loaders for every split of ``problem`` sharing one decoded-image cache."""
 
     def __init__(
-        self, problem: UnlearningProblem, spec: InputSpec, augment: AugmentConfig | None = None
+        self,
+        problem: UnlearningProblem,
+        spec: InputSpec,
+        augment: AugmentConfig | None = None,
+        *,
+        pin_memory: bool = False,
     ) -> None:
+        """``pin_memory``: batches in page-locked memory, so copies to a GPU overlap compute
+        (for CUDA runs)."""
         self.problem, self.spec, self.augment = problem, spec, augment
+        self.pin_memory = pin_memory
         self.cache = ImageCache(problem.records, spec)
 
     def dataset(self, split: str) -> SplitDataset:
@@ -132,5 +140,6 @@ class ProblemLoaders:
             drop_last=drop_last,
             generator=generator,
             num_workers=num_workers,
+            pin_memory=self.pin_memory,
             collate_fn=functools.partial(collate, transform),
         )

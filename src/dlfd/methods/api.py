@@ -26,7 +26,7 @@ from dlfd.methods.base import (
 )
 from dlfd.methods.registry import get_method
 from dlfd.recipe import TrainRecipe
-from dlfd.runtime import derive_seed, resolve_device, seed_everything
+from dlfd.runtime import Precision, contiguous, derive_seed, resolve_device, seed_everything
 
 if TYPE_CHECKING:
     from dlfd.distributed import DistributedContext
@@ -53,6 +53,7 @@ def unlearn(
     on_progress: ProgressFn | None = None,
     dist: DistributedContext | None = None,
     batch_keys: tuple[str, str] | None = None,
+    precision: Precision = Precision(),
     **hparams: Any,
 ) -> UnlearnResult:
     """Unlearn ``forget_loader``'s samples from ``model`` with ``method``; ``model`` is untouched.
@@ -73,6 +74,9 @@ def unlearn(
     holds positions r, r + W, ... of each global batch) and runs on ``dist.device``; rank 0
     monitors and broadcasts its readings; every rank returns the same weights. Methods that
     cannot run data-parallel refuse with a ConfigError.
+
+    ``precision``: bfloat16 autocast and/or channels-last for the whole run (recorded in
+    ``result.info["precision"]`` when not the default float32).
     """
     spec = get_method(method)
     if task not in spec.tasks:
@@ -86,7 +90,7 @@ def unlearn(
         target = resolve_device(device) if device is not None else _model_device(model)
     started = time.perf_counter()
 
-    working = copy.deepcopy(model).to(target).requires_grad_(True)
+    working = precision.prepare(copy.deepcopy(model).to(target).requires_grad_(True))
     if dist is not None:
         dist.broadcast_module(working)  # every rank starts from rank 0's weights
     retain_loader, forget_loader, val_loader = (
@@ -112,7 +116,10 @@ def unlearn(
             selector = Selector(params.save_threshold, params.selection)
     ctx = RunContext(method, params, target, seed, monitor, selector, on_progress, dist=dist)
     seed_everything(derive_seed(seed, method))
-    info = spec.fn(working, data, params, ctx) or {}
+    with precision.autocast(target):
+        info = spec.fn(working, data, params, ctx) or {}
+    if not precision.is_default:
+        info = {**info, "precision": precision.to_dict()}
     ctx.check_model(working, where="the end of the run")  # methods without steps (ssd) too
     if selector is not None:
         selected = selector.restore(working)
@@ -122,7 +129,7 @@ def unlearn(
         selected = "last state: selection disabled (select=false)"
     if dist is not None:
         dist.sync_buffers(working)  # BatchNorm statistics ran per rank: keep rank 0's
-    working.eval().requires_grad_(True)  # a method's freezing never leaks to the caller
+    contiguous(working).eval().requires_grad_(True)  # a method's freezing never leaks
     wall = time.perf_counter() - started
     selection = selector.record() if selector is not None else no_selection_record()
     # the method's own algorithm reads the forgetting score (DLFD's switch): not the selection

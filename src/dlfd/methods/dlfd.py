@@ -46,6 +46,7 @@ broadcast, so all ranks switch together. ``mode="official"`` runs on one process
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -91,6 +92,7 @@ from dlfd.models.features import (
     validate_feature_layer,
 )
 from dlfd.ot import entropic_ot_loss
+from dlfd.runtime import Precision
 from dlfd.training.loop import optimiser_step
 
 Mode = Literal["paper", "official"]
@@ -427,8 +429,9 @@ def _reinitialise(
     return {"what": "saliency", "fraction": count / flat.numel(), "elements": count}
 
 
-def _autocast(device: torch.device, use_amp: bool) -> torch.autocast:
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp)
+def _autocast(device: torch.device, use_amp: bool) -> contextlib.AbstractContextManager[object]:
+    """bfloat16 autocast with ``amp``; otherwise no context, so a run-wide one still applies."""
+    return Precision(amp=use_amp).autocast(device)
 
 
 def _synthesise(

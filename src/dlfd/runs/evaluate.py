@@ -21,6 +21,7 @@ from dlfd.evaluation import (
 )
 from dlfd.runs.records import checkpoint_record, data_hashes, run_record
 from dlfd.runs.scenario import checkpoint_fit
+from dlfd.runtime import Precision
 from dlfd.scenarios import Scenario
 
 #: Marks ``dlfd evaluate --json`` files.
@@ -57,6 +58,7 @@ def evaluate_checkpoints(
     attacks: bool,
     warn: Say,
     note: Say,
+    precision: Precision = Precision(),
 ) -> dict[str, Any]:
     """The evaluation record of ``models`` on ``scenario`` (gaps to ``reference`` when given):
     one row of provenance and metrics per model under ``results``."""
@@ -68,6 +70,7 @@ def evaluate_checkpoints(
     ref_model = ref_meta = ref_row = None
     if reference is not None:
         ref_model, ref_meta = load_checkpoint(reference, device=device)
+        precision.prepare(ref_model)
         check_evaluated(ref_meta, reference, scenario, strict=True, warn=warn)
         if ref_meta.role != "retrained":
             warn(f"reference {reference} has role {ref_meta.role!r}")
@@ -78,12 +81,20 @@ def evaluate_checkpoints(
         check_evaluated(meta, path, scenario, strict=False, warn=warn)
         if ref_meta is not None and ref_meta.input_spec != meta.input_spec:
             raise CheckpointError(f"{path} and the reference {reference} expect different inputs")
-        loaders = ProblemLoaders(problem, meta.input_spec)
+        loaders = ProblemLoaders(problem, meta.input_spec, pin_memory=device.type == "cuda")
         metrics = evaluate_model(
-            model, loaders, device=device, reference=ref_model, lam=lam, attacks=attacks
+            model,
+            loaders,
+            device=device,
+            reference=ref_model,
+            lam=lam,
+            attacks=attacks,
+            precision=precision,
         )
         rows.append({**checkpoint_record(path, meta), "metrics": metrics})
     matched = {} if matched_reason is None else {"matched_attack": {"reason": matched_reason}}
+    if not precision.is_default:
+        matched["precision"] = precision.to_dict()
     return run_record(
         EVALUATION_FORMAT,
         dlfd_version=__version__,

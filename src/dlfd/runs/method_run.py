@@ -16,7 +16,7 @@ from dlfd.data.loaders import ProblemLoaders
 from dlfd.methods.api import unlearn
 from dlfd.methods.base import ProgressFn, UnlearnResult
 from dlfd.recipe import TrainRecipe
-from dlfd.runtime import derive_seed
+from dlfd.runtime import Precision, derive_seed
 from dlfd.scenarios import Scenario
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ def method_loaders(
     seed: int,
     recipe: TrainRecipe | None = None,
     dist: DistributedContext | None = None,
+    pin_memory: bool = False,
 ) -> MethodLoaders:
     """Loaders over ``scenario``'s retain, forget and val splits for one unlearning run (with
     ``dist``, this rank's shards: ``batch_size`` is the global batch, split evenly)."""
@@ -48,8 +49,9 @@ def method_loaders(
     if dist is not None:
         batch_size = dist.per_rank_batch(batch_size)
         shard = dist.shard
-    augmented = ProblemLoaders(scenario.problem, scenario.input_spec, recipe.augment)
-    plain = ProblemLoaders(scenario.problem, scenario.input_spec, None)
+    spec = scenario.input_spec
+    augmented = ProblemLoaders(scenario.problem, spec, recipe.augment, pin_memory=pin_memory)
+    plain = ProblemLoaders(scenario.problem, spec, None, pin_memory=pin_memory)
     plain.cache = augmented.cache  # decode every image once
     has_val = len(scenario.problem.split("val")) > 0
 
@@ -77,13 +79,17 @@ def unlearn_on_scenario(
     recipe: TrainRecipe | None = None,
     on_progress: ProgressFn | None = None,
     dist: DistributedContext | None = None,
+    precision: Precision = Precision(),
 ) -> UnlearnResult:
     """Run ``method`` on ``model`` (the scenario's original) with the scenario's loaders and
     pixel bounds (so perturbation methods stay within valid images); ``recipe`` (the
     original's) supplies defaults. With ``dist`` every rank calls this."""
     recipe = recipe or scenario.recipe
     batch_size = batch_size or recipe.batch_size
-    loaders = method_loaders(scenario, batch_size=batch_size, seed=seed, recipe=recipe, dist=dist)
+    cuda = (device if dist is None else dist.device).type == "cuda"
+    loaders = method_loaders(
+        scenario, batch_size=batch_size, seed=seed, recipe=recipe, dist=dist, pin_memory=cuda
+    )
     return unlearn(
         model,
         loaders.retain,
@@ -97,6 +103,7 @@ def unlearn_on_scenario(
         recipe=recipe,
         on_progress=on_progress,
         dist=dist,
+        precision=precision,
         **(hparams or {}),
     )
 

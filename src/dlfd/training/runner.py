@@ -45,7 +45,7 @@ from dlfd.models.user_factory import (
     is_user_arch,
 )
 from dlfd.recipe import TrainRecipe
-from dlfd.runtime import derive_seed, seed_everything
+from dlfd.runtime import Precision, contiguous, derive_seed, seed_everything
 from dlfd.training.loop import EpochStats, ProgressFn, make_optimizer, train_epochs
 from dlfd.training.resume import ResumePaths, load_resume_state, save_resume_state
 
@@ -134,6 +134,7 @@ def train_checkpoint(
     on_epoch_end: Callable[[EpochStats], None] | None = None,
     dist: DistributedContext | None = None,
     init: str | Path | None = None,
+    precision: Precision = Precision(),
 ) -> TrainResult:
     """Train and save the ``role`` model of ``scenario`` to ``out`` (``*.safetensors``).
 
@@ -144,6 +145,8 @@ def train_checkpoint(
     A resume state is written after an epoch once ``resume_every_s`` seconds have passed since
     the last one (0: every epoch). With ``dist`` (every rank calls this alike) the recipe's
     batch size is the global batch and every rank returns the same result and weights.
+    ``precision``: bfloat16 autocast and/or channels-last (part of the configuration when
+    not the default float32).
     """
     if role not in ROLES:
         raise ConfigError(f"role must be one of {sorted(ROLES)}, got {role!r}")
@@ -157,6 +160,8 @@ def train_checkpoint(
     config = training_config(scenario, role, seed, recipe, None if start is None else start.record)
     if factory is not None:
         config["factory_sha256"] = factory  # the code of the architecture is part of the run
+    if not precision.is_default:
+        config["precision"] = precision.to_dict()  # it changes the numbers
     digest = config_hash(config)
     progress = progress or no_progress
     started = time.perf_counter()
@@ -205,8 +210,11 @@ def train_checkpoint(
         model = new_model(recipe.model, scenario).to(device)
     else:
         model = start.model.to(device).train()
+    precision.prepare(model)
     optimizer = make_optimizer(model, recipe)
-    loaders = ProblemLoaders(scenario.problem, scenario.input_spec, recipe.augment)
+    loaders = ProblemLoaders(
+        scenario.problem, scenario.input_spec, recipe.augment, pin_memory=device.type == "cuda"
+    )
     loaders.cache.preload(scenario.problem.split(split))
 
     resume_paths = ResumePaths.for_checkpoint(out)
@@ -247,34 +255,36 @@ def train_checkpoint(
 
     progress(first_epoch * batches, recipe.epochs * batches, phase)
     last_saved = time.perf_counter()
-    for stats in train_epochs(
-        net,
-        loader_for_epoch,
-        optimizer,
-        recipe,
-        task=scenario.task,
-        seed=seed,
-        device=device,
-        start_epoch=first_epoch,
-        on_batch=on_batch,
-        dist=dist,
-    ):
-        seconds = round(stats.seconds, 3)
-        history.append(dict(epoch=stats.epoch, loss=stats.loss, acc=stats.accuracy, lr=stats.lr,
-                            seconds=seconds))  # fmt: skip
-        if (
-            main
-            and stats.epoch < recipe.epochs
-            and time.perf_counter() - last_saved >= resume_every_s
+    with precision.autocast(device):
+        for stats in train_epochs(
+            net,
+            loader_for_epoch,
+            optimizer,
+            recipe,
+            task=scenario.task,
+            seed=seed,
+            device=device,
+            start_epoch=first_epoch,
+            on_batch=on_batch,
+            dist=dist,
         ):
-            last_saved = time.perf_counter()
-            save_resume_state(resume_paths, model, optimizer, epoch=stats.epoch,
-                              config_sha256=digest, history=history)  # fmt: skip
-        epoch_done, phase = stats.epoch, f"epoch {stats.epoch}: loss {stats.loss:.3f} "
-        phase += f"acc {stats.accuracy:.3f} lr {stats.lr:.2g}"
-        progress(epoch_done * batches, recipe.epochs * batches, phase)
-        if on_epoch_end is not None:
-            on_epoch_end(stats)
+            seconds = round(stats.seconds, 3)
+            history.append(dict(epoch=stats.epoch, loss=stats.loss, acc=stats.accuracy, lr=stats.lr,
+                                seconds=seconds))  # fmt: skip
+            if (
+                main
+                and stats.epoch < recipe.epochs
+                and time.perf_counter() - last_saved >= resume_every_s
+            ):
+                last_saved = time.perf_counter()
+                save_resume_state(resume_paths, model, optimizer, epoch=stats.epoch,
+                                  config_sha256=digest, history=history)  # fmt: skip
+            epoch_done, phase = stats.epoch, f"epoch {stats.epoch}: loss {stats.loss:.3f} "
+            phase += f"acc {stats.accuracy:.3f} lr {stats.lr:.2g}"
+            progress(epoch_done * batches, recipe.epochs * batches, phase)
+            if on_epoch_end is not None:
+                on_epoch_end(stats)
+    contiguous(model)
     if dist is not None:
         dist.sync_buffers(model)  # BatchNorm statistics ran per rank: keep rank 0's
 
@@ -292,7 +302,8 @@ def train_checkpoint(
             "history": history,
             "world_size": world_size,
         }
-        | ({} if start is None else {"init": start.record}),
+        | ({} if start is None else {"init": start.record})
+        | ({} if precision.is_default else {"precision": precision.to_dict()}),
     )
 
     def write() -> CheckpointMeta:
