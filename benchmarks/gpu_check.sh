@@ -2,7 +2,8 @@
 # The prepared GPU check, for a machine with a CUDA GPU (a few minutes):
 #   1. what the machine is (torch, CUDA, GPUs) -> OUT/device.json
 #   2. the tests marked `gpu` (DLFD on CUDA: reproducible within tolerance; amp (bf16) and
-#      channels-last run and stay close to fp32) -> OUT/pytest.txt
+#      channels-last run and stay close to fp32, in DLFD and in train/evaluate; NCCL with two
+#      processes when two GPUs exist) -> OUT/pytest.txt
 #   3. DLFD's per-batch costs at MUFAC's shape (generated 128x128 images, 8 classes,
 #      resnet18, 10k retain; K = 15), amp off and on, with the projected epochs
 #      (benchmarks/dlfd_speed.py --mufac-shape) -> OUT/mufac-fp32.json, OUT/mufac-amp.json

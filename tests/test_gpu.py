@@ -74,3 +74,59 @@ def test_gpu_check_says_no_gpu_and_exits_cleanly(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "no CUDA GPU present" in run.stdout
     assert not (tmp_path / "out").exists()  # nothing measured, nothing written
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_training_and_evaluation_with_amp_and_channels_last_on_cuda(tmp_path: Path) -> None:
+    """``--amp --channels-last`` for train and evaluate on CUDA: finite float32 weights, a
+    model that learned, outputs close to the float32 evaluation of the same weights."""
+    import dataclasses
+
+    from dlfd.checkpoint import load_checkpoint
+    from dlfd.data.loaders import ProblemLoaders
+    from dlfd.evaluation import split_outputs
+    from dlfd.runtime import Precision
+    from dlfd.scenarios import get_scenario
+    from dlfd.training import train_checkpoint
+
+    scenario = get_scenario("orl-glasses", split_seed=0, data_root=None, image_size=32, options={})
+    recipe = dataclasses.replace(scenario.recipe, model="resnet18", epochs=3)
+    fast = Precision(amp=True, channels_last=True)
+    cuda = torch.device("cuda")
+    path = train_checkpoint(
+        scenario, role="original", out=tmp_path / "m.safetensors", seed=0, device=cuda,
+        recipe=recipe, precision=fast,
+    ).path  # fmt: skip
+    model, meta = load_checkpoint(path, device=cuda)
+    assert meta.extra["precision"] == fast.to_dict()
+    weights = [v for v in model.state_dict().values() if v.is_floating_point()]
+    assert all(torch.isfinite(v).all() for v in weights)
+    loaders = ProblemLoaders(scenario.problem, meta.input_spec, pin_memory=True)
+    plain = split_outputs(model, loaders, device=cuda)
+    mixed = split_outputs(model, loaders, device=cuda, precision=fast)
+    for split, outputs in plain.items():
+        agree = (outputs.logits.argmax(1) == mixed[split].logits.argmax(1)).float().mean()
+        assert agree >= 0.9, split  # bf16 logits: the same predictions almost everywhere
+    train_acc = (plain["retain"].logits.argmax(1) == plain["retain"].labels).float().mean()
+    assert train_acc > 0.6
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (NCCL)")
+def test_two_process_nccl_training_writes_one_checkpoint(tmp_path: Path) -> None:
+    import shutil
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun is not None
+    out = tmp_path / "model.safetensors"
+    command = [
+        torchrun, "--standalone", "--nproc_per_node=2", "-m", "dlfd", "train", "--out", str(out),
+        "--image-size", "32", "--set", "epochs=1", "--device", "cuda", "--quiet",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from dlfd.checkpoint import load_checkpoint
+
+    _, meta = load_checkpoint(out)
+    assert meta.extra["world_size"] == 2
