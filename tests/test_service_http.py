@@ -252,6 +252,40 @@ def test_dashboard_shows_the_lineage_and_no_names(processed: dict[str, Any], ser
     assert not IMAGE_PATH.search(page)
 
 
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists(), reason="needs Chromium at /usr/bin/chromium"
+)
+def test_the_served_dashboard_in_a_headless_browser(
+    processed: dict[str, Any], service: str
+) -> None:
+    """The page as served (its Content-Security-Policy applied) shows the lineage v0 -> v1,
+    the versions table and the trace, and asks for nothing beyond the page itself."""
+    from playwright.sync_api import sync_playwright
+
+    from test_report import BROWSER_ARGS
+
+    asked: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("request", lambda request: asked.append(request.url))
+            page.goto(f"{service}/", wait_until="load")
+            lineage = [page.is_visible(f"#lineage-v{n}") for n in (0, 1)]
+            rows = page.evaluate("document.querySelectorAll('table.versions tbody tr').length")
+            trace = page.evaluate(
+                "(() => { const b = document.querySelector('figure.trace svg')"
+                ".getBoundingClientRect(); return [b.width, b.height]; })()"
+            )
+            text = page.inner_text("body")
+        finally:
+            browser.close()
+    assert lineage == [True, True]
+    assert rows == 2 and trace[0] > 300 and trace[1] > 100
+    assert "v0" in text and "v1" in text and processed["person"] not in text.split()
+    assert asked == [f"{service}/"]
+
+
 def test_health(processed: dict[str, Any], service: str) -> None:
     status, found, _ = call(f"{service}/health", token=None)
     assert (status, found) == (200, {"status": "ok", "current_version": 1, "processing": False})
