@@ -3,7 +3,8 @@
 :mod:`~dlfd.bench.plan` (what runs), :mod:`~dlfd.bench.recipe_file` (committed recipes),
 :mod:`~dlfd.bench.references` (cached checkpoints), :mod:`~dlfd.bench.records` (hashes, files,
 when a run is finished), :mod:`~dlfd.bench.unit` (one (method, seed) run),
-:mod:`~dlfd.bench.runner` and :mod:`~dlfd.bench.pool` (the whole bench, ``--jobs N``).
+:mod:`~dlfd.bench.runner` and :mod:`~dlfd.bench.pool` (the whole bench, ``--jobs N``),
+:mod:`~dlfd.bench.ray_backend` (``--backend ray``: runs as Ray tasks, written here).
 """
 
 from dlfd.bench.plan import (

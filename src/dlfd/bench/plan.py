@@ -40,6 +40,11 @@ class BenchPlan:
     every seed's forget set; empty: the scenario's own. ``original`` (and ``reference``): given
     checkpoints (e.g. from ``dlfd import``) used for every seed instead of training them; the
     reference, when not given, is trained with the original's architecture.
+
+    Where the runs execute is not part of any run's configuration (hash): ``backend`` is
+    ``local`` (this machine; ``jobs`` processes) or ``ray`` (Ray tasks on the cluster at
+    ``address``, a local one when None); each Ray task asks for ``task_cpus`` CPUs (None: 1)
+    and ``task_gpus`` GPUs (None: 1 when ``device`` is CUDA, else 0).
     """
 
     dataset: str
@@ -63,6 +68,10 @@ class BenchPlan:
     forget_entries: tuple[str, ...] = ()
     original: Path | None = None
     reference: Path | None = None
+    backend: str = "local"
+    address: str | None = None
+    task_cpus: int | None = None
+    task_gpus: float | None = None
 
     @property
     def forget_request(self) -> dict[str, Any] | None:
@@ -100,6 +109,9 @@ def forget_request_sha256(entries: Iterable[str]) -> str:
     the list and repeated lines do not matter; comments are not entries)."""
     return sha256_bytes("\n".join(sorted(set(entries))).encode("utf-8"))
 
+
+#: Where a bench's runs execute (``--backend``).
+BACKENDS: tuple[str, ...] = ("local", "ray")
 
 #: The most models per side ``--per-example`` may ask for (the challenge used 512).
 MAX_PER_EXAMPLE = 1024
@@ -248,5 +260,31 @@ def validate_plan(plan: BenchPlan) -> None:
         )
     if plan.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {plan.jobs}")
+    _validate_backend(plan)
     if not 0.0 <= plan.lam <= 1.0:
         raise ConfigError(f"lambda must be in [0, 1], got {plan.lam}")
+
+
+def _validate_backend(plan: BenchPlan) -> None:
+    """Refuse a backend that does not exist and Ray's settings without ``--backend ray``."""
+    if plan.backend not in BACKENDS:
+        raise ConfigError(f"unknown --backend {plan.backend!r}; known: {', '.join(BACKENDS)}")
+    ray_only = {
+        "--address": plan.address,
+        "--task-cpus": plan.task_cpus,
+        "--task-gpus": plan.task_gpus,
+    }
+    given = [flag for flag, value in ray_only.items() if value is not None]
+    if plan.backend != "ray" and given:
+        raise ConfigError(f"{given[0]} needs --backend ray")
+    if plan.address is not None and plan.jobs > 1:
+        raise ConfigError(
+            "--jobs sizes the local Ray cluster; with --address the cluster's resources decide "
+            "how many runs execute at once"
+        )
+    if plan.address is not None and not plan.address.strip():
+        raise ConfigError("--address is empty; give HOST:PORT of the Ray cluster's head")
+    if plan.task_cpus is not None and plan.task_cpus < 1:
+        raise ConfigError(f"--task-cpus must be at least 1, got {plan.task_cpus}")
+    if plan.task_gpus is not None and not 0 <= plan.task_gpus <= 1024:
+        raise ConfigError(f"--task-gpus must be from 0 to 1024, got {plan.task_gpus}")

@@ -45,10 +45,35 @@ def _worker_run(
         record, ran = run_unit(ctx, method, log=lines.append)
         return record, ran, lines, None
     except Exception as exc:
-        text = f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, DlfdError):
-            text += "\n" + "".join(traceback.format_exception(exc))
-        return None, False, lines, text
+        return None, False, lines, error_text(exc)
+
+
+def error_text(exc: BaseException) -> str:
+    """A failed run's error: one line, then (for errors that are not dlfd's) the traceback."""
+    text = f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, DlfdError):
+        text += "\n" + "".join(traceback.format_exception(exc))
+    return text
+
+
+def report_unit(
+    collector: Collector,
+    log: BenchLog,
+    seed: int,
+    method: str,
+    outcome: tuple[dict[str, Any] | None, bool, list[str], str | None],
+) -> None:
+    """Log what a run done elsewhere returned, (summary, ran now, log lines, error text), and
+    record it: its lines, then its failure (the traceback in the log only) or its summary."""
+    record, ran, lines, error = outcome
+    for line in lines:
+        log(line)
+    if error is not None:
+        first, _, rest = error.partition("\n")
+        collector.fail(seed, method, first)
+        if rest:
+            log(rest, echo=False)
+    collector.finish(seed, method, record, ran)
 
 
 def run_pool(plan: BenchPlan, progress: BenchProgress, log: BenchLog, collector: Collector) -> None:
@@ -78,13 +103,5 @@ def run_pool(plan: BenchPlan, progress: BenchProgress, log: BenchLog, collector:
                         task = pool.submit(_worker_run, worker_plan, seed, name)
                         pending[task] = ("run", seed, name)
                     continue
-                record, ran, lines, error = future.result()
-                for line in lines:
-                    log(line)
-                if error is not None:
-                    first, _, rest = error.partition("\n")
-                    collector.fail(seed, method, first)
-                    if rest:
-                        log(rest, echo=False)
-                collector.finish(seed, method, record, ran)
+                report_unit(collector, log, seed, method, future.result())
                 progress.end(f"seed {seed}: {method}")

@@ -1,12 +1,13 @@
 """Run a benchmark: per seed, the two trained checkpoints, then every method from the same
 original. Every (method, seed) is an independent unit (:func:`dlfd.bench.unit.run_unit`), run
-here or, with ``jobs > 1``, in a process pool; only this process writes ``results.json`` and
-the log.
+here, with ``jobs > 1`` in a process pool, or with ``backend="ray"`` as Ray tasks
+(:mod:`dlfd.bench.ray_backend`); only this process writes ``results.json`` and the log.
 """
 
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,13 +103,13 @@ def _run_locked(plan: BenchPlan, progress: BenchProgress, log: BenchLog) -> Benc
         forget += f"{request['sha256'][:12]})"
     log(
         f"bench {plan.dataset}: methods {', '.join(plan.methods)}; seeds "
-        f"{', '.join(map(str, plan.seeds))}; out {plan.out}; jobs {plan.jobs}{forget}",
+        f"{', '.join(map(str, plan.seeds))}; out {plan.out}; {_where(plan)}{forget}",
         echo=False,
     )
     collector = Collector(plan, log)
     per_example_units = len(scored_methods(plan)) if plan.per_example > 0 else 0
     progress.start(len(plan.seeds) * (len(ROLE_OF_ROW) + len(plan.methods) + per_example_units))
-    (run_pool if plan.jobs > 1 else _run_here)(plan, progress, log, collector)
+    _backend(plan)(plan, progress, log, collector)
     if plan.per_example > 0:
         _run_per_example(plan, progress, log, collector)
     collector.finish(-1, "", None, False)  # results.json even when nothing finished
@@ -119,6 +120,15 @@ def _run_locked(plan: BenchPlan, progress: BenchProgress, log: BenchLog) -> Benc
         echo=False,
     )
     return outcome
+
+
+def _backend(plan: BenchPlan) -> Callable[[BenchPlan, BenchProgress, BenchLog, Collector], None]:
+    """Where the runs execute: a Ray cluster, a local process pool (``jobs > 1``) or here."""
+    if plan.backend == "ray":
+        from dlfd.bench.ray_backend import run_ray
+
+        return run_ray
+    return run_pool if plan.jobs > 1 else _run_here
 
 
 def _run_per_example(
@@ -139,6 +149,13 @@ def _run_per_example(
         collector.fail(seed, f"per-example {method}", error)
 
     run_per_example(plan, progress=progress, log=log, on_done=done, on_fail=fail)
+
+
+def _where(plan: BenchPlan) -> str:
+    """Where the runs execute, for the log's first line."""
+    if plan.backend == "ray":
+        return f"backend ray ({plan.address or 'a local cluster'})"
+    return f"jobs {plan.jobs}"
 
 
 def _run_here(

@@ -1,9 +1,10 @@
 """One benchmark run: a (method, seed) unit, from the seed's shared context to its record.
 
 :func:`prepare_seed` builds what every run of a seed shares; :func:`run_unit` reuses a finished
-record (:mod:`dlfd.bench.records`) or runs the method from the original, evaluates the result
-once (outputs and penultimate features in one pass), writes the model and then the record, both
-atomically. A unit needs nothing but the plan and the seed, so it can run in another process.
+record (:mod:`dlfd.bench.records`) or computes the run (:func:`compute_unit`: the method from the
+original, the result evaluated once) and writes it (:func:`write_unit`: the model, then the
+record, both atomically). A unit needs nothing but the plan and the seed, so it can be computed
+in another process, or on another machine, and written by the one collecting the results.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from dlfd.checkpoint import load_checkpoint, read_meta, sidecar_path, weights_sh
 from dlfd.config import to_dict
 from dlfd.data.loaders import ProblemLoaders
 from dlfd.data.splits import apply_forget_request
-from dlfd.errors import ConfigError, SplitError
+from dlfd.errors import CheckpointError, ConfigError, SplitError
 from dlfd.evaluation import (
     label_notes,
     label_shift_json,
@@ -45,7 +47,7 @@ from dlfd.evaluation import (
     split_outputs,
     split_outputs_and_features,
 )
-from dlfd.io import atomic_write_json
+from dlfd.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_bytes
 from dlfd.methods.base import UnlearnResult
 from dlfd.metrics import SplitOutputs, protocol_metrics
 from dlfd.recipe import TrainRecipe
@@ -212,6 +214,77 @@ def prepare_seed(
     return ctx
 
 
+@dataclass(frozen=True)
+class ComputedUnit:
+    """A run computed but not yet written: its record and the files of its model.
+
+    ``weights`` and ``sidecar`` are the unlearned model's checkpoint files as
+    :func:`dlfd.runs.method_run.save_unlearned` writes them; ``link`` is the cached checkpoint
+    a checkpoint row places at its model path; all None without saved models. Plain data, so a
+    run computed in another process (or on another machine) is written by the one collecting
+    the results (:func:`write_unit`).
+    """
+
+    seed: int
+    method: str
+    record: dict[str, Any]
+    weights: bytes | None = None
+    sidecar: str | None = None
+    link: Path | None = None
+
+
+def unit_config(ctx: SeedContext, method: str) -> tuple[dict[str, Any], str]:
+    """The configuration of (``method``, the context's seed) and its hash, which keys the run."""
+    plan = ctx.plan
+    source = {"original": ctx.original, "retrain": ctx.reference}.get(method)
+    config = run_config(
+        method=method,
+        seed=ctx.seed,
+        scenario=ctx.scenario,
+        recipe=ctx.recipe,
+        params={} if source is not None else to_dict(plan.method_params(method)),
+        original_config=ctx.original.meta.config_sha256 or ctx.original.meta.weights_sha256,
+        reference_config=ctx.reference.meta.config_sha256 or ctx.reference.meta.weights_sha256,
+        lam=plan.lam,
+        attacks=plan.attacks,
+        forget_request_sha256=plan.forget_request_sha256,
+    )
+    return config, config_hash(config)
+
+
+def reuse_unit(
+    plan: BenchPlan,
+    seed: int,
+    method: str,
+    digest: str,
+    label_shift: dict[str, Any] | None,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Any] | None, str]:
+    """(the summary of the finished run keyed ``digest``, "finished") or (None, why it runs);
+    needs no seed context, so the process writing the records decides it."""
+    paths = RunPaths(plan.out, seed, method)
+    record, why = finished_record(paths, digest, save_models=plan.save_models)
+    if record is None:
+        return None, why
+    log(f"seed {seed}: {method} finished earlier (config {digest[:12]}); skipped")
+    short = summary(record, paths)
+    short.setdefault("label_shift", json_safe(label_shift))  # a record from before it
+    short.setdefault("forget_request", json_safe(plan.forget_request))
+    return short, why
+
+
+def start_unit(
+    plan: BenchPlan, seed: int, method: str, why: str, log: Callable[[str], None]
+) -> None:
+    """Log that a run runs (and why, when an earlier record is redone) and remove its old
+    files, so only a finished run ever leaves a record."""
+    log(f"seed {seed}: {method} running" + ("" if why == NO_RECORD else f" ({why})"))
+    paths = RunPaths(plan.out, seed, method)
+    for path in (paths.record, paths.model, sidecar_path(paths.model)):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 def run_unit(
     ctx: SeedContext,
     method: str,
@@ -220,37 +293,26 @@ def run_unit(
     log: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Run (or reuse) one (method, seed); returns (its summary for results.json, ran now)."""
+    log = log or (lambda message: None)
+    _, digest = unit_config(ctx, method)
+    short, why = reuse_unit(ctx.plan, ctx.seed, method, digest, ctx.label_shift, log)
+    if short is not None:
+        return short, False
+    start_unit(ctx.plan, ctx.seed, method, why, log)
+    return write_unit(ctx.plan.out, compute_unit(ctx, method, progress=progress), log), True
+
+
+def compute_unit(
+    ctx: SeedContext, method: str, *, progress: BenchProgress | None = None
+) -> ComputedUnit:
+    """Run ``method`` from the original (or take a checkpoint row's model), evaluate it once
+    (outputs and penultimate features in one pass) and build its record; writes nothing."""
     plan, seed, scenario = ctx.plan, ctx.seed, ctx.scenario
     progress = progress or BenchProgress()
-    log = log or (lambda message: None)
     # The original and retrain rows show the seed's checkpoints rather than run a method.
     source = {"original": ctx.original, "retrain": ctx.reference}.get(method)
-    params = {} if source is not None else to_dict(plan.method_params(method))
-    config = run_config(
-        method=method,
-        seed=seed,
-        scenario=scenario,
-        recipe=ctx.recipe,
-        params=params,
-        original_config=ctx.original.meta.config_sha256 or ctx.original.meta.weights_sha256,
-        reference_config=ctx.reference.meta.config_sha256 or ctx.reference.meta.weights_sha256,
-        lam=plan.lam,
-        attacks=plan.attacks,
-        forget_request_sha256=plan.forget_request_sha256,
-    )
-    digest = config_hash(config)
+    config, digest = unit_config(ctx, method)
     paths = RunPaths(plan.out, seed, method)
-    record, why = finished_record(paths, digest, save_models=plan.save_models)
-    if record is not None:
-        log(f"seed {seed}: {method} finished earlier (config {digest[:12]}); skipped")
-        short = summary(record, paths)
-        short.setdefault("label_shift", json_safe(ctx.label_shift))  # a record from before it
-        short.setdefault("forget_request", json_safe(plan.forget_request))
-        return short, False
-    log(f"seed {seed}: {method} running" + ("" if why == NO_RECORD else f" ({why})"))
-    for path in (paths.record, paths.model, sidecar_path(paths.model)):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
     details: dict[str, Any] = {}
     if source is None:
@@ -286,19 +348,16 @@ def run_unit(
     details["projection"] = projection_2d(features, seed)
     eval_s = time.perf_counter() - started
 
-    model_file = None
-    if plan.save_models:
-        if source is not None:
-            weights = place_checkpoint(source.path, paths.model).weights_sha256
-        else:
-            weights = save_unlearned(
-                result, paths.model, ctx.original.meta, source=str(ctx.original.path)
-            ).weights_sha256
-        model_file = paths.relative(paths.model)
-    else:
+    files: dict[str, Any] = {}
+    if not plan.save_models:
         weights = (
             source.meta.weights_sha256 if source else weights_sha256(model, ctx.original.meta.arch)
         )
+    elif source is not None:
+        weights, files["link"] = source.meta.weights_sha256, source.path
+    else:
+        files["weights"], files["sidecar"] = _unlearned_files(ctx, result)
+        weights = sha256_bytes(files["weights"])
 
     record = run_record(
         RUN_FORMAT,
@@ -317,7 +376,7 @@ def run_unit(
         split_sizes=scenario.problem.sizes(),
         forget_request=plan.forget_request,
         label_shift=ctx.label_shift,
-        model=model_file,
+        model=paths.relative(paths.model) if plan.save_models else None,
         hashes={
             "weights_sha256": weights,
             "original_sha256": ctx.original.meta.weights_sha256,
@@ -327,14 +386,51 @@ def run_unit(
         },
         details=details,
     )
-    record = json_safe(record)
+    return ComputedUnit(seed, method, json_safe(record), **files)
+
+
+def _unlearned_files(ctx: SeedContext, result: UnlearnResult) -> tuple[bytes, str]:
+    """The unlearned model's checkpoint files (weights, sidecar text), exactly as
+    :func:`save_unlearned` writes them, made in a private temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="dlfd-unit-") as folder:
+        path = Path(folder) / "model.safetensors"
+        save_unlearned(result, path, ctx.original.meta, source=str(ctx.original.path))
+        return path.read_bytes(), sidecar_path(path).read_text(encoding="utf-8")
+
+
+def write_unit(
+    out: Path, unit: ComputedUnit, log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Write a computed run into the bench folder ``out``: its model (sidecar, then weights),
+    then its record, each atomically; returns its summary for results.json."""
+    paths = RunPaths(out, unit.seed, unit.method)
+    record = unit.record
+    if unit.link is not None:
+        placed = place_checkpoint(unit.link, paths.model).weights_sha256
+        if placed != record["hashes"]["weights_sha256"]:
+            raise CheckpointError(f"{unit.link} changed while seed {unit.seed} was evaluated")
+    elif unit.weights is not None and unit.sidecar is not None:
+        atomic_write_text(sidecar_path(paths.model), unit.sidecar)
+        atomic_write_bytes(paths.model, unit.weights)
     atomic_write_json(paths.record, record)  # last: a record exists only for a finished run
-    log(
-        f"seed {seed}: {method} done in {result.wall_s:.1f}s (+{eval_s:.1f}s evaluation): "
-        f"test_acc {metrics['test_acc']:.4f}, forgetting_score "
-        f"{metrics['forgetting_score']:.4f}, nomus {metrics['nomus']:.4f}"
+    if log is not None:
+        log(_done_line(unit))
+    return summary(record, paths)
+
+
+def _done_line(unit: ComputedUnit) -> str:
+    """The log line of a finished run, with its headline numbers (null ones shown as nan)."""
+
+    def shown(value: float | None, digits: int) -> str:
+        return f"{float('nan') if value is None else value:.{digits}f}"
+
+    record, metrics = unit.record, unit.record["metrics"]
+    return (
+        f"seed {unit.seed}: {unit.method} done in {shown(record['wall_s'], 1)}s "
+        f"(+{shown(record['eval_s'], 1)}s evaluation): test_acc {shown(metrics['test_acc'], 4)}, "
+        f"forgetting_score {shown(metrics['forgetting_score'], 4)}, "
+        f"nomus {shown(metrics['nomus'], 4)}"
     )
-    return summary(record, paths), True
 
 
 def _checkpoint_result(ctx: SeedContext, method: str, source: Reference) -> UnlearnResult:

@@ -18,6 +18,7 @@ from dlfd.bench import (
     validate_plan,
 )
 from dlfd.bench.plan import MAX_PER_EXAMPLE
+from dlfd.bench.ray_backend import check_ray_plan
 from dlfd.bench.recipe_file import RecipeFile
 from dlfd.bench.records import RESULTS_FILE, refuse_other_forget_request
 from dlfd.bench.unit import check_forget_request, check_given_checkpoints
@@ -119,8 +120,51 @@ def bench(
         ),
     ] = None,
     jobs: Annotated[
-        int, common.opt("--jobs -j N", "Runs in parallel (processes).", min=1, max=256)
+        int,
+        common.opt(
+            "--jobs -j N",
+            "Runs in parallel: processes of this machine; with --backend ray and no --address, "
+            "the size of the local Ray cluster (N tasks at once).",
+            min=1,
+            max=256,
+        ),
     ] = 1,
+    backend: Annotated[
+        str,
+        common.opt(
+            "--backend NAME",
+            "local (this machine, --jobs processes) or ray (Ray tasks on a cluster; needs "
+            "pip install 'dlfd\\[ray]' and --out, the cache and the data on a file system "
+            "every node sees).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        common.opt(
+            "--address HOST:PORT",
+            "With --backend ray: the running Ray cluster's head (or auto); default: start a "
+            "local cluster for this bench.",
+        ),
+    ] = None,
+    task_cpus: Annotated[
+        int | None,
+        common.opt(
+            "--task-cpus N",
+            "With --backend ray: CPUs (and torch threads) per task (default 1).",
+            min=1,
+            max=1024,
+        ),
+    ] = None,
+    task_gpus: Annotated[
+        float | None,
+        common.opt(
+            "--task-gpus X",
+            "With --backend ray: GPUs per task, fractions allowed (default 1 with --device "
+            "cuda, else 0).",
+            min=0.0,
+            max=1024.0,
+        ),
+    ] = None,
     per_example: Annotated[
         int,
         common.opt(
@@ -147,6 +191,9 @@ def bench(
     Finished runs are skipped when rerun (same configuration hash); an interrupted run is
     redone. A folder holds the runs of one forget request: another --forget needs another
     --out. Progress goes to the terminal, a log to DIR/bench.log.
+
+    --backend ray runs every seed's checkpoints and every run as Ray tasks (--address: an
+    existing cluster), retried when a worker dies; this process writes every file.
     """
     file = load_recipe_file(recipe) if recipe is not None else RecipeFile(Path())
 
@@ -181,16 +228,23 @@ def bench(
         forget_entries=tuple(read_forget_list(forget)) if forget is not None else (),
         original=original,
         reference=reference,
+        backend=backend,
+        address=address,
+        task_cpus=task_cpus,
+        task_gpus=task_gpus,
     )
     # Everything that can be checked is checked before the banner and before any work: the
     # settings, the device, the forget request and given checkpoints against every seed's
     # split, the folder's runs.
     validate_plan(plan)
-    resolve_device(plan.device)
+    if plan.backend == "ray":
+        check_ray_plan(plan)  # Ray installed; the device is checked where each task runs
+    else:
+        resolve_device(plan.device)
     forget_sizes = check_forget_request(plan)
     check_given_checkpoints(plan)
     refuse_other_forget_request(plan.out, plan.forget_request_sha256, plan.forget)
-    display = None if quiet or jobs > 1 else RichBenchProgress(err)
+    display = None if quiet or jobs > 1 or backend == "ray" else RichBenchProgress(err)
 
     forgetting = ""
     if forget is not None:
