@@ -104,6 +104,26 @@ FAST_BENCH = [
 ]
 
 
+@pytest.fixture(scope="session")
+def tiny_original(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny orl-glasses original (``FAST_TRAIN``: seconds, one thread), shared by the tests
+    that only need some original model of the scenario."""
+    import torch
+
+    from dlfd.cli import main
+
+    path = tmp_path_factory.mktemp("tiny-original") / "orig.safetensors"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        main(["train", "-d", "orl-glasses", *FAST_TRAIN, "--out", str(path)])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    finally:
+        torch.set_num_threads(threads)
+    return path
+
+
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
     """``cli(*args)``: run ``dlfd ARGS`` in-process; returns (exit code, stdout, stderr)."""

@@ -9,16 +9,7 @@ from typing import Any
 import pytest
 
 from dlfd.service.dashboard import render_dashboard
-
-CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from test_report import BROWSER_ARGS, CHROMIUM
 
 HOSTILE = ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>')
 

@@ -28,11 +28,8 @@ pytest.importorskip("alembic")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-import torch
 import uvicorn
 
-from conftest import FAST_TRAIN
-from dlfd.cli import main
 from dlfd.service.app import MAX_BODY_BYTES, create_app
 from dlfd.service.store import Store
 
@@ -46,18 +43,9 @@ IMAGE_PATH = re.compile(r"\bs\d+/\d+\.pgm\b")
 
 
 @pytest.fixture(scope="module")
-def original(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny orl-glasses original (trained in seconds, one thread)."""
-    path = tmp_path_factory.mktemp("original") / "orig.safetensors"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        main(["train", "-d", "orl-glasses", *FAST_TRAIN, "--out", str(path)])
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    finally:
-        torch.set_num_threads(threads)
-    return path
+def original(tiny_original: Path) -> Path:
+    """The session's tiny orl-glasses original (tests/conftest.py)."""
+    return tiny_original
 
 
 @pytest.fixture(scope="module")
@@ -450,6 +438,19 @@ def dlfd_serve(*args: str | Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(command, env=full_env, text=True, **pipes)
 
 
+def wait_until_serving(process: subprocess.Popen[str], url: str) -> None:
+    """Wait for ``dlfd serve`` to answer (failing at once if it exits)."""
+
+    def ready() -> bool:
+        assert process.poll() is None, process.communicate()
+        try:
+            return call(f"{url}/health", token=None)[0] == 200
+        except OSError:
+            return False
+
+    wait_for(ready, 60, "dlfd serve")
+
+
 def test_serve_refuses_a_public_address_without_a_token(store_root: Path) -> None:
     process = dlfd_serve("--store", store_root, "--host", "0.0.0.0", "--port", free_port(), env={})
     err = process.communicate(timeout=60)[1]
@@ -472,15 +473,7 @@ def test_serve_with_a_token_file_processes_every_second(tmp_path: Path, original
         "--process-every", "0.5", "--device", "cpu", env={},
     )  # fmt: skip
     try:
-
-        def ready() -> bool:
-            assert process.poll() is None, process.communicate()
-            try:
-                return call(f"{url}/health", token=None)[0] == 200
-            except OSError:
-                return False
-
-        wait_for(ready, 60, "dlfd serve")
+        wait_until_serving(process, url)
         status, found, _ = call(f"{url}/requests", "POST", body={"forget": [person]}, token=None)
         assert status == 401
         status, request, _ = call(f"{url}/requests", "POST", body={"forget": [person]})
@@ -511,15 +504,7 @@ def test_serve_takes_the_token_from_the_environment(tmp_path: Path, original: Pa
         env={"DLFD_TOKEN": TOKEN},
     )  # fmt: skip
     try:
-
-        def ready() -> bool:
-            assert process.poll() is None, process.communicate()
-            try:
-                return call(f"{url}/health", token=None)[0] == 200
-            except OSError:
-                return False
-
-        wait_for(ready, 60, "dlfd serve")
+        wait_until_serving(process, url)
         assert call(f"{url}/process", "POST")[:2] == (202, {"status": "started"})
         assert call(f"{url}/process", "POST", token="another-token-that-is-not-used")[0] == 401
     finally:

@@ -17,9 +17,7 @@ pytest.importorskip("alembic")
 
 import torch
 
-from conftest import FAST_TRAIN
 from dlfd.checkpoint import load_checkpoint
-from dlfd.cli import main
 from dlfd.recipe import TrainRecipe
 from dlfd.runs.method_run import unlearn_on_scenario
 from dlfd.service import MAX_ATTEMPTS
@@ -32,18 +30,9 @@ SETTINGS = {"steps": 2}
 
 
 @pytest.fixture(scope="module")
-def original(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny orl-glasses original (trained in seconds, one thread)."""
-    path = tmp_path_factory.mktemp("original") / "orig.safetensors"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        main(["train", "-d", "orl-glasses", *FAST_TRAIN, "--out", str(path)])
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    finally:
-        torch.set_num_threads(threads)
-    return path
+def original(tiny_original: Path) -> Path:
+    """The session's tiny orl-glasses original (tests/conftest.py)."""
+    return tiny_original
 
 
 def make_store(root: Path, original: Path, *, audit: bool = False) -> Store:
