@@ -267,3 +267,19 @@ def test_two_concurrent_process_runs_publish_one_version(tmp_path: Path, origina
     versions = store.ledger.versions()
     assert [(v.number, v.parent) for v in versions] == [(0, None), (1, 0)]
     assert store.ledger.counts()["done"] == 1
+
+
+def test_without_the_extra_the_commands_say_how_to_install_it(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "sqlalchemy" else real(name, *a),
+    )
+    code, _, err = cli("requests", "list", "--store", tmp_path)
+    assert code == 2
+    assert "needs sqlalchemy: pip install 'dlfd[service]'" in err
