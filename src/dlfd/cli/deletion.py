@@ -8,6 +8,7 @@ next model version (see :mod:`dlfd.service.process`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from datetime import timedelta
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from dlfd.cli import common
 from dlfd.cli.app import DlfdTyper, app, err, hint, note, out, styled
+from dlfd.cli.progress import RichProgress
 from dlfd.config import parse_overrides
 from dlfd.data.splits import read_forget_list
 from dlfd.errors import ConfigError
@@ -244,7 +246,8 @@ def process(
     age = parse_age(older_than) if older_than is not None else None
     opened = _open(store)
     try:
-        with common.progress_bar("process", quiet) as progress:
+        bar = None if quiet or err.quiet else RichProgress(err, "process", stop_when_done=False)
+        with bar or contextlib.nullcontext() as progress:
             outcome = process_batch(
                 opened,
                 device=device,

@@ -183,7 +183,9 @@ def _make_version(
     reference = None
     certificate = None
     if config.audit:
-        reference, certificate = _audit(store, scenario, weights, recipe, torch_device, say)
+        reference, certificate = _audit(
+            store, scenario, weights, recipe, torch_device, say, progress
+        )
         _paths_in_store(certificate, store.root, {weights: final / WEIGHTS_NAME})
         atomic_write_json(staging / "certificate.json", certificate)
     metrics = evaluate_model(
@@ -246,6 +248,7 @@ def _audit(
     recipe: TrainRecipe | None,
     device: torch.device,
     say: Callable[[str], None],
+    progress: ProgressFn | None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The audit of the new version against the original and a model retrained without the
     accumulated forget set (trained once per forget set, cached in the store)."""
@@ -259,8 +262,19 @@ def _audit(
         )
     started = time.perf_counter()
     say("audit: training (or reusing) the retrained reference")
+
+    def stage(name: str) -> ProgressFn | None:
+        if progress is None:
+            return None
+        return lambda done, total, phase: progress(done, total, f"{name}: {phase}".rstrip(": "))
+
     trained = reference_cache(store.root).get(
-        scenario, role="retrained", seed=store.config.seed, recipe=recipe, device=device
+        scenario,
+        role="retrained",
+        seed=store.config.seed,
+        recipe=recipe,
+        device=device,
+        progress=stage("reference"),
     )
     models = {}
     for name, path in (
@@ -271,7 +285,11 @@ def _audit(
         model, meta = load_checkpoint(path, device=device)
         models[name] = LoadedModel(path, model, meta)
     certificate, _ = run_audit(
-        scenario, models, device=device, settings=AuditSettings(seed=store.config.seed)
+        scenario,
+        models,
+        device=device,
+        settings=AuditSettings(seed=store.config.seed),
+        progress=stage("audit"),
     )
     say(f"audit: {certificate['verdict']} ({time.perf_counter() - started:.0f}s)")
     return models["reference"].model, certificate
