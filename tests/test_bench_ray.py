@@ -72,10 +72,19 @@ def assert_same_runs(out: Path, expected: Path) -> None:
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The bench run by the local backend; returns (its folder, the cache)."""
+    """The bench run by the local backend; returns (its folder, the cache). It runs on one
+    thread, as each Ray task does (``--task-cpus`` 1): a float sum's order, and so the last
+    bits of the numbers, depends on the thread count."""
+    import torch
+
     root = tmp_path_factory.mktemp("bench-ray")
     out, cache = root / "local", root / "cache"
-    assert run_cli("bench", *BENCH, "--out", out, "--cache-dir", cache) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert run_cli("bench", *BENCH, "--out", out, "--cache-dir", cache) == 0
+    finally:
+        torch.set_num_threads(threads)
     return out, cache
 
 
