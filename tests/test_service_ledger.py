@@ -127,6 +127,10 @@ def test_versions_are_the_method_from_the_current_version_with_everything_forgot
     assert v1.forget_entries == [people[0]] and v2.parent == 1
     assert v2.forget_entries == [people[0], people[1], people[2]]
     assert v2.forget_images == 30 and store.ledger.honoured(2) == [b.id, again.id]
+    lineage = store.ledger.lineage()
+    assert [(v["number"], v["parent"], v["requests"]) for v in lineage] == [
+        (0, None, []), (1, 0, [a.id]), (2, 1, [b.id, again.id])
+    ]  # fmt: skip
 
     # the same computation by hand, from version 1's weights
     model, _ = load_checkpoint(store.weights(1), device=torch.device("cpu"))

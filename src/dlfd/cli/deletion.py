@@ -200,9 +200,8 @@ def versions(store: StoreOpt, as_json: JsonOpt = False) -> None:
 
     opened = _open(store)
     try:
-        rows = [v.to_dict(opened.ledger.honoured(v.number)) for v in opened.ledger.versions()]
-        root = opened.root
-        paths = {v.number: root / v.weights for v in opened.ledger.versions()}
+        rows = opened.ledger.lineage()
+        paths = {v.number: opened.root / v.weights for v in opened.ledger.versions()}
     finally:
         opened.close()
     if as_json:

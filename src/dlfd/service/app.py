@@ -167,20 +167,9 @@ def dashboard_state(store: Store) -> dict[str, Any]:
             "audit": config.audit,
             "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "requests": ledger.counts(),
-            "versions": _public_versions(store),
+            "versions": ledger.lineage(),
         }
     )
-
-
-def _public_versions(store: Store) -> list[dict[str, Any]]:
-    """Every version as JSON without the entries it forgets."""
-    ledger = store.ledger
-    found = []
-    for version in ledger.versions():
-        data = version.to_dict(requests=ledger.honoured(version.number))
-        data.pop("forget_entries", None)
-        found.append(json_safe(data))
-    return found
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> HTTPException:
@@ -328,7 +317,7 @@ def create_app(
     @app.get("/versions")
     def list_versions() -> Any:
         """Every version: numbers, hashes, verdicts and request ids (no names of people)."""
-        return _json(_public_versions(store))
+        return _json(store.ledger.lineage())
 
     @app.get("/versions/{number}/certificate")
     def get_certificate(number: str, authorization: Authorization = None) -> Any:

@@ -234,6 +234,17 @@ class Ledger:
         with self.session() as session:
             return list(session.scalars(query))
 
+    def lineage(self) -> list[dict[str, Any]]:
+        """Every version as JSON (:meth:`Version.to_dict`, with the ids of the requests it
+        honours), oldest first, in two queries."""
+        query = select(Request.version, Request.id).where(Request.version.is_not(None))
+        with self.session() as session:
+            honours: dict[int, list[int]] = {}
+            for number, request_id in session.execute(query.order_by(Request.id)):
+                honours.setdefault(number, []).append(request_id)
+            versions = session.scalars(select(Version).order_by(Version.number))
+            return [v.to_dict(honours.get(v.number, [])) for v in versions]
+
     def certificate(self, number: int) -> dict[str, Any] | None:
         with self.session() as session:
             row = session.get(Certificate, number)
