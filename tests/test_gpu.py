@@ -130,3 +130,23 @@ def test_two_process_nccl_training_writes_one_checkpoint(tmp_path: Path) -> None
 
     _, meta = load_checkpoint(out)
     assert meta.extra["world_size"] == 2
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_batches_augmented_on_the_gpu_match_the_cpu_ones() -> None:
+    """The GPU path of the loaders draws the same augmentation (same CPU generator, same
+    order); only the float arithmetic of the pixel operations differs."""
+    from dlfd.data.loaders import ProblemLoaders
+    from dlfd.data.transforms import AugmentConfig
+    from dlfd.scenarios import get_scenario
+
+    scenario = get_scenario("orl-glasses", split_seed=0, data_root=None, image_size=32, options={})
+    augment = AugmentConfig(hflip=0.5, crop_padding=2, degrees=10.0, translate=0.1)
+    problem, spec = scenario.problem, scenario.input_spec
+    cpu = ProblemLoaders(problem, spec, augment).loader("train", batch_size=32, train=True)
+    gpu = ProblemLoaders(problem, spec, augment, device=torch.device("cuda"))
+    on_gpu = gpu.loader("train", batch_size=32, train=True)
+    for (x, y), (gx, gy) in zip(cpu, on_gpu, strict=True):
+        assert gx.is_cuda and torch.equal(y, gy.cpu())
+        assert torch.allclose(x, gx.cpu(), atol=1e-3)

@@ -30,7 +30,7 @@ from torch import nn
 from dlfd import __version__
 from dlfd.audit.evidence import loss_exposure, most_exposed, per_person
 from dlfd.checkpoint import CheckpointMeta, load_checkpoint
-from dlfd.data.loaders import ProblemLoaders
+from dlfd.data.loaders import ProblemLoaders, batch_device
 from dlfd.errors import CheckpointError, ConfigError
 from dlfd.evaluation import split_outputs
 from dlfd.losses import correct_predictions
@@ -483,7 +483,7 @@ def run_audit(
         raise ConfigError(f"the three models expect different inputs: {specs}")
     started = time.perf_counter()
     problem = scenario.problem
-    loaders = ProblemLoaders(problem, specs["unlearned"])
+    loaders = ProblemLoaders(problem, specs["unlearned"], device=batch_device(device))
     log("running the three models over every split")
     outputs = {name: split_outputs(m.model, loaders, device=device) for name, m in models.items()}
     lira = None

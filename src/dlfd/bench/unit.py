@@ -36,7 +36,7 @@ from dlfd.bench.records import (
 from dlfd.bench.references import ROLE_OF_ROW, Reference, place_checkpoint, reference_cache
 from dlfd.checkpoint import load_checkpoint, read_meta, sidecar_path, weights_sha256
 from dlfd.config import to_dict
-from dlfd.data.loaders import ProblemLoaders
+from dlfd.data.loaders import ProblemLoaders, batch_device
 from dlfd.data.splits import apply_forget_request
 from dlfd.errors import CheckpointError, ConfigError, SplitError
 from dlfd.evaluation import (
@@ -77,7 +77,8 @@ class SeedContext:
     matched_reason: str | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.loaders = ProblemLoaders(self.scenario.problem, self.scenario.input_spec)
+        problem, spec = self.scenario.problem, self.scenario.input_spec
+        self.loaders = ProblemLoaders(problem, spec, device=batch_device(self.device))
         self.label_shift = label_shift_json(problem_label_shift(self.scenario.problem))
         self.matched_reason = problem_matched_reason(self.scenario.problem)
 

@@ -1,7 +1,10 @@
 """Torch datasets and loaders over the splits of an :class:`UnlearningProblem`.
 
 Images are decoded once into a shared uint8 cache; a loader's collate step applies the same
-:class:`BatchTransform` (normalisation, plus seeded augmentation for training) everywhere.
+:class:`BatchTransform` (normalisation, plus seeded augmentation for training) everywhere. On a
+GPU (``ProblemLoaders(..., device=cuda)``) batches travel as uint8 (pinned, stacked by worker
+processes) and the transform runs on the GPU, drawing its random numbers from the same CPU
+generator in the same order, so the augmentation is the one a CPU run draws.
 Batches are ``(inputs, labels)``: float inputs, long labels (multiclass) or float 0/1 labels
 (multilabel), so any training code written for standard loaders works unchanged.
 """
@@ -9,6 +12,7 @@ Batches are ``(inputs, labels)``: float inputs, long labels (multiclass) or floa
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -59,8 +63,38 @@ class SplitDataset(Dataset):
 
 def collate(transform: BatchTransform, batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple:
     """Stack a list of (uint8 image, label) and turn the images into model inputs."""
+    images, labels = stack(batch)
+    return transform(images), labels
+
+
+def stack(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack a list of (uint8 image, label) as they are (what a worker process does)."""
     images, labels = zip(*batch, strict=True)
-    return transform(torch.stack(images)), torch.stack(labels)
+    return torch.stack(images), torch.stack(labels)
+
+
+class OnDeviceLoader:
+    """A loader of uint8 batches whose transform runs on ``device``, in this process and in
+    batch order (so its seeded draws are the ones :func:`collate` would make)."""
+
+    def __init__(self, loader: DataLoader, transform: BatchTransform, device: torch.device) -> None:
+        self.loader, self.transform, self.device = loader, transform, device
+        self.dataset, self.sampler = loader.dataset, loader.sampler
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        copy = {"non_blocking": self.device.type == "cuda"}
+        for images, labels in self.loader:
+            images, labels = images.to(self.device, **copy), labels.to(self.device, **copy)
+            yield self.transform(images), labels
+
+
+def batch_device(device: torch.device) -> torch.device | None:
+    """Where the loaders of a run on ``device`` transform their batches: on a GPU there, on a
+    CPU in the loader (None)."""
+    return device if device.type == "cuda" else None
 
 
 class ProblemLoaders:
@@ -72,12 +106,18 @@ class ProblemLoaders:
         spec: InputSpec,
         augment: AugmentConfig | None = None,
         *,
-        pin_memory: bool = False,
+        device: torch.device | None = None,
+        workers: int | None = None,
     ) -> None:
-        """``pin_memory``: batches in page-locked memory, so copies to a GPU overlap compute
-        (for CUDA runs)."""
+        """``device``: batches are transformed there (:class:`OnDeviceLoader`; meant for a
+        GPU: uint8 batches are pinned and ``workers`` processes stack them, 2 by default);
+        None: on the CPU, in the loader's collate step (``workers`` must then be 0: the
+        seeded augmentation runs in this process)."""
         self.problem, self.spec, self.augment = problem, spec, augment
-        self.pin_memory = pin_memory
+        self.device = device
+        self.workers = (2 if device is not None else 0) if workers is None else workers
+        if self.workers and device is None:
+            raise ConfigError("loader workers need an on-device transform (give a device)")
         self.cache = ImageCache(problem.records, spec)
 
     def dataset(self, split: str) -> SplitDataset:
@@ -93,13 +133,12 @@ class ProblemLoaders:
         seed: int = 0,
         drop_last: bool | None = None,
         sampler: Sampler[int] | None = None,
-        num_workers: int = 0,
         shard: tuple[int, int] | None = None,
-    ) -> DataLoader:
+    ) -> DataLoader | OnDeviceLoader:
         """A loader over ``split``; ``train=True`` shuffles and augments, seeded by ``seed``.
         ``drop_last=None`` drops a final training batch of one sample (BatchNorm cannot train on it)
         and keeps everything else. ``sampler`` replaces the seeded shuffle (e.g. a
-        ``DistributedSampler``); ``num_workers`` decodes images in worker processes.
+        ``DistributedSampler``).
         ``shard=(rank, world_size)``: this process's share of a data-parallel run
         (:class:`dlfd.distributed.ShardSampler` over the same seeded order on every rank;
         ``batch_size`` is then the per-process batch). Rank 0 draws its augmentation like the
@@ -132,14 +171,17 @@ class ProblemLoaders:
             transform = BatchTransform(self.spec, self.augment, torch_generator(augment_seed))
             if sampler is not None and shard is None:
                 generator = None
-        return DataLoader(
+        on_device = self.device is not None
+        assert transform is not None
+        loader = DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
             drop_last=drop_last,
             generator=generator,
-            num_workers=num_workers,
-            pin_memory=self.pin_memory,
-            collate_fn=functools.partial(collate, transform),
+            num_workers=self.workers,
+            pin_memory=on_device and self.device.type == "cuda",
+            collate_fn=stack if on_device else functools.partial(collate, transform),
         )
+        return OnDeviceLoader(loader, transform, self.device) if on_device else loader

@@ -155,11 +155,16 @@ class AugmentConfig:
             raise ConfigError(f"scale range must satisfy low <= high, got {self.scale}")
 
 
+# The random draws below always come from a CPU generator (the same stream whatever the device
+# of ``images``); only the pixel operations run where the images are.
+
+
 def random_hflip(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
     """Flip each image of a (N, C, H, W) batch left-right with probability ``p``."""
     flip = torch.rand(images.shape[0], generator=generator) < p
     if not flip.any():
         return images
+    flip = flip.to(images.device)
     out = images.clone()
     out[flip] = images[flip].flip(-1)
     return out
@@ -194,7 +199,7 @@ def random_affine(
     cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
     theta = torch.stack(
         [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
-    ).to(images.dtype)
+    ).to(images.device, images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 

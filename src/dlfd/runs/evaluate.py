@@ -10,7 +10,7 @@ import torch
 
 from dlfd import __version__
 from dlfd.checkpoint import CheckpointMeta, load_checkpoint
-from dlfd.data.loaders import ProblemLoaders
+from dlfd.data.loaders import ProblemLoaders, batch_device
 from dlfd.errors import CheckpointError
 from dlfd.evaluation import (
     evaluate_model,
@@ -81,7 +81,7 @@ def evaluate_checkpoints(
         check_evaluated(meta, path, scenario, strict=False, warn=warn)
         if ref_meta is not None and ref_meta.input_spec != meta.input_spec:
             raise CheckpointError(f"{path} and the reference {reference} expect different inputs")
-        loaders = ProblemLoaders(problem, meta.input_spec, pin_memory=device.type == "cuda")
+        loaders = ProblemLoaders(problem, meta.input_spec, device=batch_device(device))
         metrics = evaluate_model(
             model,
             loaders,

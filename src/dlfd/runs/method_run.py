@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dlfd.checkpoint import CheckpointMeta, save_checkpoint
-from dlfd.data.loaders import ProblemLoaders
+from dlfd.data.loaders import ProblemLoaders, batch_device
 from dlfd.methods.api import unlearn
 from dlfd.methods.base import ProgressFn, UnlearnResult
 from dlfd.recipe import TrainRecipe
@@ -40,7 +40,7 @@ def method_loaders(
     seed: int,
     recipe: TrainRecipe | None = None,
     dist: DistributedContext | None = None,
-    pin_memory: bool = False,
+    device: torch.device | None = None,
 ) -> MethodLoaders:
     """Loaders over ``scenario``'s retain, forget and val splits for one unlearning run (with
     ``dist``, this rank's shards: ``batch_size`` is the global batch, split evenly)."""
@@ -50,8 +50,9 @@ def method_loaders(
         batch_size = dist.per_rank_batch(batch_size)
         shard = dist.shard
     spec = scenario.input_spec
-    augmented = ProblemLoaders(scenario.problem, spec, recipe.augment, pin_memory=pin_memory)
-    plain = ProblemLoaders(scenario.problem, spec, None, pin_memory=pin_memory)
+    on = None if device is None else batch_device(device)
+    augmented = ProblemLoaders(scenario.problem, spec, recipe.augment, device=on)
+    plain = ProblemLoaders(scenario.problem, spec, None, device=on)
     plain.cache = augmented.cache  # decode every image once
     has_val = len(scenario.problem.split("val")) > 0
 
@@ -86,9 +87,13 @@ def unlearn_on_scenario(
     original's) supplies defaults. With ``dist`` every rank calls this."""
     recipe = recipe or scenario.recipe
     batch_size = batch_size or recipe.batch_size
-    cuda = (device if dist is None else dist.device).type == "cuda"
     loaders = method_loaders(
-        scenario, batch_size=batch_size, seed=seed, recipe=recipe, dist=dist, pin_memory=cuda
+        scenario,
+        batch_size=batch_size,
+        seed=seed,
+        recipe=recipe,
+        dist=dist,
+        device=device if dist is None else dist.device,
     )
     return unlearn(
         model,

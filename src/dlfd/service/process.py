@@ -26,7 +26,7 @@ import torch
 
 from dlfd.bench.records import json_safe
 from dlfd.checkpoint import load_checkpoint
-from dlfd.data.loaders import ProblemLoaders
+from dlfd.data.loaders import ProblemLoaders, batch_device
 from dlfd.errors import ConfigError, DlfdError, SplitError
 from dlfd.evaluation import evaluate_model
 from dlfd.io import atomic_write_json
@@ -190,7 +190,7 @@ def _make_version(
         atomic_write_json(staging / "certificate.json", certificate)
     metrics = evaluate_model(
         result.model,
-        ProblemLoaders(problem, saved.input_spec),
+        ProblemLoaders(problem, saved.input_spec, device=batch_device(torch_device)),
         device=torch_device,
         reference=reference,
         attacks=True,

@@ -32,7 +32,7 @@ from dlfd.checkpoint import (
     sidecar_path,
 )
 from dlfd.config import to_dict
-from dlfd.data.loaders import ProblemLoaders
+from dlfd.data.loaders import ProblemLoaders, batch_device
 from dlfd.errors import ConfigError
 from dlfd.io import sha256_bytes, sha256_file
 from dlfd.models import create_model
@@ -213,7 +213,7 @@ def train_checkpoint(
     precision.prepare(model)
     optimizer = make_optimizer(model, recipe)
     loaders = ProblemLoaders(
-        scenario.problem, scenario.input_spec, recipe.augment, pin_memory=device.type == "cuda"
+        scenario.problem, scenario.input_spec, recipe.augment, device=batch_device(device)
     )
     loaders.cache.preload(scenario.problem.split(split))
 
