@@ -173,6 +173,8 @@ class ProblemLoaders:
                 generator = None
         on_device = self.device is not None
         assert transform is not None
+        if self.workers:  # decoded here once; forked workers share the cache instead of filling
+            self.cache.preload(dataset.indices)  # copies of their own on every pass
         loader = DataLoader(
             dataset,
             batch_size=batch_size,
