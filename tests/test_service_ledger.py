@@ -35,8 +35,11 @@ def original(tiny_original: Path) -> Path:
     return tiny_original
 
 
-def make_store(root: Path, original: Path, *, audit: bool = False) -> Store:
-    return Store.create(root, original, method="dlfd", settings=SETTINGS, audit=audit)
+def make_store(
+    root: Path, original: Path, *, audit: bool = False, database: str | None = None
+) -> Store:
+    kw = {"method": "dlfd", "settings": SETTINGS, "audit": audit, "database": database}
+    return Store.create(root, original, **kw)
 
 
 def training_people(store: Store) -> list[str]:
@@ -48,22 +51,45 @@ def state_digest(model: torch.nn.Module) -> list[tuple[str, bytes]]:
     return [(k, v.detach().cpu().numpy().tobytes()) for k, v in model.state_dict().items()]
 
 
-def test_migrations_create_exactly_the_tables_the_code_declares(tmp_path: Path) -> None:
+#: A PostgreSQL database the ``postgres`` tests may empty and use (none: they skip).
+POSTGRES_URL = os.environ.get("DLFD_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty ledger database: an SQLite file, or the PostgreSQL database of
+    ``DLFD_TEST_POSTGRES_URL`` with every table dropped."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "ledger.sqlite")
+    if not POSTGRES_URL:
+        pytest.skip("set DLFD_TEST_POSTGRES_URL=postgresql+psycopg://... to test PostgreSQL")
+    pytest.importorskip("psycopg")
+    from sqlalchemy import MetaData, create_engine
+
+    engine = create_engine(POSTGRES_URL)
+    tables = MetaData()
+    tables.reflect(engine)
+    tables.drop_all(engine)
+    engine.dispose()
+    return POSTGRES_URL
+
+
+def test_migrations_create_exactly_the_tables_the_code_declares(database: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    ledger = Ledger(sqlite_url(tmp_path / "ledger.sqlite"))
+    ledger = Ledger(database)
     with ledger.engine.connect() as connection:
         diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
         revision = MigrationContext.configure(connection).get_current_revision()
     assert diffs == []
     assert revision == "0001"
     ledger.close()
-    Ledger(sqlite_url(tmp_path / "ledger.sqlite")).close()  # reopening migrates nothing
+    Ledger(database).close()  # reopening migrates nothing
 
 
-def test_request_lifecycle_and_refusals(tmp_path: Path) -> None:
-    ledger = Ledger(sqlite_url(tmp_path / "ledger.sqlite"))
+def test_request_lifecycle_and_refusals(database: str) -> None:
+    ledger = Ledger(database)
     first = ledger.add_request([" s1 ", "s1", "s2"], "alice", "GDPR")
     second = ledger.add_request(["s3"])
     assert first.entries == ["s1", "s2"]  # stripped, repeats dropped
@@ -85,8 +111,8 @@ def test_request_lifecycle_and_refusals(tmp_path: Path) -> None:
     assert ledger.counts()["failed"] == 1 and ledger.counts()["refused"] == 1
 
 
-def test_two_versions_from_one_parent_are_refused_by_the_database(tmp_path: Path) -> None:
-    ledger = Ledger(sqlite_url(tmp_path / "ledger.sqlite"))
+def test_two_versions_from_one_parent_are_refused_by_the_database(database: str) -> None:
+    ledger = Ledger(database)
 
     def version(number: int, parent: int | None) -> Version:
         return Version(
@@ -153,9 +179,9 @@ def test_versions_are_the_method_from_the_current_version_with_everything_forgot
 
 
 def test_a_request_for_what_is_forgotten_already_is_settled_without_a_new_version(
-    tmp_path: Path, original: Path
+    tmp_path: Path, original: Path, database: str
 ) -> None:
-    store = make_store(tmp_path / "store", original)
+    store = make_store(tmp_path / "store", original, database=database)
     person = training_people(store)[3]
     store.ledger.add_request([person])
     process_batch(store, device="cpu")
