@@ -49,6 +49,7 @@ from dlfd.evaluation import split_outputs
 from dlfd.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from dlfd.methods.base import UnlearnResult
 from dlfd.metrics import SplitOutputs, mean_std, protocol_metrics
+from dlfd.metrics.protocol import MAIN_METRICS
 from dlfd.pages import figure_png, pyplot
 from dlfd.recipe import TrainRecipe
 from dlfd.runs.cache import TrainedModel
@@ -64,20 +65,11 @@ KINDS = ("continual", "one-shot", "retrain")
 PER_BATCH = {"orl-glasses": 2, "orl-identity": 8}
 #: Metrics copied into each row (the matched ones only when the attack could run).
 ROW_METRICS = (
-    "forget_acc",
-    "retain_acc",
-    "test_acc",
-    "unseen_acc",
-    "mia_acc",
-    "mia_acc_matched",
-    "forgetting_score",
-    "nomus",
-    "nomus_matched",
+    *MAIN_METRICS,
     "gap_forget_acc",
     "gap_retain_acc",
     "gap_test_acc",
     "gap_mia_acc",
-    "avg_gap",
 )
 TABLE_METRICS = ("forget_acc", "retain_acc", "test_acc", "mia_acc", "avg_gap")
 STARTED = time.perf_counter()
