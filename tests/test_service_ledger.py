@@ -313,3 +313,18 @@ def test_without_the_extra_the_commands_say_how_to_install_it(
     code, _, err = cli("requests", "list", "--store", tmp_path)
     assert code == 2
     assert "needs sqlalchemy: pip install 'dlfd[service]'" in err
+
+
+def test_a_store_is_refused_an_original_that_does_not_match_its_sidecar(
+    tmp_path: Path, original: Path
+) -> None:
+    from dlfd.errors import CheckpointError
+
+    damaged = tmp_path / "damaged.safetensors"
+    data = bytearray(original.read_bytes())
+    data[-1] ^= 1
+    damaged.write_bytes(bytes(data))
+    damaged.with_suffix(".json").write_bytes(original.with_suffix(".json").read_bytes())
+    with pytest.raises(CheckpointError, match="does not match its sidecar"):
+        make_store(tmp_path / "store", damaged)
+    assert not (tmp_path / "store").exists()  # nothing written

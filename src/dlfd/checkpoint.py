@@ -226,8 +226,8 @@ def read_meta(path: str | Path) -> CheckpointMeta:
     return CheckpointMeta.from_dict(data, source=str(side))
 
 
-def read_weights(path: str | Path, meta: CheckpointMeta) -> dict[str, torch.Tensor]:
-    """Read the safetensors file, verifying its sha256 against the sidecar first."""
+def read_weights_bytes(path: str | Path, meta: CheckpointMeta) -> bytes:
+    """The safetensors file's bytes, verified against the sidecar's sha256."""
     path = Path(path)
     data = _read_bytes(path, f"checkpoint not found: {path}", "checkpoint", _MAX_WEIGHTS_BYTES)
     if sha256_bytes(data) != meta.weights_sha256:
@@ -235,7 +235,12 @@ def read_weights(path: str | Path, meta: CheckpointMeta) -> dict[str, torch.Tens
             f"checkpoint {path} does not match its sidecar (sha256 differs): "
             f"the file was modified or partially written"
         )
-    return _load_safetensors(data, f"checkpoint {path}")
+    return data
+
+
+def read_weights(path: str | Path, meta: CheckpointMeta) -> dict[str, torch.Tensor]:
+    """Read the safetensors file, verifying its sha256 against the sidecar first."""
+    return _load_safetensors(read_weights_bytes(path, meta), f"checkpoint {path}")
 
 
 def _load_safetensors(data: bytes, what: str) -> dict[str, torch.Tensor]:

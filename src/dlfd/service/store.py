@@ -25,9 +25,21 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from dlfd.checkpoint import CheckpointMeta, check_weights_path, read_meta, sidecar_path
-from dlfd.errors import ConfigError, DlfdError
-from dlfd.io import atomic_write_bytes, atomic_write_json, file_lock, read_json_file
+from dlfd.checkpoint import (
+    CheckpointMeta,
+    check_weights_path,
+    read_meta,
+    read_weights_bytes,
+    sidecar_path,
+)
+from dlfd.errors import CheckpointError, ConfigError, DlfdError
+from dlfd.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    file_lock,
+    read_file_bytes,
+    read_json_file,
+)
 from dlfd.methods import get_method
 from dlfd.runs.scenario import load_scenario, scenario_for_checkpoint
 from dlfd.scenarios import Scenario
@@ -117,6 +129,10 @@ class Store:
             )
         original = check_weights_path(original)
         meta = read_meta(original)
+        data = read_weights_bytes(original, meta)  # verified before anything is written
+        sidecar = read_file_bytes(
+            sidecar_path(original), "checkpoint sidecar", error=CheckpointError
+        )
         get_method(method).make_params(dict(settings or {}))  # refuse bad settings first
         if audit and not meta.recipe:
             raise ConfigError(
@@ -147,8 +163,8 @@ class Store:
                 raise ConfigError(f"the database {database} holds a ledger already")
             folder = root / "versions" / "v0000-original"
             weights = folder / WEIGHTS_NAME
-            atomic_write_bytes(weights, original.read_bytes())
-            atomic_write_bytes(sidecar_path(weights), sidecar_path(original).read_bytes())
+            atomic_write_bytes(sidecar_path(weights), sidecar)
+            atomic_write_bytes(weights, data)
             copied = read_meta(weights)
             ledger.publish(
                 Version(
