@@ -282,6 +282,17 @@ def test_kill_9_mid_batch_loses_nothing_and_a_rerun_completes(
         paths = {name: m["path"] for name, m in certificate["models"].items()}
         assert paths["unlearned"] == store.ledger.version(1).weights  # as published
         assert all(not Path(p).is_absolute() and (root / p).is_file() for p in paths.values())
+        # the version's numbers (read off the audit's pass) are what `dlfd evaluate` computes
+        from dlfd.data.loaders import ProblemLoaders
+        from dlfd.evaluation import evaluate_model
+
+        cpu = torch.device("cpu")
+        unlearned, meta = load_checkpoint(root / paths["unlearned"], device=cpu)
+        reference, _ = load_checkpoint(root / paths["reference"], device=cpu)
+        version = store.ledger.version(1)
+        loaders = ProblemLoaders(store.scenario(version.forget_entries).problem, meta.input_spec)
+        again = evaluate_model(unlearned, loaders, device=cpu, reference=reference, attacks=True)
+        assert version.metrics == {k: again[k] for k in version.metrics}
 
 
 def test_two_concurrent_process_runs_publish_one_version(tmp_path: Path, original: Path) -> None:

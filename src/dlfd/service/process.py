@@ -17,19 +17,21 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dlfd.audit.runner import LoadedModel
 from dlfd.bench.records import json_safe
-from dlfd.checkpoint import load_checkpoint
+from dlfd.checkpoint import CheckpointMeta, load_checkpoint
 from dlfd.data.loaders import ProblemLoaders, batch_device
 from dlfd.errors import ConfigError, DlfdError, SplitError
 from dlfd.evaluation import evaluate_model
 from dlfd.io import atomic_write_json
+from dlfd.metrics import SplitOutputs, protocol_metrics
 from dlfd.recipe import TrainRecipe
 from dlfd.runs.method_run import save_unlearned, unlearn_on_scenario
 from dlfd.runtime import derive_seed, resolve_device
@@ -180,21 +182,25 @@ def _make_version(
     weights = staging / WEIGHTS_NAME
     source = f"version {current.number}"
     saved = save_unlearned(result, weights, _forgetting(meta, scenario), source=source)
-    reference = None
     certificate = None
     if config.audit:
-        reference, certificate = _audit(
-            store, scenario, weights, recipe, torch_device, say, progress
+        unlearned = LoadedModel(weights, result.model, saved)
+        certificate, outputs = _audit(
+            store, scenario, unlearned, recipe, torch_device, say, progress
         )
         _paths_in_store(certificate, store.root, {weights: final / WEIGHTS_NAME})
         atomic_write_json(staging / "certificate.json", certificate)
-    metrics = evaluate_model(
-        result.model,
-        ProblemLoaders(problem, saved.input_spec, device=batch_device(torch_device)),
-        device=torch_device,
-        reference=reference,
-        attacks=True,
-    )
+        # the audit ran every model over every split once: the evaluation reads those outputs
+        metrics = protocol_metrics(
+            outputs["unlearned"], task=scenario.task, reference=outputs["reference"], attacks=True
+        )
+    else:
+        metrics = evaluate_model(
+            result.model,
+            ProblemLoaders(problem, saved.input_spec, device=batch_device(torch_device)),
+            device=torch_device,
+            attacks=True,
+        )
     atomic_write_json(
         staging / "evaluation.json",
         {"version": number, "forget_sha256": problem.forget_sha256, "metrics": metrics},
@@ -231,12 +237,10 @@ def _paths_in_store(certificate: dict[str, Any], root: Path, moved: dict[Path, P
             record["path"] = path.relative_to(root).as_posix()
 
 
-def _forgetting(meta: Any, scenario: Scenario) -> Any:
+def _forgetting(meta: CheckpointMeta, scenario: Scenario) -> CheckpointMeta:
     """The current version's provenance with the accumulated forget set."""
-    import dataclasses
-
     problem = scenario.problem
-    return dataclasses.replace(
+    return replace(
         meta, forget_sha256=problem.forget_sha256, forget_keys=tuple(problem.forget_keys)
     )
 
@@ -244,15 +248,16 @@ def _forgetting(meta: Any, scenario: Scenario) -> Any:
 def _audit(
     store: Store,
     scenario: Scenario,
-    weights: Path,
+    unlearned: LoadedModel,
     recipe: TrainRecipe | None,
     device: torch.device,
     say: Callable[[str], None],
     progress: ProgressFn | None,
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, dict[str, SplitOutputs]]]:
     """The audit of the new version against the original and a model retrained without the
-    accumulated forget set (trained once per forget set, cached in the store)."""
-    from dlfd.audit.runner import AuditSettings, LoadedModel, run_audit
+    accumulated forget set (trained once per forget set, cached in the store): the
+    certificate and every model's outputs on every split."""
+    from dlfd.audit.runner import AuditSettings, run_audit
     from dlfd.bench.references import reference_cache
 
     if recipe is None:
@@ -276,15 +281,10 @@ def _audit(
         device=device,
         progress=stage("reference"),
     )
-    models = {}
-    for name, path in (
-        ("original", store.weights(0)),
-        ("unlearned", weights),
-        ("reference", trained.path),
-    ):
-        model, meta = load_checkpoint(path, device=device)
-        models[name] = LoadedModel(path, model, meta)
-    certificate, _ = run_audit(
+    models = {"unlearned": unlearned}
+    for name, path in (("original", store.weights(0)), ("reference", trained.path)):
+        models[name] = LoadedModel(path, *load_checkpoint(path, device=device))
+    certificate, outputs = run_audit(
         scenario,
         models,
         device=device,
@@ -292,4 +292,4 @@ def _audit(
         progress=stage("audit"),
     )
     say(f"audit: {certificate['verdict']} ({time.perf_counter() - started:.0f}s)")
-    return models["reference"].model, certificate
+    return certificate, outputs
