@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ from dlfd.service.schema import (
     Certificate,
     Request,
     Version,
-    as_utc,
     utc_now,
 )
 
@@ -292,8 +291,3 @@ def _mark_done(session: Session, ids: Sequence[int], number: int) -> None:
             .where(Request.id.in_(list(ids)))
             .values(status="done", version=number, decided_at=utc_now(), error=None, batch=None)
         )
-
-
-def age_of(moment: datetime) -> timedelta:
-    """How long ago ``moment`` was."""
-    return utc_now() - as_utc(moment)  # type: ignore[operator]
